@@ -1,0 +1,104 @@
+//! Command-line flags and the server's configuration.
+//!
+//! `Config` is both what `clap` parses from the command line and what
+//! [`Server::bind`](crate::Server::bind) takes, so the integration tests start
+//! a server in-process with exactly the flags a user would type.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A small Server-Sent Events server on a hand-rolled mio event loop.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "sse-mio", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on. Loopback by default; use 0.0.0.0:3000 to expose.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Directory of static files served at `/`.
+    #[arg(long, default_value = "www")]
+    pub www: PathBuf,
+
+    /// Time between two random-string events on /sse (e.g. 1s, 250ms; 0 turns the ticker off).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Most connections served at once. Default: what the open-files limit allows.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+
+    /// A request head must arrive completely within this time, or 408 and close.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// An idle keep-alive (non-SSE) connection is closed after this time.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How many encoded frames the server keeps so that a lagging SSE client can catch up.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub history: u32,
+}
+
+impl Config {
+    /// The configuration a user gets with no flags (tests start from this).
+    pub fn default_for_tests() -> Config {
+        Config::parse_from(["sse-mio", "--addr", "127.0.0.1:0"])
+    }
+}
+
+/// Parses `1s`, `250ms`, `2m`, `1h`, `1.5s` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (try 1s, 250ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit '{other}' in '{text}' (use ms, s, m or h)")),
+    };
+    if !seconds.is_finite() || !(0.0..=365.0 * 86_400.0).contains(&seconds) {
+        return Err(format!("'{text}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1e400").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::parse_from(["sse-mio"]);
+        assert_eq!(config.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.interval, Duration::from_secs(1));
+        assert_eq!(config.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.history, 256);
+    }
+}

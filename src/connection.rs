@@ -1,0 +1,470 @@
+//! One client connection and its state machine.
+//!
+//! ```text
+//!            accept
+//!              │
+//!              ▼
+//!   ┌────► Reading ──── bad head / timeout ───┐
+//!   │          │ complete head                │
+//!   │          ▼                              ▼
+//!   └──── Responding ── Connection: close ──► Lingering ──► closed
+//!  keep-alive  │
+//!              │ GET /sse
+//!              ▼
+//!          Streaming ─── EOF / reset / lagged ──► closed
+//! ```
+//!
+//! - **Reading**: bytes accumulate in a buffer of at most
+//!   [`MAX_HEAD_BYTES`]; after every read the buffer is parsed again, and
+//!   httparse's `Partial` simply means "wait for more". Pipelined requests
+//!   stay in the buffer and are answered one after another, in order.
+//! - **Responding**: the head (and small body) is written from a byte buffer,
+//!   a file body in chunks read with `pread` into the server's shared scratch
+//!   buffer, so the connection holds no file data between events. A short
+//!   write just advances the offsets.
+//! - **Lingering**: after an error response we shut down our sending side and
+//!   read (and discard) what the client still sends, for a short while, so
+//!   the kernel does not answer those bytes with a reset that would destroy
+//!   our response before the client reads it.
+//! - **Streaming**: the connection is now only a socket and a [`Cursor`] into
+//!   the server's ring of frames. Everything an HTTP connection needed lives
+//!   in a `Box` that is dropped here, which is why an idle SSE connection
+//!   costs the server a few dozen bytes.
+//!
+//! Readiness is edge-triggered: every handler reads or writes until
+//! `WouldBlock` (or until it has a reason to stop and remembers to come
+//! back), otherwise the next edge might never come.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use log::{debug, trace};
+use mio::net::TcpStream;
+
+use crate::http::{self, MAX_HEAD_BYTES};
+use crate::routes::{self, After, Body, Env, Response};
+use crate::server::Settings;
+use crate::sse::{self, Cursor, Flushed, Ring};
+use crate::stats::{CloseReason, Stats};
+use crate::timers::Timers;
+
+/// How long a connection that got an error response may keep sending before
+/// we close it anyway.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How much a lingering connection may send before we close it anyway.
+pub const LINGER_MAX_BYTES: usize = 64 * 1024;
+
+/// Most requests answered for one connection before others get a turn;
+/// a pipelined flood must not monopolise the loop.
+pub const REQUESTS_PER_TURN: u32 = 32;
+
+/// Most bytes read and discarded from a streaming connection per turn.
+pub const DISCARD_PER_TURN: usize = 64 * 1024;
+
+/// What the server should do with a connection after driving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing more to do until the next readiness event, timer or tick.
+    Wait,
+    /// It still has work but used up its turn: drive it again soon.
+    Yield,
+    /// Close it.
+    Close(CloseReason),
+}
+
+/// Everything from the server that a connection needs while it is driven.
+pub struct Ctx<'a> {
+    pub key: usize,
+    pub now: Instant,
+    pub date: &'a str,
+    pub settings: &'a Settings,
+    pub ring: &'a Ring,
+    /// Shared buffer for reads and file chunks; nothing stays in it between
+    /// calls.
+    pub scratch: &'a mut [u8],
+    pub stats: &'a mut Stats,
+    pub timers: &'a mut Timers,
+}
+
+pub struct Connection {
+    socket: TcpStream,
+    state: State,
+}
+
+enum State {
+    /// Reading requests or writing responses. Boxed, so that the common
+    /// case, a streaming connection, stays small.
+    Http(Box<Exchange>),
+    Streaming(Cursor),
+}
+
+/// The request/response part of a connection's life.
+struct Exchange {
+    /// Distinguishes this connection from a later one under the same slab
+    /// key, for the timer queue.
+    serial: u64,
+    /// Received bytes not yet parsed: part of a head, or pipelined requests.
+    buf: Vec<u8>,
+    phase: Phase,
+    /// When this connection times out in its current phase.
+    deadline: Instant,
+    /// The earliest deadline already queued in the timer heap for us.
+    scheduled: Option<Instant>,
+    /// Accepted while the server was full: gets "come back later".
+    over_limit: bool,
+}
+
+enum Phase {
+    Reading,
+    Responding(Response, usize),
+    Lingering {
+        discarded: usize,
+        reason: CloseReason,
+    },
+}
+
+impl Connection {
+    /// A freshly accepted connection, waiting for its first request.
+    pub fn new(socket: TcpStream, serial: u64, over_limit: bool, ctx: &mut Ctx<'_>) -> Connection {
+        let mut exchange = Box::new(Exchange {
+            serial,
+            buf: Vec::new(),
+            phase: Phase::Reading,
+            deadline: ctx.now,
+            scheduled: None,
+            over_limit,
+        });
+        exchange.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
+        Connection {
+            socket,
+            state: State::Http(exchange),
+        }
+    }
+
+    pub fn socket_mut(&mut self) -> &mut TcpStream {
+        &mut self.socket
+    }
+
+    pub fn is_over_limit(&self) -> bool {
+        matches!(&self.state, State::Http(x) if x.over_limit)
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.state, State::Streaming(_))
+    }
+
+    /// The cursor of a streaming connection.
+    pub fn cursor(&self) -> Option<Cursor> {
+        match self.state {
+            State::Streaming(cursor) => Some(cursor),
+            State::Http(_) => None,
+        }
+    }
+
+    /// Makes all the progress possible now. Called on every readiness event
+    /// (`readable` says whether the event reported readability), for yielded
+    /// connections, and when a stream has new frames.
+    pub fn drive(&mut self, readable: bool, ctx: &mut Ctx<'_>) -> Step {
+        if let State::Http(exchange) = &mut self.state {
+            match exchange.drive(&mut self.socket, ctx) {
+                Ok(cursor) => {
+                    debug!("#{} streaming from id {}", ctx.key, cursor.next_id);
+                    self.state = State::Streaming(cursor);
+                }
+                Err(step) => return step,
+            }
+        }
+        let State::Streaming(cursor) = &mut self.state else {
+            return Step::Wait;
+        };
+        if readable {
+            match discard_input(&mut self.socket, ctx) {
+                Step::Wait => {}
+                other => return other,
+            }
+        }
+        flush_stream(&mut self.socket, cursor, ctx)
+    }
+
+    /// Called when the timer queue says this connection's deadline passed.
+    /// Returns `None` if the entry is stale (another connection, or a
+    /// deadline that moved); the entry is re-queued when needed.
+    pub fn on_timer(&mut self, serial: u64, at: Instant, ctx: &mut Ctx<'_>) -> Option<Step> {
+        let State::Http(exchange) = &mut self.state else {
+            return None;
+        };
+        if exchange.serial != serial || exchange.scheduled != Some(at) {
+            return None;
+        }
+        exchange.scheduled = None;
+        if exchange.deadline > ctx.now {
+            let deadline = exchange.deadline;
+            exchange.set_deadline(deadline, ctx);
+            return None;
+        }
+        Some(match exchange.phase {
+            Phase::Reading if !exchange.buf.is_empty() => {
+                debug!("#{} header timeout: 408", ctx.key);
+                let response = routes::error(408, "request head not received in time", ctx.date, &[]);
+                exchange.start(response, CloseReason::Timeout, ctx);
+                return Some(self.drive(false, ctx));
+            }
+            Phase::Reading => Step::Close(CloseReason::Timeout),
+            Phase::Responding(..) => Step::Close(CloseReason::Timeout),
+            Phase::Lingering { reason, .. } => Step::Close(reason),
+        })
+    }
+}
+
+impl Exchange {
+    /// Sets this phase's deadline, queueing a timer only if it is earlier
+    /// than the one already queued (see the `timers` module).
+    fn set_deadline(&mut self, at: Instant, ctx: &mut Ctx<'_>) {
+        self.deadline = at;
+        if self.scheduled.is_none_or(|queued| at < queued) {
+            ctx.timers.push(at, ctx.key, self.serial);
+            self.scheduled = Some(at);
+        }
+    }
+
+    /// Starts writing `response`. `reason` is why the connection will close
+    /// if the response asks for a close.
+    fn start(&mut self, mut response: Response, reason: CloseReason, ctx: &mut Ctx<'_>) {
+        if let After::Close(why) = &mut response.after
+            && *why == CloseReason::Done
+        {
+            *why = reason;
+        }
+        ctx.stats.requests += 1;
+        if response.status >= 400 {
+            ctx.stats.error_responses += 1;
+        }
+        self.set_deadline(ctx.now + ctx.settings.idle_timeout, ctx);
+        self.phase = Phase::Responding(response, 0);
+    }
+
+    /// Runs the request/response phases until the connection must wait,
+    /// close, or becomes a stream (`Ok(cursor)`).
+    fn drive(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Result<Cursor, Step> {
+        let mut turn = 0;
+        loop {
+            match &mut self.phase {
+                Phase::Reading => match http::parse_request(&self.buf) {
+                    Ok(Some((request, head_len))) => {
+                        self.buf.drain(..head_len);
+                        debug!(
+                            "#{} {:?} {} HTTP/1.{}",
+                            ctx.key, request.method, request.path, request.version
+                        );
+                        let env = Env {
+                            settings: ctx.settings,
+                            date: ctx.date,
+                            next_id: ctx.ring.next_id(),
+                            over_limit: self.over_limit,
+                        };
+                        let response = routes::respond(&request, &env);
+                        self.start(response, CloseReason::Done, ctx);
+                        turn += 1;
+                        if turn == REQUESTS_PER_TURN {
+                            return Err(Step::Yield);
+                        }
+                    }
+                    Ok(None) => {
+                        let was_empty = self.buf.is_empty();
+                        match read_some(socket, &mut self.buf, MAX_HEAD_BYTES, ctx) {
+                            Ok(0) if self.buf.is_empty() => return Err(Step::Close(CloseReason::Eof)),
+                            Ok(0) => {
+                                debug!("#{} closed its side in the middle of a request", ctx.key);
+                                return Err(Step::Close(CloseReason::Eof));
+                            }
+                            Ok(_) if was_empty => {
+                                // The first byte of a request starts its header clock.
+                                self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
+                            }
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                return Err(Step::Wait);
+                            }
+                            Err(e) => return Err(Step::Close(CloseReason::from_io(&e))),
+                        }
+                    }
+                    Err(refusal) => {
+                        debug!("#{} refused: {} {}", ctx.key, refusal.status, refusal.reason);
+                        self.start(routes::refuse(refusal, ctx.date), CloseReason::Done, ctx);
+                    }
+                },
+                Phase::Responding(response, written) => {
+                    match write_response(socket, response, written, ctx) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Progress or not, the client has idle_timeout to read on.
+                            self.deadline = ctx.now + ctx.settings.idle_timeout;
+                            return Err(Step::Wait);
+                        }
+                        Err(e) => return Err(Step::Close(CloseReason::from_io(&e))),
+                    }
+                    match response.after {
+                        After::KeepAlive => {
+                            self.phase = Phase::Reading;
+                            let timeout = if self.buf.is_empty() {
+                                ctx.settings.idle_timeout
+                            } else {
+                                ctx.settings.header_timeout
+                            };
+                            self.set_deadline(ctx.now + timeout, ctx);
+                        }
+                        After::Stream(cursor) => return Ok(cursor),
+                        After::Close(reason) => {
+                            // Nothing more to send; stop reading requests too.
+                            let _ = socket.shutdown(Shutdown::Write);
+                            self.buf = Vec::new();
+                            self.phase = Phase::Lingering {
+                                discarded: 0,
+                                reason,
+                            };
+                            self.set_deadline(ctx.now + LINGER_TIMEOUT, ctx);
+                        }
+                    }
+                }
+                Phase::Lingering { discarded, reason } => loop {
+                    match socket.read(ctx.scratch) {
+                        Ok(0) => return Err(Step::Close(*reason)),
+                        Ok(n) => {
+                            *discarded += n;
+                            if *discarded > LINGER_MAX_BYTES {
+                                return Err(Step::Close(*reason));
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            return Err(Step::Wait);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Err(Step::Close(*reason)),
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Reads once (retrying `EINTR`) into the scratch buffer and appends what
+/// came to `buf`, never letting `buf` grow past `limit`.
+fn read_some(socket: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, ctx: &mut Ctx<'_>) -> io::Result<usize> {
+    let room = limit.saturating_sub(buf.len()).min(ctx.scratch.len());
+    loop {
+        match socket.read(&mut ctx.scratch[..room]) {
+            Ok(n) => {
+                trace!("#{} read {n} bytes", ctx.key);
+                buf.extend_from_slice(&ctx.scratch[..n]);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    trace!("#{} read: WouldBlock", ctx.key);
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Writes as much of a response as the socket takes. `Ok(true)` when all of
+/// it is written, `Ok(false)` on `WouldBlock`.
+fn write_response(
+    socket: &mut TcpStream,
+    response: &mut Response,
+    written: &mut usize,
+    ctx: &mut Ctx<'_>,
+) -> io::Result<bool> {
+    loop {
+        let head = &response.bytes[*written..];
+        let chunk = match &response.body {
+            Body::File { file, offset, end } if offset < end => {
+                let want = ((end - offset) as usize).min(ctx.scratch.len());
+                let n = file.read_at(&mut ctx.scratch[..want], *offset)?;
+                if n == 0 {
+                    // The file shrank under us; we cannot keep the promised length.
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                &ctx.scratch[..n]
+            }
+            _ => &[][..],
+        };
+        let wanted = head.len() + chunk.len();
+        if wanted == 0 {
+            return Ok(true);
+        }
+        let result = match (head.is_empty(), chunk.is_empty()) {
+            (false, true) => socket.write(head),
+            (true, false) => socket.write(chunk),
+            _ => socket.write_vectored(&[IoSlice::new(head), IoSlice::new(chunk)]),
+        };
+        match result {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                if n < wanted {
+                    ctx.stats.short_writes += 1;
+                    trace!("#{} short write: {n} of {wanted} bytes", ctx.key);
+                } else {
+                    trace!("#{} wrote {n} bytes", ctx.key);
+                }
+                let from_head = n.min(head.len());
+                *written += from_head;
+                if let Body::File { offset, .. } = &mut response.body {
+                    *offset += (n - from_head) as u64;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ctx.stats.would_block += 1;
+                trace!("#{} write: WouldBlock, waiting for a writable event", ctx.key);
+                return Ok(false);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads and throws away what a streaming client sends (it has nothing to
+/// say), noticing when it closes. Bounded per turn.
+fn discard_input(socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Step {
+    let mut discarded = 0;
+    loop {
+        match socket.read(ctx.scratch) {
+            Ok(0) => return Step::Close(CloseReason::Eof),
+            Ok(n) => {
+                trace!("#{} discarded {n} bytes sent on a stream", ctx.key);
+                discarded += n;
+                if discarded >= DISCARD_PER_TURN {
+                    return Step::Yield;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Step::Close(CloseReason::from_io(&e)),
+        }
+    }
+}
+
+/// Writes the frames a streaming connection has not sent yet.
+pub fn flush_stream(socket: &mut TcpStream, cursor: &mut Cursor, ctx: &mut Ctx<'_>) -> Step {
+    match sse::flush(socket, cursor, ctx.ring, ctx.stats) {
+        Ok(Flushed::CaughtUp) | Ok(Flushed::Blocked) => Step::Wait,
+        Ok(Flushed::Lagged) => Step::Close(CloseReason::Lagged),
+        Err(e) => Step::Close(CloseReason::from_io(&e)),
+    }
+}
+
+impl Connection {
+    /// The tick's fast path: write new frames to a streaming connection.
+    pub fn flush_stream(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match &mut self.state {
+            State::Streaming(cursor) => flush_stream(&mut self.socket, cursor, ctx),
+            State::Http(_) => Step::Wait,
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! HTTP/1.1 glue: bytes in, an owned [`Request`] out (via `httparse`), and
+//! response heads back.
+//!
+//! This module owns the rules of the protocol, none of the I/O:
+//! - [`parse_request`] looks at the bytes a connection has buffered and says
+//!   "need more" (`Ok(None)`, httparse's `Partial`), "here is a request and
+//!   the length of its head", or "answer with this 4xx/5xx and close"
+//!   ([`HttpError`]). It enforces the limits on head size, header count and
+//!   URI length, and the message-framing rules of RFC 9112 that stop request
+//!   smuggling (`Content-Length` with `Transfer-Encoding`, differing
+//!   duplicate `Content-Length`s).
+//! - [`Head`] writes a status line and headers into a byte buffer; every
+//!   response carries `Date` and `Server`.
+//! - [`DateCache`] formats the `Date` header once per second, not once per
+//!   response.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Largest request head (request line + headers) we buffer. Bigger gets 431:
+/// a browser's head is well under 2 KiB, and the limit bounds the memory a
+/// slow or hostile client can make us hold.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// Most header fields in one request (431 beyond). httparse needs a fixed
+/// array of this size on the stack.
+pub const MAX_HEADERS: usize = 64;
+
+/// Longest request target (414 beyond). Our paths are short; a 4 KiB target
+/// is an attack or a mistake.
+pub const MAX_URI_BYTES: usize = 4 * 1024;
+
+/// What goes in the `Server` header.
+pub const SERVER: &str = concat!("sse-mio/", env!("CARGO_PKG_VERSION"));
+
+/// The request methods we know by name. Anything else gets 501.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Options,
+    Trace,
+    Connect,
+    /// A syntactically valid method we do not implement (501).
+    Other,
+}
+
+impl Method {
+    fn from_token(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "OPTIONS" => Method::Options,
+            "TRACE" => Method::Trace,
+            "CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// How the request's body is framed (RFC 9112 section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head, copied out of httparse's borrowed view so the
+/// connection's buffer can be reused at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    /// The path as sent (still percent-encoded), without the query.
+    pub path: String,
+    /// The query string without the `?`, if any.
+    pub query: Option<String>,
+    /// Minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    /// Whether the client allows the connection to stay open afterwards.
+    pub keep_alive: bool,
+    pub body: BodyFraming,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    /// Sent by `EventSource` on reconnects. Untrusted: only ever parsed, never echoed.
+    pub last_event_id: Option<String>,
+}
+
+/// A request we refuse: the status to answer with, and a short human reason
+/// for the body and the debug log. The connection is closed afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpError {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+const fn refuse(status: u16, reason: &'static str) -> HttpError {
+    HttpError { status, reason }
+}
+
+/// Looks at the start of `buf` for one complete request head.
+///
+/// - `Ok(None)`: the head is not complete yet; read more (httparse's
+///   `Partial`). A buffer that is already [`MAX_HEAD_BYTES`] long without a
+///   complete head is an error instead, so the caller never buffers more.
+/// - `Ok(Some((request, n)))`: the head is the first `n` bytes.
+/// - `Err(e)`: answer `e.status` and close.
+pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Partial) => {
+            if request_line_too_long(buf) {
+                Err(refuse(414, "request target too long"))
+            } else if buf.len() >= MAX_HEAD_BYTES {
+                Err(refuse(431, "request head too large"))
+            } else {
+                Ok(None)
+            }
+        }
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD_BYTES => {
+            Err(refuse(431, "request head too large"))
+        }
+        Ok(httparse::Status::Complete(n)) => Ok(Some((to_owned_request(&parsed)?, n))),
+        Err(httparse::Error::TooManyHeaders) => Err(refuse(431, "too many header fields")),
+        Err(httparse::Error::Version) if has_http_version_token(buf) => {
+            Err(refuse(505, "only HTTP/1.0 and HTTP/1.1 are supported"))
+        }
+        Err(_) if request_line_too_long(buf) => Err(refuse(414, "request target too long")),
+        Err(_) => Err(refuse(400, "malformed request")),
+    }
+}
+
+/// True when the request line (up to its line break, or all of `buf` if
+/// there is none yet) is longer than a maximal target plus method and version.
+fn request_line_too_long(buf: &[u8]) -> bool {
+    let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    line_len > MAX_URI_BYTES + 32
+}
+
+/// Whether the request line ends in something shaped like `HTTP/x.y`, so that
+/// httparse's version error means "a version we do not speak" (505) rather
+/// than garbage (400).
+fn has_http_version_token(buf: &[u8]) -> bool {
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let line = buf[..line_end].strip_suffix(b"\r").unwrap_or(&buf[..line_end]);
+    let Some(space) = line.iter().rposition(|&b| b == b' ') else {
+        return false;
+    };
+    match &line[space + 1..] {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] => {
+            major.is_ascii_digit() && minor.is_ascii_digit()
+        }
+        [b'H', b'T', b'T', b'P', b'/', major] => major.is_ascii_digit(),
+        _ => false,
+    }
+}
+
+fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, HttpError> {
+    // httparse fills every field of a Complete parse.
+    let (Some(method), Some(target), Some(version)) =
+        (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(refuse(400, "malformed request line"));
+    };
+    if target.len() > MAX_URI_BYTES {
+        return Err(refuse(414, "request target too long"));
+    }
+    let method = Method::from_token(method);
+    let target = origin_form(target, method)?;
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+        None => (target.to_owned(), None),
+    };
+
+    let mut request = Request {
+        method,
+        path,
+        query,
+        version,
+        keep_alive: false,
+        body: BodyFraming::None,
+        if_none_match: None,
+        if_modified_since: None,
+        last_event_id: None,
+    };
+    let mut hosts = 0;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding: Option<String> = None;
+    let (mut saw_close, mut saw_keep_alive) = (false, false);
+    for header in parsed.headers.iter() {
+        let name = header.name;
+        let value = header.value;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let length = parse_content_length(value)?;
+            if content_length.is_some_and(|previous| previous != length) {
+                return Err(refuse(400, "conflicting Content-Length headers"));
+            }
+            content_length = Some(length);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let value = text(value).ok_or(refuse(400, "malformed Transfer-Encoding"))?;
+            let joined = match transfer_encoding.take() {
+                Some(previous) => format!("{previous},{value}"),
+                None => value.to_owned(),
+            };
+            transfer_encoding = Some(joined);
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in text(value).unwrap_or("").split(',').map(str::trim) {
+                saw_close |= token.eq_ignore_ascii_case("close");
+                saw_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            request.if_none_match = text(value).map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("if-modified-since") {
+            request.if_modified_since = text(value).map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            request.last_event_id = text(value).map(str::to_owned);
+        }
+    }
+    // HTTP/1.1 stays open unless told to close; HTTP/1.0 closes unless
+    // told to keep alive. A `close` anywhere wins.
+    request.keep_alive = !saw_close && (version == 1 || saw_keep_alive);
+
+    if version == 1 && hosts == 0 {
+        return Err(refuse(400, "missing Host header"));
+    }
+    if hosts > 1 {
+        return Err(refuse(400, "more than one Host header"));
+    }
+    request.body = match (transfer_encoding, content_length) {
+        (Some(_), Some(_)) => {
+            return Err(refuse(400, "both Content-Length and Transfer-Encoding"));
+        }
+        (Some(_), None) if version == 0 => {
+            return Err(refuse(400, "Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        (Some(codings), None) => {
+            let codings: Vec<&str> = codings.split(',').map(str::trim).collect();
+            if !codings
+                .last()
+                .is_some_and(|last| last.eq_ignore_ascii_case("chunked"))
+            {
+                return Err(refuse(400, "Transfer-Encoding must end in chunked"));
+            }
+            if codings.len() > 1 {
+                return Err(refuse(501, "unsupported transfer coding"));
+            }
+            BodyFraming::Chunked
+        }
+        (None, Some(0)) | (None, None) => BodyFraming::None,
+        (None, Some(length)) => BodyFraming::Length(length),
+    };
+    Ok(request)
+}
+
+/// Reduces the request target to a path starting with `/` (RFC 9112 3.2):
+/// origin-form is kept, absolute-form (`http://host/path`) loses its scheme
+/// and authority, and `*` is only for OPTIONS.
+fn origin_form(target: &str, method: Method) -> Result<&str, HttpError> {
+    if target.starts_with('/') {
+        return Ok(target);
+    }
+    if target == "*" && method == Method::Options {
+        return Ok("*");
+    }
+    let lower_scheme = target.get(..8).map(str::to_ascii_lowercase);
+    let rest = match lower_scheme.as_deref() {
+        Some(s) if s.starts_with("http://") => &target[7..],
+        Some("https://") => &target[8..],
+        _ => return Err(refuse(400, "request target must start with /")),
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => Ok(&rest[i..]),
+        _ => Err(refuse(400, "absolute target without a path")),
+    }
+}
+
+/// A header value as text, if it is visible ASCII (plus spaces and tabs).
+fn text(value: &[u8]) -> Option<&str> {
+    if value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+        std::str::from_utf8(value).ok().map(str::trim)
+    } else {
+        None
+    }
+}
+
+/// `Content-Length` is one or more (comma-separated, identical) runs of
+/// digits, nothing else: no sign, no spaces inside, no overflow.
+fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+    let bad = refuse(400, "malformed Content-Length");
+    let value = text(value).ok_or(bad)?;
+    let mut result: Option<u64> = None;
+    for part in value.split(',').map(str::trim) {
+        if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad);
+        }
+        let length: u64 = part.parse().map_err(|_| bad)?;
+        if result.is_some_and(|r| r != length) {
+            return Err(refuse(400, "conflicting Content-Length values"));
+        }
+        result = Some(length);
+    }
+    result.ok_or(bad)
+}
+
+/// The reason phrase for the statuses this server sends.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// A response head being written into a byte buffer.
+///
+/// ```
+/// let mut out = Vec::new();
+/// sse_mio::http::Head::new(&mut out, 204, "Thu, 01 Jan 1970 00:00:00 GMT").finish();
+/// assert!(out.starts_with(b"HTTP/1.1 204 No Content\r\nDate: "));
+/// assert!(out.ends_with(b"\r\n\r\n"));
+/// ```
+pub struct Head<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'a> Head<'a> {
+    /// Starts a head with its status line, `Date` and `Server`.
+    pub fn new(out: &'a mut Vec<u8>, status: u16, date: &str) -> Head<'a> {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(status));
+        out.push(b' ');
+        out.extend_from_slice(reason_phrase(status).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut head = Head { out };
+        head.header("Date", date);
+        head.header("Server", SERVER);
+        head
+    }
+
+    pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b": ");
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    pub fn content_length(&mut self, length: u64) -> &mut Self {
+        self.out.extend_from_slice(b"Content-Length: ");
+        push_decimal(self.out, length);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Ends the head with the blank line.
+    pub fn finish(&mut self) {
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Appends `n` in decimal without going through `fmt`.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The `Date` header value, formatted at most once per second.
+#[derive(Default)]
+pub struct DateCache {
+    second: u64,
+    text: String,
+}
+
+impl DateCache {
+    /// The IMF-fixdate for `now`, e.g. `Tue, 24 Nov 2026 08:00:00 GMT`.
+    pub fn get(&mut self, now: SystemTime) -> &str {
+        let second = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if self.text.is_empty() || second != self.second {
+            self.second = second;
+            self.text.clear();
+            let _ = write!(self.text, "{}", httpdate::HttpDate::from(now));
+        }
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
+        parse_request(bytes)
+    }
+
+    fn status_of(bytes: &[u8]) -> u16 {
+        match parse(bytes) {
+            Err(e) => e.status,
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+        }
+    }
+
+    #[test]
+    fn simple_get() {
+        let raw = b"GET /sse?x=1 HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n";
+        let (request, n) = parse(raw).unwrap().unwrap();
+        assert_eq!(n, 34);
+        assert_eq!(request.method, Method::Get);
+        assert_eq!(request.path, "/sse");
+        assert_eq!(request.query.as_deref(), Some("x=1"));
+        assert!(request.keep_alive);
+        assert_eq!(request.body, BodyFraming::None);
+    }
+
+    #[test]
+    fn every_prefix_of_a_request_is_partial() {
+        let raw = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: \"x\"\r\n\r\n";
+        for cut in 0..raw.len() {
+            assert_eq!(parse(&raw[..cut]), Ok(None), "prefix of {cut} bytes");
+        }
+        let (request, n) = parse(raw).unwrap().unwrap();
+        assert_eq!(n, raw.len());
+        assert_eq!(request.if_none_match.as_deref(), Some("\"x\""));
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", false),
+        ];
+        for (raw, keep_alive) in cases {
+            let (request, _) = parse(raw).unwrap().unwrap();
+            assert_eq!(request.keep_alive, *keep_alive, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn statuses_for_bad_heads() {
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(MAX_URI_BYTES));
+        let many_headers = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS));
+        let big_head = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "b".repeat(MAX_HEAD_BYTES));
+        let cases: &[(&[u8], u16)] = &[
+            (long_target.as_bytes(), 414),
+            (many_headers.as_bytes(), 431),
+            (big_head.as_bytes(), 431),
+            (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+            (b"hello world\r\n\r\n", 400),
+            (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET index.html HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            (b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 200),
+        ];
+        for (raw, status) in cases {
+            assert_eq!(status_of(raw), *status, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn partial_head_at_the_limit_is_refused() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+        raw.resize(MAX_HEAD_BYTES - 1, b'x');
+        assert_eq!(parse(&raw), Ok(None));
+        raw.push(b'x');
+        assert_eq!(status_of(&raw), 431);
+        let mut long_line = b"GET /".to_vec();
+        long_line.resize(MAX_URI_BYTES + 100, b'a');
+        assert_eq!(status_of(&long_line), 414);
+    }
+
+    #[test]
+    fn body_framing() {
+        let (request, _) = parse(b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.body, BodyFraming::Length(12));
+        let (request, _) = parse(b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.body, BodyFraming::Chunked);
+    }
+
+    #[test]
+    fn absolute_form_targets() {
+        let (request, _) = parse(b"GET http://example.com/a/b?c HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.path, "/a/b");
+        assert_eq!(request.query.as_deref(), Some("c"));
+        assert_eq!(status_of(b"GET http://example.com HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status_of(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status_of(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+    }
+
+    #[test]
+    fn methods() {
+        let (request, _) = parse(b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().unwrap();
+        assert_eq!(request.method, Method::Other);
+        let (request, _) = parse(b"DELETE / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().unwrap();
+        assert_eq!(request.method, Method::Delete);
+    }
+
+    #[test]
+    fn head_writer() {
+        let mut out = Vec::new();
+        Head::new(&mut out, 404, "D")
+            .header("Content-Type", "text/plain")
+            .content_length(10)
+            .finish();
+        let expected = format!(
+            "HTTP/1.1 404 Not Found\r\nDate: D\r\nServer: {SERVER}\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn decimal() {
+        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn date_cache_formats_imf_fixdate() {
+        let mut cache = DateCache::default();
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        assert_eq!(cache.get(t), "Wed, 18 Nov 2026 11:06:40 GMT");
+    }
+}

@@ -1,0 +1,264 @@
+//! What each request gets: the event stream on `/sse`, files from `www/`
+//! everywhere else, and a clear error for anything we refuse.
+//!
+//! A route returns a [`Response`]: the bytes of the head (and of small
+//! bodies), an optional file body the connection streams in chunks, and what
+//! happens [`After`] it is sent. Routes do no I/O on sockets.
+
+use std::fs::File;
+use std::io;
+
+use rand::RngExt;
+
+use crate::http::{BodyFraming, Head, HttpError, Method, Request};
+use crate::server::Settings;
+use crate::sse::Cursor;
+use crate::static_files::{self, Refusal};
+use crate::stats::CloseReason;
+
+/// The path of the event stream.
+pub const SSE_PATH: &str = "/sse";
+
+/// What a client that finds the server full is told to wait before it comes
+/// back: a random delay in this range, so that a crowd turned away together
+/// does not return together.
+pub const FULL_RETRY_MS: std::ops::RangeInclusive<u64> = 5_000..=15_000;
+
+/// A response ready to be written.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Head, and for small bodies the body too.
+    pub bytes: Vec<u8>,
+    /// A file body streamed after `bytes`.
+    pub body: Body,
+    pub after: After,
+}
+
+#[derive(Debug)]
+pub enum Body {
+    Empty,
+    /// Bytes `offset..end` of `file`, read in bounded chunks as the socket
+    /// accepts them.
+    File { file: File, offset: u64, end: u64 },
+}
+
+/// What the connection does once the response is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Read the next request.
+    KeepAlive,
+    /// Stop sending, drain what the client still sends, and close.
+    Close(CloseReason),
+    /// Become an SSE stream starting at this cursor.
+    Stream(Cursor),
+}
+
+/// What a route may look at besides the request.
+pub struct Env<'a> {
+    pub settings: &'a Settings,
+    pub date: &'a str,
+    /// The id the next frame will get: where a new stream starts.
+    pub next_id: u64,
+    /// The server is full: answer "come back later".
+    pub over_limit: bool,
+}
+
+/// Chooses the response for a parsed request.
+pub fn respond(request: &Request, env: &Env<'_>) -> Response {
+    // We read no request bodies yet, so after one we cannot tell where the
+    // next request starts: answer, then close.
+    let has_body = request.body != BodyFraming::None;
+    let after = if request.keep_alive && !has_body {
+        After::KeepAlive
+    } else {
+        After::Close(CloseReason::Done)
+    };
+    let http10 = request.version == 0;
+
+    if env.over_limit {
+        return come_back_later(request, env);
+    }
+    match request.method {
+        Method::Get | Method::Head if has_body => error(
+            400,
+            "GET and HEAD requests must not have a body",
+            env.date,
+            &[],
+        ),
+        Method::Get | Method::Head if request.path == SSE_PATH => {
+            event_stream(request, env, after, http10)
+        }
+        Method::Get | Method::Head => static_file(request, env, after, http10),
+        Method::Other => error(501, "method not implemented", env.date, &[("Allow", "GET, HEAD")]),
+        _ => error(405, "method not allowed", env.date, &[("Allow", "GET, HEAD")]),
+    }
+}
+
+/// The answer to a request we could not parse.
+pub fn refuse(error_: HttpError, date: &str) -> Response {
+    error(error_.status, error_.reason, date, &[])
+}
+
+/// An error response with a short text body; the connection closes after it.
+pub fn error(status: u16, message: &str, date: &str, extra: &[(&str, &str)]) -> Response {
+    let mut bytes = Vec::with_capacity(256 + message.len());
+    let body_len = message.len() as u64 + 1;
+    let mut head = Head::new(&mut bytes, status, date);
+    head.header("Content-Type", "text/plain; charset=utf-8")
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Connection", "close")
+        .content_length(body_len);
+    for (name, value) in extra {
+        head.header(name, value);
+    }
+    head.finish();
+    bytes.extend_from_slice(message.as_bytes());
+    bytes.push(b'\n');
+    Response {
+        status,
+        bytes,
+        body: Body::Empty,
+        after: After::Close(CloseReason::Done),
+    }
+}
+
+/// Adds the `Connection` header a keep-alive decision needs.
+fn connection_header(head: &mut Head<'_>, after: After, http10: bool) {
+    match after {
+        After::Close(_) => {
+            head.header("Connection", "close");
+        }
+        After::KeepAlive if http10 => {
+            head.header("Connection", "keep-alive");
+        }
+        _ => {}
+    }
+}
+
+/// `GET /sse`: the stream's head, then the `retry:` field and a comment, then
+/// (by becoming a stream) every frame from the next tick on. `HEAD /sse` gets
+/// the same head and nothing else.
+fn event_stream(request: &Request, env: &Env<'_>, after: After, http10: bool) -> Response {
+    let mut bytes = Vec::with_capacity(320);
+    let mut head = Head::new(&mut bytes, 200, env.date);
+    head.header("Content-Type", "text/event-stream")
+        .header("Cache-Control", "no-cache")
+        .header("X-Accel-Buffering", "no");
+    let after = if request.method == Method::Head {
+        connection_header(&mut head, after, http10);
+        head.finish();
+        after
+    } else {
+        // The stream's body ends when the connection does; `keep-alive`
+        // tells proxies not to cut it short.
+        head.header("Connection", "keep-alive").finish();
+        bytes.extend_from_slice(b"retry: ");
+        crate::http::push_decimal(&mut bytes, env.settings.retry.as_millis() as u64);
+        bytes.extend_from_slice(b"\n: connected\n\n");
+        After::Stream(Cursor::at(env.next_id))
+    };
+    Response {
+        status: 200,
+        bytes,
+        body: Body::Empty,
+        after,
+    }
+}
+
+/// The answer for a connection accepted while the server is full. An
+/// `EventSource` gives up for good on any status but 200, so `/sse` gets a
+/// 200 event stream that only says when to retry, and ends; everything else
+/// gets 503 with `Retry-After`.
+fn come_back_later(request: &Request, env: &Env<'_>) -> Response {
+    let retry_ms = rand::rng().random_range(FULL_RETRY_MS);
+    if request.path == SSE_PATH && request.method == Method::Get {
+        let mut bytes = Vec::with_capacity(320);
+        Head::new(&mut bytes, 200, env.date)
+            .header("Content-Type", "text/event-stream")
+            .header("Cache-Control", "no-cache")
+            .header("X-Accel-Buffering", "no")
+            .header("Connection", "close")
+            .finish();
+        bytes.extend_from_slice(b"retry: ");
+        crate::http::push_decimal(&mut bytes, retry_ms);
+        bytes.extend_from_slice(b"\n: server full, retry later\n\n");
+        return Response {
+            status: 200,
+            bytes,
+            body: Body::Empty,
+            after: After::Close(CloseReason::Limit),
+        };
+    }
+    let seconds = (retry_ms / 1000).to_string();
+    let mut response = error(
+        503,
+        "server full, retry later",
+        env.date,
+        &[("Retry-After", &seconds)],
+    );
+    response.after = After::Close(CloseReason::Limit);
+    response
+}
+
+/// A file from the www root, with validators and conditional requests.
+fn static_file(request: &Request, env: &Env<'_>, after: After, http10: bool) -> Response {
+    let path = match static_files::resolve_path(&env.settings.root, &request.path) {
+        Ok(path) => path,
+        Err(Refusal::BadPath(reason)) => return error(400, reason, env.date, &[]),
+        Err(Refusal::NotFound) => return error(404, "not found", env.date, &[]),
+        Err(Refusal::AddSlash(location)) => {
+            return error(301, "moved", env.date, &[("Location", &location)]);
+        }
+    };
+    let file = match static_files::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return error(404, "not found", env.date, &[]);
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return error(403, "forbidden", env.date, &[]);
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+            return error(503, "out of file descriptors", env.date, &[("Retry-After", "1")]);
+        }
+        Err(e) => {
+            log::warn!("cannot open {}: {e}", path.display());
+            return error(500, "cannot open file", env.date, &[]);
+        }
+    };
+    let not_modified = file.not_modified(
+        request.if_none_match.as_deref(),
+        request.if_modified_since.as_deref(),
+    );
+    let status = if not_modified { 304 } else { 200 };
+    let last_modified = httpdate::fmt_http_date(file.modified);
+    let mut bytes = Vec::with_capacity(384);
+    let mut head = Head::new(&mut bytes, status, env.date);
+    if !not_modified {
+        head.header("Content-Type", file.content_type);
+    }
+    // A 304 may carry Content-Length only as the length a 200 would have.
+    head.content_length(file.len)
+        .header("ETag", &file.etag)
+        .header("Last-Modified", &last_modified)
+        .header("Cache-Control", "no-cache")
+        .header("X-Content-Type-Options", "nosniff");
+    connection_header(&mut head, after, http10);
+    head.finish();
+    let body = if request.method == Method::Get && !not_modified {
+        Body::File {
+            file: file.file,
+            offset: 0,
+            end: file.len,
+        }
+    } else {
+        Body::Empty
+    };
+    Response {
+        status,
+        bytes,
+        body,
+        after,
+    }
+}

@@ -1,0 +1,526 @@
+//! The event loop: one `mio::Poll`, the listener, a slab of connections,
+//! the timer queue and the ticker. Everything happens on one thread.
+//!
+//! One turn of [`Server::run`]:
+//! 1. `poll` with a timeout that ends at the next deadline (tick, timer, or
+//!    the end of an accept pause), or zero if some connection yielded.
+//! 2. For each event: the listener accepts until `WouldBlock`
+//!    ([`Server::accept_all`]); a connection is driven
+//!    ([`Connection::drive`]) and says wait, yield or close.
+//! 3. Connections that asked to close are closed *after* the batch: slab
+//!    keys are reused at once, so closing mid-batch could hand a later event
+//!    for an old token to a new connection.
+//! 4. Yielded connections get another turn, due timers fire.
+//! 5. When the tick is due: one random string, encoded once into the ring,
+//!    written to every streaming connection that is caught up
+//!    ([`Server::tick`]). Connections still busy with an earlier frame are
+//!    left alone; they catch up from the ring on their next writable event.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, error, info, trace, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use rand::RngExt;
+use rand::distr::Alphanumeric;
+use slab::Slab;
+
+use crate::config::Config;
+use crate::connection::{Connection, Ctx, Step};
+use crate::http::DateCache;
+use crate::limits;
+use crate::sse::Ring;
+use crate::stats::{CloseReason, Stats};
+use crate::timers::Timers;
+
+/// The listener's token. Slab keys count up from 0 and can never get here.
+const LISTENER: Token = Token(usize::MAX - 1);
+
+/// The token of the waker that [`Handle::shutdown`] uses.
+const WAKER: Token = Token(usize::MAX - 2);
+
+/// Readiness events taken from the kernel per `poll` call.
+const EVENTS_PER_POLL: usize = 1024;
+
+/// Size of the shared buffer for socket reads and file chunks.
+const SCRATCH_BYTES: usize = 16 * 1024;
+
+/// Length of the random string each tick sends.
+pub const TICK_STRING_LEN: usize = 16;
+
+/// After `EMFILE`/`ENFILE` on accept, stop accepting this long, instead of
+/// spinning on a listener that stays readable.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Connections accepted beyond `--max-connections` only to be told "come
+/// back later" (they close within the header timeout). Beyond these, new
+/// connections are closed at once.
+pub const OVERFLOW_SLOTS: usize = 64;
+
+/// Descriptors kept back from the open-files limit when choosing the default
+/// `--max-connections`: the listener, epoll, the waker, stdio, the overflow
+/// slots and files being served.
+pub const RESERVED_FDS: usize = 100;
+
+/// The reconnection delay sent in each stream's `retry:` field.
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
+
+/// What connections need to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The canonical www root.
+    pub root: PathBuf,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub retry: Duration,
+}
+
+/// Stops a running server from another thread.
+#[derive(Clone)]
+pub struct Handle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Handle {
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    conns: Slab<Connection>,
+    settings: Settings,
+    /// Tick period; `None` when the ticker is off.
+    interval: Option<Duration>,
+    next_tick: Option<Instant>,
+    ring: Ring,
+    timers: Timers,
+    stats: Stats,
+    date: DateCache,
+    scratch: Box<[u8]>,
+    max_connections: usize,
+    /// How many of `conns` were accepted over the limit.
+    over_limit: usize,
+    next_serial: u64,
+    /// Connections that used up their turn and want another.
+    pending: Vec<usize>,
+    /// Connections to close after the current batch.
+    dead: Vec<(usize, CloseReason)>,
+    accept_paused_until: Option<Instant>,
+    /// Whether the "out of descriptors" warning was already logged.
+    warned_emfile: bool,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl Server {
+    /// Binds the listener and prepares everything; `run` starts serving.
+    pub fn bind(config: &Config) -> io::Result<Server> {
+        let root = config.www.canonicalize().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot use www directory {}: {e}", config.www.display()))
+        })?;
+        std::fs::read_dir(&root).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot read www directory {}: {e}", root.display()))
+        })?;
+        let listener = limits::listen(config.addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr)))?;
+        let mut listener = TcpListener::from_std(listener);
+        let local_addr = listener.local_addr()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+
+        let fd_limit = limits::open_files_limit();
+        let allowed = fd_limit.saturating_sub(RESERVED_FDS as u64).max(1) as usize;
+        let max_connections = match config.max_connections {
+            Some(wanted) if wanted > allowed => {
+                warn!(
+                    "--max-connections {wanted} needs more descriptors than the open-files limit \
+                     ({fd_limit}) allows; using {allowed}"
+                );
+                allowed
+            }
+            Some(wanted) => wanted.max(1),
+            None => allowed,
+        };
+        // Ids start at the start-up time in milliseconds, so they keep
+        // increasing across restarts (a restarted server never reuses an id
+        // a client already saw, unless it ticks faster than 1000 per second).
+        let first_id = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1);
+        let interval = (!config.interval.is_zero()).then_some(config.interval);
+        Ok(Server {
+            poll,
+            listener,
+            local_addr,
+            conns: Slab::with_capacity(max_connections.min(1 << 20)),
+            settings: Settings {
+                root,
+                header_timeout: config.header_timeout,
+                idle_timeout: config.idle_timeout,
+                retry: DEFAULT_RETRY,
+            },
+            interval,
+            next_tick: interval.map(|i| Instant::now() + i),
+            ring: Ring::new(config.history as usize, first_id),
+            timers: Timers::default(),
+            stats: Stats::default(),
+            date: DateCache::default(),
+            scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+            max_connections,
+            over_limit: 0,
+            next_serial: 0,
+            pending: Vec::new(),
+            dead: Vec::new(),
+            accept_paused_until: None,
+            warned_emfile: false,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// A handle that stops `run` from another thread.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            waker: Arc::clone(&self.waker),
+            stop: Arc::clone(&self.stop),
+        }
+    }
+
+    /// Serves until [`Handle::shutdown`]. Only a failure of `poll` itself
+    /// ends it with an error; a connection's errors close that connection.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    Token(key) => {
+                        trace!(
+                            "#{key} event:{}{}{}{}",
+                            if event.is_readable() { " readable" } else { "" },
+                            if event.is_writable() { " writable" } else { "" },
+                            if event.is_read_closed() { " read-closed" } else { "" },
+                            if event.is_error() { " error" } else { "" },
+                        );
+                        // read-closed and error are hints; a read confirms them.
+                        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                        self.drive(key, readable);
+                    }
+                }
+            }
+            self.close_dead();
+            if self.stop.load(Ordering::SeqCst) {
+                self.shutdown();
+                return Ok(());
+            }
+            self.run_pending();
+            self.fire_timers();
+            if self.next_tick.is_some_and(|t| Instant::now() >= t) {
+                self.tick();
+            }
+        }
+    }
+
+    /// Time until the earliest thing we must do without an event.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.pending.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        [self.next_tick, self.timers.next(), self.accept_paused_until]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    /// Accepts every queued connection (until `WouldBlock`).
+    fn accept_all(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((socket, peer)) => self.admit(socket, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if !self.warned_emfile {
+                        warn!(
+                            "accept: {e}: out of file descriptors with {} connections open; \
+                             pausing accepts for {ACCEPT_PAUSE:?} (raise the open-files limit, \
+                             or lower --max-connections)",
+                            self.conns.len()
+                        );
+                        self.warned_emfile = true;
+                    } else {
+                        debug!("accept: {e}; pausing accepts");
+                    }
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    return;
+                }
+                Err(e) if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                ) => debug!("accept: {e} (the client gave up before we accepted)"),
+                Err(e) => {
+                    error!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Registers a new connection, or turns it away if even the overflow
+    /// slots are taken.
+    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
+        self.stats.accepted += 1;
+        let over_limit = self.conns.len() - self.over_limit >= self.max_connections;
+        if over_limit {
+            self.stats.rejected_full += 1;
+            if self.over_limit >= OVERFLOW_SLOTS {
+                debug!("full: closing a connection from {peer} at once");
+                self.stats.closed(CloseReason::Limit);
+                return;
+            }
+            self.over_limit += 1;
+        }
+        // SSE frames are small and must go out at once, not wait for Nagle.
+        let _ = socket.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("cannot register a connection from {peer}: {e}");
+            if over_limit {
+                self.over_limit -= 1;
+            }
+            return;
+        }
+        self.next_serial += 1;
+        let now = Instant::now();
+        let mut ctx = Ctx {
+            key,
+            now,
+            date: self.date.get(SystemTime::now()),
+            settings: &self.settings,
+            ring: &self.ring,
+            scratch: &mut self.scratch,
+            stats: &mut self.stats,
+            timers: &mut self.timers,
+        };
+        entry.insert(Connection::new(socket, self.next_serial, over_limit, &mut ctx));
+        debug!(
+            "#{key} accepted from {peer}{} ({} open)",
+            if over_limit { " over the limit" } else { "" },
+            self.conns.len()
+        );
+    }
+
+    /// Drives one connection and remembers whether it yielded or is done.
+    fn drive(&mut self, key: usize, readable: bool) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            key,
+            now: Instant::now(),
+            date: self.date.get(SystemTime::now()),
+            settings: &self.settings,
+            ring: &self.ring,
+            scratch: &mut self.scratch,
+            stats: &mut self.stats,
+            timers: &mut self.timers,
+        };
+        match conn.drive(readable, &mut ctx) {
+            Step::Wait => {}
+            Step::Yield => self.pending.push(key),
+            Step::Close(reason) => self.dead.push((key, reason)),
+        }
+    }
+
+    fn run_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for key in pending {
+            self.drive(key, true);
+        }
+        self.close_dead();
+    }
+
+    /// Fires due timers (header, idle and linger timeouts) and ends an
+    /// accept pause.
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        if self.accept_paused_until.is_some_and(|until| now >= until) {
+            self.accept_paused_until = None;
+            self.accept_all();
+        }
+        while let Some(entry) = self.timers.pop_due(now) {
+            let Some(conn) = self.conns.get_mut(entry.key) else {
+                continue;
+            };
+            let mut ctx = Ctx {
+                key: entry.key,
+                now,
+                date: self.date.get(SystemTime::now()),
+                settings: &self.settings,
+                ring: &self.ring,
+                scratch: &mut self.scratch,
+                stats: &mut self.stats,
+                timers: &mut self.timers,
+            };
+            match conn.on_timer(entry.serial, entry.at, &mut ctx) {
+                None | Some(Step::Wait) => {}
+                Some(Step::Yield) => self.pending.push(entry.key),
+                Some(Step::Close(reason)) => self.dead.push((entry.key, reason)),
+            }
+        }
+        self.close_dead();
+    }
+
+    /// One tick: a new random string, encoded once, sent to every caught-up
+    /// stream.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        if let (Some(interval), Some(due)) = (self.interval, self.next_tick) {
+            // Keep the cadence, but never try to make up missed ticks in a burst.
+            let next = due + interval;
+            self.next_tick = Some(if next <= now { now + interval } else { next });
+        }
+        let text: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(TICK_STRING_LEN)
+            .map(char::from)
+            .collect();
+        let id = self.ring.push_event(None, &text);
+        self.stats.ticks += 1;
+        let (sent, deferred) = self.fan_out(id);
+        debug!(
+            "tick {id}: {text} to {sent} streams in {:?} ({deferred} still catching up)",
+            now.elapsed()
+        );
+    }
+
+    /// Writes frame `id` (the newest) to every stream that is caught up, and
+    /// closes the streams that fell off the ring. Returns how many streams
+    /// were written to, and how many were still busy with older frames.
+    pub fn fan_out(&mut self, id: u64) -> (usize, usize) {
+        let first_id = self.ring.first_id();
+        let (mut sent, mut deferred) = (0, 0);
+        let mut ctx = Ctx {
+            key: 0,
+            now: Instant::now(),
+            date: self.date.get(SystemTime::now()),
+            settings: &self.settings,
+            ring: &self.ring,
+            scratch: &mut self.scratch,
+            stats: &mut self.stats,
+            timers: &mut self.timers,
+        };
+        for (key, conn) in self.conns.iter_mut() {
+            let Some(cursor) = conn.cursor() else {
+                continue;
+            };
+            if cursor.next_id < first_id {
+                self.dead.push((key, CloseReason::Lagged));
+                continue;
+            }
+            if cursor.next_id != id {
+                // Still writing an earlier frame: it will catch up on its
+                // next writable event, from the ring.
+                deferred += 1;
+                continue;
+            }
+            ctx.key = key;
+            sent += 1;
+            if let Step::Close(reason) = conn.flush_stream(&mut ctx) {
+                self.dead.push((key, reason));
+            }
+        }
+        self.stats.deferred += deferred as u64;
+        self.close_dead();
+        (sent, deferred)
+    }
+
+    /// Closes every connection collected in `dead`.
+    fn close_dead(&mut self) {
+        while let Some((key, reason)) = self.dead.pop() {
+            self.close(key, reason);
+        }
+    }
+
+    /// The one way a connection ends: out of the slab, out of the poll set,
+    /// counted and logged.
+    fn close(&mut self, key: usize, reason: CloseReason) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        if conn.is_over_limit() {
+            self.over_limit -= 1;
+        }
+        let _ = self.poll.registry().deregister(conn.socket_mut());
+        self.stats.closed(reason);
+        match reason {
+            CloseReason::Lagged => info!(
+                "#{key} closed: fell behind by more than the ring holds ({} frames)",
+                self.ring.next_id() - self.ring.first_id()
+            ),
+            _ => debug!("#{key} closed: {reason} ({} open)", self.conns.len()),
+        }
+    }
+
+    /// Closes everything and logs a summary.
+    fn shutdown(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key, CloseReason::Shutdown);
+        }
+        let s = &self.stats;
+        info!(
+            "stopped: {} connections served, {} requests, {} ticks, {} bytes of events written",
+            s.accepted, s.requests, s.ticks, s.bytes_written
+        );
+    }
+
+    /// How many connections are open, and how many of them are streams.
+    pub fn open_connections(&self) -> (usize, usize) {
+        let streams = self.conns.iter().filter(|(_, c)| c.is_streaming()).count();
+        (self.conns.len(), streams)
+    }
+}

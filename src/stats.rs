@@ -1,0 +1,104 @@
+//! Counters the server keeps about itself: what happened to connections,
+//! requests and the event stream. Plain integers, written by the one thread
+//! that runs the loop; logged as a summary when the server stops.
+
+use std::fmt;
+
+/// Why a connection ended. Every close goes through `Server::close` with one
+/// of these, so the log and the counters always say why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed its side (read returned 0).
+    Eof,
+    /// `ECONNRESET`/`EPIPE`: the client went away abruptly.
+    Reset,
+    /// A header, idle or write timeout expired.
+    Timeout,
+    /// The response was complete and the connection was not kept alive.
+    Done,
+    /// An SSE client fell so far behind that its next frame left the ring.
+    Lagged,
+    /// The server was full and told the client to come back later.
+    Limit,
+    /// Any other I/O error.
+    Error,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 8] = [
+        CloseReason::Eof,
+        CloseReason::Reset,
+        CloseReason::Timeout,
+        CloseReason::Done,
+        CloseReason::Lagged,
+        CloseReason::Limit,
+        CloseReason::Error,
+        CloseReason::Shutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Eof => "eof",
+            CloseReason::Reset => "reset",
+            CloseReason::Timeout => "timeout",
+            CloseReason::Done => "done",
+            CloseReason::Lagged => "lagged",
+            CloseReason::Limit => "limit",
+            CloseReason::Error => "error",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// The reason for an I/O error on a connection: resets and broken pipes
+    /// are an ordinary goodbye, anything else is an error.
+    pub fn from_io(error: &std::io::Error) -> CloseReason {
+        use std::io::ErrorKind::*;
+        match error.kind() {
+            ConnectionReset | BrokenPipe | ConnectionAborted => CloseReason::Reset,
+            TimedOut => CloseReason::Timeout,
+            _ => CloseReason::Error,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The server's counters.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub accepted: u64,
+    /// Connections accepted over the limit and answered "come back later".
+    pub rejected_full: u64,
+    /// Closed connections, indexed like [`CloseReason::ALL`].
+    pub closed: [u64; 8],
+    pub requests: u64,
+    /// Responses with a 4xx or 5xx status.
+    pub error_responses: u64,
+    pub ticks: u64,
+    /// Frames written in full or in part to SSE clients, summed over clients.
+    pub bytes_written: u64,
+    /// Writes that took fewer bytes than offered.
+    pub short_writes: u64,
+    /// Writes that found the send buffer full.
+    pub would_block: u64,
+    /// Ticks that found a client still busy with an earlier frame: it gets
+    /// the new frame later, when it catches up from the ring.
+    pub deferred: u64,
+}
+
+impl Stats {
+    pub fn closed(&mut self, reason: CloseReason) {
+        // The enum's declaration order is the order of `ALL`.
+        self.closed[reason as usize] += 1;
+    }
+
+    pub fn closed_total(&self) -> u64 {
+        self.closed.iter().sum()
+    }
+}
