@@ -38,6 +38,13 @@ pub struct Config {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Kernel send buffer per connection, in bytes (SO_SNDBUF; the kernel
+    /// doubles it). Default: the kernel's autotuning, up to net.ipv4.tcp_wmem's
+    /// maximum (4 MiB), per socket. A small value bounds kernel memory per
+    /// slow client and makes a client that stops reading lag sooner.
+    #[arg(long)]
+    pub send_buffer: Option<usize>,
+
     /// How many encoded frames the server keeps so that a lagging SSE client can catch up.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub history: u32,
@@ -65,7 +72,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("unknown unit '{other}' in '{text}' (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{text}' (use ms, s, m or h)"
+            ));
+        }
     };
     if !seconds.is_finite() || !(0.0..=365.0 * 86_400.0).contains(&seconds) {
         return Err(format!("'{text}' is out of range"));

@@ -208,7 +208,8 @@ impl Connection {
         Some(match exchange.phase {
             Phase::Reading if !exchange.buf.is_empty() => {
                 debug!("#{} header timeout: 408", ctx.key);
-                let response = routes::error(408, "request head not received in time", ctx.date, &[]);
+                let response =
+                    routes::error(408, "request head not received in time", ctx.date, &[]);
                 exchange.start(response, CloseReason::Timeout, ctx);
                 return Some(self.drive(false, ctx));
             }
@@ -275,7 +276,9 @@ impl Exchange {
                     Ok(None) => {
                         let was_empty = self.buf.is_empty();
                         match read_some(socket, &mut self.buf, MAX_HEAD_BYTES, ctx) {
-                            Ok(0) if self.buf.is_empty() => return Err(Step::Close(CloseReason::Eof)),
+                            Ok(0) if self.buf.is_empty() => {
+                                return Err(Step::Close(CloseReason::Eof));
+                            }
                             Ok(0) => {
                                 debug!("#{} closed its side in the middle of a request", ctx.key);
                                 return Err(Step::Close(CloseReason::Eof));
@@ -292,7 +295,10 @@ impl Exchange {
                         }
                     }
                     Err(refusal) => {
-                        debug!("#{} refused: {} {}", ctx.key, refusal.status, refusal.reason);
+                        debug!(
+                            "#{} refused: {} {}",
+                            ctx.key, refusal.status, refusal.reason
+                        );
                         self.start(routes::refuse(refusal, ctx.date), CloseReason::Done, ctx);
                     }
                 },
@@ -352,7 +358,12 @@ impl Exchange {
 
 /// Reads once (retrying `EINTR`) into the scratch buffer and appends what
 /// came to `buf`, never letting `buf` grow past `limit`.
-fn read_some(socket: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, ctx: &mut Ctx<'_>) -> io::Result<usize> {
+fn read_some(
+    socket: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    ctx: &mut Ctx<'_>,
+) -> io::Result<usize> {
     let room = limit.saturating_sub(buf.len()).min(ctx.scratch.len());
     loop {
         match socket.read(&mut ctx.scratch[..room]) {
@@ -420,7 +431,10 @@ fn write_response(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 ctx.stats.would_block += 1;
-                trace!("#{} write: WouldBlock, waiting for a writable event", ctx.key);
+                trace!(
+                    "#{} write: WouldBlock, waiting for a writable event",
+                    ctx.key
+                );
                 return Ok(false);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -151,7 +151,9 @@ fn request_line_too_long(buf: &[u8]) -> bool {
 /// than garbage (400).
 fn has_http_version_token(buf: &[u8]) -> bool {
     let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-    let line = buf[..line_end].strip_suffix(b"\r").unwrap_or(&buf[..line_end]);
+    let line = buf[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..line_end]);
     let Some(space) = line.iter().rposition(|&b| b == b' ') else {
         return false;
     };
@@ -166,8 +168,7 @@ fn has_http_version_token(buf: &[u8]) -> bool {
 
 fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, HttpError> {
     // httparse fills every field of a Complete parse.
-    let (Some(method), Some(target), Some(version)) =
-        (parsed.method, parsed.path, parsed.version)
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
     else {
         return Err(refuse(400, "malformed request line"));
     };
@@ -287,7 +288,10 @@ fn origin_form(target: &str, method: Method) -> Result<&str, HttpError> {
 
 /// A header value as text, if it is visible ASCII (plus spaces and tabs).
 fn text(value: &[u8]) -> Option<&str> {
-    if value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+    if value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
         std::str::from_utf8(value).ok().map(str::trim)
     } else {
         None
@@ -468,23 +472,46 @@ mod tests {
     fn keep_alive_rules() {
         let cases: &[(&[u8], bool)] = &[
             (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n", false),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n",
+                false,
+            ),
             (b"GET / HTTP/1.0\r\n\r\n", false),
             (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
-            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", false),
+            (
+                b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+                false,
+            ),
         ];
         for (raw, keep_alive) in cases {
             let (request, _) = parse(raw).unwrap().unwrap();
-            assert_eq!(request.keep_alive, *keep_alive, "{}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                request.keep_alive,
+                *keep_alive,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
     #[test]
     fn statuses_for_bad_heads() {
-        let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(MAX_URI_BYTES));
-        let many_headers = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS));
-        let big_head = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "b".repeat(MAX_HEAD_BYTES));
+        let long_target = format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "a".repeat(MAX_URI_BYTES)
+        );
+        let many_headers = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+            "X: y\r\n".repeat(MAX_HEADERS)
+        );
+        let big_head = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n",
+            "b".repeat(MAX_HEAD_BYTES)
+        );
         let cases: &[(&[u8], u16)] = &[
             (long_target.as_bytes(), 414),
             (many_headers.as_bytes(), 431),
@@ -530,29 +557,38 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(request.body, BodyFraming::Length(12));
-        let (request, _) = parse(b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (request, _) =
+            parse(b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(request.body, BodyFraming::Chunked);
     }
 
     #[test]
     fn absolute_form_targets() {
-        let (request, _) = parse(b"GET http://example.com/a/b?c HTTP/1.1\r\nHost: example.com\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (request, _) =
+            parse(b"GET http://example.com/a/b?c HTTP/1.1\r\nHost: example.com\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(request.path, "/a/b");
         assert_eq!(request.query.as_deref(), Some("c"));
-        assert_eq!(status_of(b"GET http://example.com HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(
+            status_of(b"GET http://example.com HTTP/1.1\r\nHost: a\r\n\r\n"),
+            400
+        );
         assert_eq!(status_of(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status_of(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
     }
 
     #[test]
     fn methods() {
-        let (request, _) = parse(b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().unwrap();
+        let (request, _) = parse(b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(request.method, Method::Other);
-        let (request, _) = parse(b"DELETE / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().unwrap();
+        let (request, _) = parse(b"DELETE / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(request.method, Method::Delete);
     }
 

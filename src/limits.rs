@@ -30,7 +30,7 @@ pub fn raise_open_files_limit() -> io::Result<NofileLimit> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let before = limit.rlim_cur as u64;
+    let before = limit.rlim_cur;
     if limit.rlim_cur < limit.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: limit.rlim_max,
@@ -44,7 +44,7 @@ pub fn raise_open_files_limit() -> io::Result<NofileLimit> {
     Ok(NofileLimit {
         before,
         soft: open_files_limit(),
-        hard: limit.rlim_max as u64,
+        hard: limit.rlim_max,
     })
 }
 
@@ -58,7 +58,7 @@ pub fn open_files_limit() -> u64 {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return 1024;
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// A non-blocking listener with `SO_REUSEADDR` (a restarted server can bind

@@ -40,7 +40,11 @@ pub enum Body {
     Empty,
     /// Bytes `offset..end` of `file`, read in bounded chunks as the socket
     /// accepts them.
-    File { file: File, offset: u64, end: u64 },
+    File {
+        file: File,
+        offset: u64,
+        end: u64,
+    },
 }
 
 /// What the connection does once the response is written.
@@ -90,8 +94,18 @@ pub fn respond(request: &Request, env: &Env<'_>) -> Response {
             event_stream(request, env, after, http10)
         }
         Method::Get | Method::Head => static_file(request, env, after, http10),
-        Method::Other => error(501, "method not implemented", env.date, &[("Allow", "GET, HEAD")]),
-        _ => error(405, "method not allowed", env.date, &[("Allow", "GET, HEAD")]),
+        Method::Other => error(
+            501,
+            "method not implemented",
+            env.date,
+            &[("Allow", "GET, HEAD")],
+        ),
+        _ => error(
+            405,
+            "method not allowed",
+            env.date,
+            &[("Allow", "GET, HEAD")],
+        ),
     }
 }
 
@@ -220,7 +234,12 @@ fn static_file(request: &Request, env: &Env<'_>, after: After, http10: bool) -> 
             return error(403, "forbidden", env.date, &[]);
         }
         Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-            return error(503, "out of file descriptors", env.date, &[("Retry-After", "1")]);
+            return error(
+                503,
+                "out of file descriptors",
+                env.date,
+                &[("Retry-After", "1")],
+            );
         }
         Err(e) => {
             log::warn!("cannot open {}: {e}", path.display());

@@ -109,6 +109,8 @@ pub struct Server {
     date: DateCache,
     scratch: Box<[u8]>,
     max_connections: usize,
+    /// SO_SNDBUF for accepted sockets, if set.
+    send_buffer: Option<usize>,
     /// How many of `conns` were accepted over the limit.
     over_limit: usize,
     next_serial: u64,
@@ -127,13 +129,20 @@ impl Server {
     /// Binds the listener and prepares everything; `run` starts serving.
     pub fn bind(config: &Config) -> io::Result<Server> {
         let root = config.www.canonicalize().map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot use www directory {}: {e}", config.www.display()))
+            io::Error::new(
+                e.kind(),
+                format!("cannot use www directory {}: {e}", config.www.display()),
+            )
         })?;
         std::fs::read_dir(&root).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot read www directory {}: {e}", root.display()))
+            io::Error::new(
+                e.kind(),
+                format!("cannot read www directory {}: {e}", root.display()),
+            )
         })?;
-        let listener = limits::listen(config.addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr)))?;
+        let listener = limits::listen(config.addr).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr))
+        })?;
         let mut listener = TcpListener::from_std(listener);
         let local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
@@ -181,6 +190,7 @@ impl Server {
             date: DateCache::default(),
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             max_connections,
+            send_buffer: config.send_buffer,
             over_limit: 0,
             next_serial: 0,
             pending: Vec::new(),
@@ -233,11 +243,16 @@ impl Server {
                             "#{key} event:{}{}{}{}",
                             if event.is_readable() { " readable" } else { "" },
                             if event.is_writable() { " writable" } else { "" },
-                            if event.is_read_closed() { " read-closed" } else { "" },
+                            if event.is_read_closed() {
+                                " read-closed"
+                            } else {
+                                ""
+                            },
                             if event.is_error() { " error" } else { "" },
                         );
                         // read-closed and error are hints; a read confirms them.
-                        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
                         self.drive(key, readable);
                     }
                 }
@@ -292,10 +307,14 @@ impl Server {
                     self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
                     return;
                 }
-                Err(e) if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-                ) => debug!("accept: {e} (the client gave up before we accepted)"),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    debug!("accept: {e} (the client gave up before we accepted)")
+                }
                 Err(e) => {
                     error!("accept: {e}");
                     return;
@@ -320,6 +339,9 @@ impl Server {
         }
         // SSE frames are small and must go out at once, not wait for Nagle.
         let _ = socket.set_nodelay(true);
+        if let Some(size) = self.send_buffer {
+            let _ = socket2::SockRef::from(&socket).set_send_buffer_size(size);
+        }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -345,7 +367,12 @@ impl Server {
             stats: &mut self.stats,
             timers: &mut self.timers,
         };
-        entry.insert(Connection::new(socket, self.next_serial, over_limit, &mut ctx));
+        entry.insert(Connection::new(
+            socket,
+            self.next_serial,
+            over_limit,
+            &mut ctx,
+        ));
         debug!(
             "#{key} accepted from {peer}{} ({} open)",
             if over_limit { " over the limit" } else { "" },

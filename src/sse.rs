@@ -44,7 +44,7 @@ pub fn encode_event(out: &mut Vec<u8>, event: Option<&str>, id: Option<u64>, dat
         out.extend_from_slice(b"data: ");
         match rest.find(['\r', '\n']) {
             Some(i) => {
-                out.extend_from_slice(rest[..i].as_bytes());
+                out.extend_from_slice(&rest.as_bytes()[..i]);
                 out.push(b'\n');
                 let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
                 rest = &rest[i + skip..];
@@ -320,7 +320,13 @@ mod tests {
             flush(&mut sink, &mut cursor, &ring, &mut stats).unwrap(),
             Flushed::Blocked
         );
-        assert_eq!(cursor, Cursor { next_id: 1, offset: 6 });
+        assert_eq!(
+            cursor,
+            Cursor {
+                next_id: 1,
+                offset: 6
+            }
+        );
         assert_eq!(stats.would_block, 1);
         assert_eq!(stats.short_writes, 2);
         sink.calls_left = usize::MAX;
@@ -358,7 +364,9 @@ mod tests {
         let mut sink = Vec::new();
         let result = flush(&mut sink, &mut cursor, &ring, &mut Stats::default()).unwrap();
         assert_eq!(result, Flushed::CaughtUp);
-        let expected: String = (0..40).map(|i| format!("id: {}\ndata: {i}\n\n", i + 1)).collect();
+        let expected: String = (0..40)
+            .map(|i| format!("id: {}\ndata: {i}\n\n", i + 1))
+            .collect();
         assert_eq!(String::from_utf8(sink).unwrap(), expected);
     }
 }

@@ -39,7 +39,10 @@ pub fn percent_decode(path: &str) -> Result<Vec<u8>, Refusal> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = |b: u8| (b as char).to_digit(16);
-            match (bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
+            match (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            ) {
                 (Some(high), Some(low)) => out.push((high * 16 + low) as u8),
                 _ => return Err(Refusal::BadPath("malformed percent escape")),
             }
@@ -137,13 +140,18 @@ pub fn open(path: &Path) -> io::Result<StaticFile> {
 impl StaticFile {
     /// Whether the client's cached copy is current (RFC 9110 13.2.2):
     /// `If-None-Match` decides when present; otherwise `If-Modified-Since`.
-    pub fn not_modified(&self, if_none_match: Option<&str>, if_modified_since: Option<&str>) -> bool {
+    pub fn not_modified(
+        &self,
+        if_none_match: Option<&str>,
+        if_modified_since: Option<&str>,
+    ) -> bool {
         if let Some(tags) = if_none_match {
             // Weak comparison, as If-None-Match requires.
             let ours = self.etag.as_str();
-            return tags.split(',').map(str::trim).any(|tag| {
-                tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours
-            });
+            return tags
+                .split(',')
+                .map(str::trim)
+                .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours);
         }
         if let Some(since) = if_modified_since.and_then(|s| httpdate::parse_http_date(s).ok()) {
             return self.modified <= since;
@@ -202,11 +210,23 @@ mod tests {
     fn resolves_files_and_indexes() {
         let (_dir, root) = fixture();
         assert_eq!(resolve_path(&root, "/"), Ok(root.join("index.html")));
-        assert_eq!(resolve_path(&root, "/index.html"), Ok(root.join("index.html")));
+        assert_eq!(
+            resolve_path(&root, "/index.html"),
+            Ok(root.join("index.html"))
+        );
         assert_eq!(resolve_path(&root, "/a%20b.txt"), Ok(root.join("a b.txt")));
-        assert_eq!(resolve_path(&root, "//./a%20b.txt"), Ok(root.join("a b.txt")));
-        assert_eq!(resolve_path(&root, "/docs/"), Ok(root.join("docs/index.html")));
-        assert_eq!(resolve_path(&root, "/docs"), Err(Refusal::AddSlash("/docs/".into())));
+        assert_eq!(
+            resolve_path(&root, "//./a%20b.txt"),
+            Ok(root.join("a b.txt"))
+        );
+        assert_eq!(
+            resolve_path(&root, "/docs/"),
+            Ok(root.join("docs/index.html"))
+        );
+        assert_eq!(
+            resolve_path(&root, "/docs"),
+            Err(Refusal::AddSlash("/docs/".into()))
+        );
         assert_eq!(resolve_path(&root, "/alias.txt"), Ok(root.join("a b.txt")));
     }
 
@@ -223,12 +243,18 @@ mod tests {
         assert!(bad("/%zz"));
         assert!(bad("/%4"));
         assert_eq!(resolve_path(&root, "/leak.txt"), Err(Refusal::NotFound));
-        assert_eq!(resolve_path(&root, "/up/secret.txt"), Err(Refusal::NotFound));
+        assert_eq!(
+            resolve_path(&root, "/up/secret.txt"),
+            Err(Refusal::NotFound)
+        );
         assert_eq!(resolve_path(&root, "/empty/"), Err(Refusal::NotFound));
         assert_eq!(resolve_path(&root, "/missing.html"), Err(Refusal::NotFound));
         assert_eq!(resolve_path(&root, "/index.html/x"), Err(Refusal::NotFound));
         // Decoded once only: %252e is a file literally named "%2e".
-        assert_eq!(resolve_path(&root, "/%252e%252e/secret.txt"), Err(Refusal::NotFound));
+        assert_eq!(
+            resolve_path(&root, "/%252e%252e/secret.txt"),
+            Err(Refusal::NotFound)
+        );
     }
 
     #[test]

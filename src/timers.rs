@@ -73,7 +73,10 @@ mod tests {
         assert_eq!(timers.pop_due(start), None);
         let due = timers.pop_due(start + Duration::from_secs(2)).unwrap();
         assert_eq!((due.key, due.serial), (2, 20));
-        assert_eq!(timers.pop_due(start + Duration::from_secs(2)).unwrap().key, 3);
+        assert_eq!(
+            timers.pop_due(start + Duration::from_secs(2)).unwrap().key,
+            3
+        );
         assert_eq!(timers.pop_due(start + Duration::from_secs(2)), None);
         assert_eq!(timers.len(), 1);
     }

@@ -1,0 +1,251 @@
+//! Static files over real TCP: status codes, validators, keep-alive,
+//! pipelining, split requests and path safety.
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::symlink;
+
+use support::*;
+
+#[test]
+fn index_is_served_with_every_header() {
+    let server = TestServer::start(&["--interval", "1h"]);
+    let response = server.get("/");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.body,
+        fs::read(project_www().join("index.html")).unwrap()
+    );
+    assert_eq!(
+        response.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(response.header("X-Content-Type-Options"), Some("nosniff"));
+    assert!(response.header("Server").unwrap().starts_with("sse-mio/"));
+    assert!(httpdate::parse_http_date(response.header("Date").unwrap()).is_ok());
+    assert!(httpdate::parse_http_date(response.header("Last-Modified").unwrap()).is_ok());
+    let etag = response.header("ETag").unwrap();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "strong ETag: {etag}"
+    );
+    assert_eq!(server.get("/index.html").body, response.body);
+    assert_eq!(
+        server.get("/style.css").header("Content-Type"),
+        Some("text/css; charset=utf-8")
+    );
+    assert_eq!(
+        server.get("/app.js").header("Content-Type"),
+        Some("text/javascript; charset=utf-8")
+    );
+}
+
+#[test]
+fn conditional_requests_get_304() {
+    let server = TestServer::start(&["--interval", "1h"]);
+    let first = server.get("/");
+    let etag = first.header("ETag").unwrap().to_owned();
+    let modified = first.header("Last-Modified").unwrap().to_owned();
+
+    let mut stream = server.connect();
+    send(
+        &mut stream,
+        &format!("GET / HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n"),
+    );
+    let response = read_response(&mut stream, false);
+    assert_eq!(response.status, 304);
+    assert_eq!(response.header("ETag"), Some(etag.as_str()));
+    assert_eq!(
+        response.header("Content-Length"),
+        Some(first.body.len().to_string().as_str())
+    );
+    assert!(response.body.is_empty());
+
+    // The same connection goes on: 304 had no body.
+    send(
+        &mut stream,
+        &format!("GET / HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: {modified}\r\n\r\n"),
+    );
+    assert_eq!(read_response(&mut stream, false).status, 304);
+    send(
+        &mut stream,
+        "GET / HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"stale\"\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut stream, false).status, 200);
+    send(
+        &mut stream,
+        "GET / HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut stream, false).status, 200);
+}
+
+#[test]
+fn head_404_405_501() {
+    let server = TestServer::start(&["--interval", "1h"]);
+    let mut stream = server.connect();
+    send(&mut stream, "HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = read_response(&mut stream, true);
+    assert_eq!(head.status, 200);
+    let length: usize = head.header("Content-Length").unwrap().parse().unwrap();
+    assert_eq!(
+        length,
+        fs::read(project_www().join("index.html")).unwrap().len()
+    );
+    // No body followed the HEAD response: the next response starts right away.
+    send(&mut stream, "GET /nope.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    let missing = read_response(&mut stream, false);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("Connection"), Some("close"));
+    assert_closed(&mut stream);
+
+    let mut stream = server.connect();
+    send(&mut stream, "DELETE / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let response = read_response(&mut stream, false);
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("Allow"), Some("GET, HEAD"));
+    assert_closed(&mut stream);
+
+    let mut stream = server.connect();
+    send(&mut stream, "BREW /pot HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut stream, false).status, 501);
+    assert_closed(&mut stream);
+}
+
+#[test]
+fn keep_alive_and_pipelining_answer_in_order() {
+    let server = TestServer::start(&["--interval", "1h"]);
+    let mut stream = server.connect();
+    send(&mut stream, "GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut stream, false).status, 200);
+    send(
+        &mut stream,
+        "GET /app.js HTTP/1.1\r\nHost: t\r\n\r\nHEAD /index.html HTTP/1.1\r\nHost: t\r\n\r\nGET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let first = read_response(&mut stream, false);
+    assert_eq!(first.body, fs::read(project_www().join("app.js")).unwrap());
+    let second = read_response(&mut stream, true);
+    assert_eq!(
+        second.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    let third = read_response(&mut stream, false);
+    assert_eq!(
+        third.body,
+        fs::read(project_www().join("style.css")).unwrap()
+    );
+    assert_eq!(third.header("Connection"), Some("close"));
+    assert_closed(&mut stream);
+}
+
+#[test]
+fn a_request_sent_one_byte_at_a_time() {
+    let server = TestServer::start(&["--interval", "1h"]);
+    let mut stream = server.connect();
+    for byte in b"GET /index.html HTTP/1.1\r\nHost: test\r\nUser-Agent: slow\r\n\r\n" {
+        stream.write_all(&[*byte]).unwrap();
+    }
+    let response = read_response(&mut stream, false);
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.body,
+        fs::read(project_www().join("index.html")).unwrap()
+    );
+}
+
+#[test]
+fn http_1_0_closes_unless_asked_to_keep_alive() {
+    let server = TestServer::start(&["--interval", "1h"]);
+    let mut stream = server.connect();
+    send(&mut stream, "GET / HTTP/1.0\r\n\r\n");
+    let response = read_response(&mut stream, false);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("Connection"), Some("close"));
+    assert_closed(&mut stream);
+
+    let mut stream = server.connect();
+    send(
+        &mut stream,
+        "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    );
+    let response = read_response(&mut stream, false);
+    assert_eq!(response.header("Connection"), Some("keep-alive"));
+    send(&mut stream, "GET /style.css HTTP/1.0\r\n\r\n");
+    assert_eq!(read_response(&mut stream, false).status, 200);
+    assert_closed(&mut stream);
+}
+
+/// A www root with a large file, a subdirectory, and symlinks pointing
+/// inside and outside; a secret file next to the root.
+fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("www");
+    fs::create_dir_all(root.join("sub")).unwrap();
+    fs::write(root.join("index.html"), "root index").unwrap();
+    fs::write(root.join("sub/index.html"), "sub index").unwrap();
+    fs::write(dir.path().join("secret.txt"), "top secret").unwrap();
+    symlink(dir.path().join("secret.txt"), root.join("leak.txt")).unwrap();
+    symlink(dir.path(), root.join("outside")).unwrap();
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(root.join("big.bin"), big).unwrap();
+    dir
+}
+
+#[test]
+fn no_request_escapes_the_root() {
+    let dir = fixture();
+    let server = TestServer::start_in(&dir.path().join("www"), &["--interval", "1h"]);
+    for (path, status) in [
+        ("/../secret.txt", 400),
+        ("/sub/../../secret.txt", 400),
+        ("/%2e%2e/secret.txt", 400),
+        ("/%2E%2E%2Fsecret.txt", 400),
+        ("/..%5Csecret.txt", 400),
+        ("/%5C..%5Csecret.txt", 400),
+        ("/index.html%00.txt", 400),
+        ("/leak.txt", 404),
+        ("/outside/secret.txt", 404),
+        ("/outside/", 404),
+        ("/%252e%252e/secret.txt", 404),
+    ] {
+        let response = server.get(path);
+        assert_eq!(response.status, status, "{path}");
+        assert!(
+            !response.text().contains("top secret"),
+            "{path} leaked the secret"
+        );
+    }
+    let response = server.get("/sub");
+    assert_eq!(response.status, 301);
+    assert_eq!(response.header("Location"), Some("/sub/"));
+    assert_eq!(server.get("/sub/").text(), "sub index");
+}
+
+#[test]
+fn a_large_file_streams_to_a_slow_reader() {
+    let dir = fixture();
+    let server = TestServer::start_in(&dir.path().join("www"), &["--interval", "1h"]);
+    let mut stream = server.connect();
+    send(&mut stream, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Read the head, then the body in small pieces so the server's socket
+    // fills up and it has to resume from where each short write stopped.
+    let head = read_response(&mut stream, true);
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("Content-Type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(head.header("Content-Length"), Some("5000000"));
+    let mut body = Vec::with_capacity(5_000_000);
+    let mut chunk = [0u8; 1000];
+    while body.len() < 5_000_000 {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early at {}", body.len());
+        body.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(body, fs::read(dir.path().join("www/big.bin")).unwrap());
+    // Still keep-alive afterwards.
+    send(&mut stream, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut stream, false).text(), "root index");
+}

@@ -1,0 +1,312 @@
+//! Test support: a server started in-process on port 0, and small blocking
+//! clients that read with deadlines (never sleeps) and check exact bytes.
+
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use sse_mio::{Config, Handle, Server};
+
+/// How long any single read in a test may wait before the test fails.
+pub const READ_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A server running on its own thread, stopped when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    handle: Handle,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The project's www directory.
+pub fn project_www() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("www")
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1:0 serving the project's www/ with the
+    /// given extra flags.
+    pub fn start(flags: &[&str]) -> TestServer {
+        let www = project_www();
+        TestServer::start_in(&www, flags)
+    }
+
+    /// Same, serving `www`.
+    pub fn start_in(www: &Path, flags: &[&str]) -> TestServer {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let www = www.to_str().expect("utf-8 path");
+        let mut args = vec!["sse-mio", "--addr", "127.0.0.1:0", "--www", www];
+        args.extend_from_slice(flags);
+        let config = Config::try_parse_from(args).expect("valid flags");
+        let mut server = Server::bind(&config).expect("server binds");
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let thread = std::thread::spawn(move || server.run().expect("event loop runs"));
+        TestServer {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        connect(self.addr)
+    }
+
+    /// Opens a stream on /sse and reads past its head and preamble.
+    pub fn sse(&self) -> SseClient {
+        SseClient::open(self.addr, &[])
+    }
+
+    /// One GET on a fresh connection.
+    pub fn get(&self, path: &str) -> Response {
+        let mut stream = self.connect();
+        send(
+            &mut stream,
+            &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"),
+        );
+        read_response(&mut stream, false)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(READ_DEADLINE)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+pub fn send(stream: &mut TcpStream, text: &str) {
+    stream.write_all(text.as_bytes()).expect("send");
+}
+
+/// A response as read off the wire.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The value of a header (case-insensitive name), if present once.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let mut found = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let first = found.next().map(|(_, v)| v.as_str());
+        assert!(found.next().is_none(), "header {name} appears twice");
+        first
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response head byte by byte (so nothing after it is consumed),
+/// then its body by `Content-Length` unless `no_body` (HEAD, 304).
+pub fn read_response(stream: &mut TcpStream, no_body: bool) -> Response {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => panic!(
+                "connection closed inside a response head: {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+            Err(e) => panic!(
+                "reading a response head: {e} after {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+        assert!(head.len() < 64 * 1024, "response head too long");
+    }
+    let head = String::from_utf8(head).expect("ascii head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    assert!(
+        status_line.starts_with("HTTP/1.1 "),
+        "status line {status_line:?}"
+    );
+    let status: u16 = status_line[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.split_once(": ").expect("header line");
+            (name.to_owned(), value.to_owned())
+        })
+        .collect();
+    let mut response = Response {
+        status,
+        head: head.clone(),
+        headers,
+        body: Vec::new(),
+    };
+    if !no_body && status != 304 {
+        let length: usize = response
+            .header("Content-Length")
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
+        response.body = vec![0; length];
+        stream.read_exact(&mut response.body).expect("body");
+    }
+    response
+}
+
+/// Reads until the server closes the connection; returns what came.
+/// A reset after the close counts as a close.
+pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!(
+                "waiting for the server to close: {e} after {:?}",
+                start.elapsed()
+            ),
+        }
+    }
+}
+
+/// Asserts the server closes the connection with nothing more to say.
+pub fn assert_closed(stream: &mut TcpStream) {
+    let rest = read_to_close(stream);
+    assert!(
+        rest.is_empty(),
+        "unexpected bytes before close: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+/// One parsed server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Event {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+}
+
+/// A blocking `/sse` client with a small line parser (LF line ends, which is
+/// what this server sends; comments are skipped).
+pub struct SseClient {
+    pub stream: TcpStream,
+    pub response: Response,
+    buf: Vec<u8>,
+    /// The `retry:` value seen so far.
+    pub retry: Option<u64>,
+    /// Comment lines seen so far, without the colon.
+    pub comments: Vec<String>,
+}
+
+impl SseClient {
+    /// GET /sse with extra header lines, then read the head.
+    pub fn open(addr: SocketAddr, extra_headers: &[&str]) -> SseClient {
+        let mut stream = connect(addr);
+        let mut request =
+            String::from("GET /sse HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
+        for header in extra_headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        send(&mut stream, &request);
+        let response = read_response(&mut stream, true);
+        assert_eq!(response.status, 200, "{}", response.head);
+        SseClient {
+            stream,
+            response,
+            buf: Vec::new(),
+            retry: None,
+            comments: Vec::new(),
+        }
+    }
+
+    fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return Some(String::from_utf8(line[..i].to_vec()).expect("utf-8 stream"));
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("reading the event stream: {e}"),
+            }
+        }
+    }
+
+    /// The next event with data, or `None` when the stream ends.
+    pub fn next_event(&mut self) -> Option<Event> {
+        let mut event = Event::default();
+        let mut has_data = false;
+        loop {
+            let line = self.line()?;
+            if line.is_empty() {
+                if has_data {
+                    return Some(event);
+                }
+                event = Event::default();
+                continue;
+            }
+            if let Some(comment) = line.strip_prefix(':') {
+                self.comments.push(comment.trim_start().to_owned());
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line.as_str(), ""),
+            };
+            match field {
+                "data" => {
+                    if has_data {
+                        event.data.push('\n');
+                    }
+                    event.data.push_str(value);
+                    has_data = true;
+                }
+                "id" => event.id = Some(value.to_owned()),
+                "event" => event.event = Some(value.to_owned()),
+                "retry" => {
+                    self.retry = value.parse().ok();
+                    event.retry = self.retry;
+                }
+                other => panic!("unexpected field {other:?}"),
+            }
+        }
+    }
+
+    /// The next event's id as a number.
+    pub fn next_id(&mut self) -> u64 {
+        let event = self.next_event().expect("stream ended");
+        event
+            .id
+            .expect("event without id")
+            .parse()
+            .expect("numeric id")
+    }
+}
