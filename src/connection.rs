@@ -482,3 +482,17 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-connection memory promise: a streaming connection is a
+    /// socket and a cursor, nothing on the heap. (Debug builds of mio add a
+    /// selector id to every socket.)
+    #[test]
+    fn a_connection_is_small() {
+        let limit = if cfg!(debug_assertions) { 40 } else { 32 };
+        assert!(std::mem::size_of::<Connection>() <= limit, "{}", std::mem::size_of::<Connection>());
+    }
+}
