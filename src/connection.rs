@@ -493,6 +493,10 @@ mod tests {
     #[test]
     fn a_connection_is_small() {
         let limit = if cfg!(debug_assertions) { 40 } else { 32 };
-        assert!(std::mem::size_of::<Connection>() <= limit, "{}", std::mem::size_of::<Connection>());
+        assert!(
+            std::mem::size_of::<Connection>() <= limit,
+            "{}",
+            std::mem::size_of::<Connection>()
+        );
     }
 }
