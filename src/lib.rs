@@ -17,6 +17,8 @@
 //! - [`routes`]: which response a request gets.
 //! - [`static_files`]: safe path resolution under `www/`, content types,
 //!   conditional requests.
+//! - [`event_parser`]: the client side (a WHATWG event-stream parser and a
+//!   chunked decoder), used by `sse-load` and the tests.
 //! - [`timers`], [`limits`], [`stats`], [`config`]: the deadline queue, OS
 //!   limits, counters, flags.
 //!
@@ -34,6 +36,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod event_parser;
 pub mod http;
 pub mod limits;
 pub mod routes;

@@ -1,0 +1,80 @@
+//! `sse-load` against a real server: every connection connects and every
+//! counted id reaches every connection.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+#[test]
+fn sse_load_holds_200_connections_with_full_coverage() {
+    let server = TestServer::start(&["--interval", "100ms"]);
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_sse-load"))
+        .args(["--url", &format!("http://{}/sse", server.addr)])
+        .args(["-c", "200", "--hold", "2s", "--ramp", "2000/s", "--quiet"])
+        .arg("--json")
+        .arg(&json_path)
+        .output()
+        .expect("sse-load runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(report["connected"], 200, "{report}");
+    assert_eq!(report["failures"].as_object().unwrap().len(), 0, "{report}");
+    let ids = report["ids_counted"].as_u64().unwrap();
+    assert!(
+        (15..=25).contains(&ids),
+        "2 s at 100 ms should count about 20 ids: {report}"
+    );
+    assert_eq!(report["coverage_min"], 1.0, "{report}");
+    assert_eq!(report["ids_full_coverage"].as_u64(), Some(ids));
+    assert!(report["events_per_connection"].as_f64().unwrap() >= 15.0);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("connected                200 of 200"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn sse_load_reports_failures_by_reason() {
+    let server = TestServer::start(&["--interval", "100ms"]);
+    // A path that is not an event stream: 404 is a bad status.
+    let output = Command::new(env!("CARGO_BIN_EXE_sse-load"))
+        .args(["--url", &format!("http://{}/nope", server.addr)])
+        .args(["-c", "20", "--hold", "200ms", "--quiet"])
+        .output()
+        .expect("sse-load runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("failures: bad status     20"), "{stdout}");
+    // index.html is a 200 with the wrong content type.
+    let output = Command::new(env!("CARGO_BIN_EXE_sse-load"))
+        .args(["--url", &format!("http://{}/", server.addr)])
+        .args(["-c", "5", "--hold", "200ms", "--quiet"])
+        .output()
+        .expect("sse-load runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("failures: wrong content type 5"),
+        "{stdout}"
+    );
+    // Nobody listening: refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sse-load"))
+        .args(["--url", &format!("http://{closed}/sse")])
+        .args(["-c", "5", "--hold", "200ms", "--quiet"])
+        .output()
+        .expect("sse-load runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("failures: refused        5"), "{stdout}");
+}
