@@ -45,16 +45,32 @@ pub struct Config {
     #[arg(long)]
     pub send_buffer: Option<usize>,
 
-    /// How many encoded frames the server keeps so that a lagging SSE client can catch up.
+    /// How many encoded frames the server keeps, for clients that fall behind
+    /// and for replay after a reconnect (Last-Event-ID).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub history: u32,
-}
 
-impl Config {
-    /// The configuration a user gets with no flags (tests start from this).
-    pub fn default_for_tests() -> Config {
-        Config::parse_from(["sse-mio", "--addr", "127.0.0.1:0"])
-    }
+    /// Reconnection delay sent to clients in the stream's `retry:` field.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub retry: Duration,
+
+    /// A comment line goes to every stream that has had nothing for this long,
+    /// so proxies with idle timeouts keep it open (0 turns heartbeats off).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+
+    /// A stream that is behind and has made no progress for this long is closed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
+    /// End every stream after this long plus up to 10% jitter; clients resume
+    /// with Last-Event-ID. Off by default.
+    #[arg(long, value_parser = parse_duration)]
+    pub stream_lifetime: Option<Duration>,
+
+    /// Allow cross-origin use from ORIGIN (repeatable), or from any origin with `*`.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
 }
 
 /// Parses `1s`, `250ms`, `2m`, `1h`, `1.5s` or a bare number of seconds.
@@ -111,5 +127,10 @@ mod tests {
         assert_eq!(config.interval, Duration::from_secs(1));
         assert_eq!(config.header_timeout, Duration::from_secs(10));
         assert_eq!(config.history, 256);
+        assert_eq!(config.retry, Duration::from_secs(2));
+        assert_eq!(config.heartbeat, Duration::from_secs(15));
+        assert_eq!(config.stall_timeout, Duration::from_secs(30));
+        assert_eq!(config.stream_lifetime, None);
+        assert!(config.cors_origins.is_empty());
     }
 }

@@ -26,10 +26,11 @@
 //!   read (and discard) what the client still sends, for a short while, so
 //!   the kernel does not answer those bytes with a reset that would destroy
 //!   our response before the client reads it.
-//! - **Streaming**: the connection is now only a socket and a [`Cursor`] into
-//!   the server's ring of frames. Everything an HTTP connection needed lives
-//!   in a `Box` that is dropped here, which is why an idle SSE connection
-//!   costs the server a few dozen bytes.
+//! - **Streaming**: the connection is now only a socket and a [`Stream`]: a
+//!   [`Cursor`] into the server's ring of frames and two 4-byte stamps.
+//!   Everything an HTTP connection needed lives in a `Box` that is dropped
+//!   here, which is why an idle SSE connection costs the server a few dozen
+//!   bytes.
 //!
 //! Readiness is edge-triggered: every handler reads or writes until
 //! `WouldBlock` (or until it has a reason to stop and remembers to come
@@ -79,6 +80,9 @@ pub enum Step {
 pub struct Ctx<'a> {
     pub key: usize,
     pub now: Instant,
+    /// Milliseconds since the server started, wrapping: the coarse clock
+    /// streams stamp themselves with (4 bytes instead of an `Instant`'s 16).
+    pub clock: u32,
     pub date: &'a str,
     pub settings: &'a Settings,
     pub ring: &'a Ring,
@@ -89,6 +93,13 @@ pub struct Ctx<'a> {
     pub timers: &'a mut Timers,
 }
 
+/// Whether the wrapping millisecond stamp `at` has been reached at `now`
+/// (valid for stamps less than 24 days apart).
+pub fn reached(now: u32, at: u32) -> bool {
+    (now.wrapping_sub(at) as i32) >= 0
+}
+
+/// A client connection: a socket and where it is in its life.
 pub struct Connection {
     socket: TcpStream,
     state: State,
@@ -98,7 +109,18 @@ enum State {
     /// Reading requests or writing responses. Boxed, so that the common
     /// case, a streaming connection, stays small.
     Http(Box<Exchange>),
-    Streaming(Cursor),
+    Streaming(Stream),
+}
+
+/// A streaming connection's state: where it is in the ring, and two stamps
+/// on the coarse clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Stream {
+    pub cursor: Cursor,
+    /// When it last wrote anything, or was last seen caught up.
+    pub progress_at: u32,
+    /// When `--stream-lifetime` ends it (unused when that is off).
+    pub ends_at: u32,
 }
 
 /// The request/response part of a connection's life.
@@ -149,17 +171,17 @@ impl Connection {
     }
 
     pub fn is_over_limit(&self) -> bool {
-        matches!(&self.state, State::Http(x) if x.over_limit)
+        matches!(&self.state, State::Http(exchange) if exchange.over_limit)
     }
 
     pub fn is_streaming(&self) -> bool {
         matches!(self.state, State::Streaming(_))
     }
 
-    /// The cursor of a streaming connection.
-    pub fn cursor(&self) -> Option<Cursor> {
-        match self.state {
-            State::Streaming(cursor) => Some(cursor),
+    /// The state of a streaming connection.
+    pub fn stream(&self) -> Option<&Stream> {
+        match &self.state {
+            State::Streaming(stream) => Some(stream),
             State::Http(_) => None,
         }
     }
@@ -169,15 +191,27 @@ impl Connection {
     /// connections, and when a stream has new frames.
     pub fn drive(&mut self, readable: bool, ctx: &mut Ctx<'_>) -> Step {
         if let State::Http(exchange) = &mut self.state {
-            match exchange.drive(&mut self.socket, ctx) {
-                Ok(cursor) => {
-                    debug!("#{} streaming from id {}", ctx.key, cursor.next_id);
-                    self.state = State::Streaming(cursor);
-                }
+            let cursor = match exchange.drive(&mut self.socket, ctx) {
+                Ok(cursor) => cursor,
                 Err(step) => return step,
-            }
+            };
+            debug!("#{} streaming from id {}", ctx.key, cursor.next_id);
+            let ends_at = match ctx.settings.stream_lifetime {
+                // Up to 10% jitter, so streams opened together do not all
+                // end (and reconnect) together.
+                Some(lifetime) => {
+                    let ms = lifetime.as_millis() as f64 * rand::random_range(1.0..1.1);
+                    ctx.clock.wrapping_add(ms as u32)
+                }
+                None => 0,
+            };
+            self.state = State::Streaming(Stream {
+                cursor,
+                progress_at: ctx.clock,
+                ends_at,
+            });
         }
-        let State::Streaming(cursor) = &mut self.state else {
+        let State::Streaming(stream) = &mut self.state else {
             return Step::Wait;
         };
         if readable {
@@ -186,7 +220,40 @@ impl Connection {
                 other => return other,
             }
         }
-        flush_stream(&mut self.socket, cursor, ctx)
+        flush_stream(&mut self.socket, stream, ctx)
+    }
+
+    /// The tick's fast path: write new frames to a streaming connection.
+    pub fn flush_stream(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match &mut self.state {
+            State::Streaming(stream) => flush_stream(&mut self.socket, stream, ctx),
+            State::Http(_) => Step::Wait,
+        }
+    }
+
+    /// Housekeeping for a stream: ends it when its lifetime is over or when
+    /// it has been stuck behind for the stall timeout, and sends it a
+    /// heartbeat if `heartbeat` is set and it is idle.
+    pub fn check_stream(&mut self, heartbeat: bool, ctx: &mut Ctx<'_>) -> Step {
+        let State::Streaming(stream) = &mut self.state else {
+            return Step::Wait;
+        };
+        if ctx.settings.stream_lifetime.is_some() && reached(ctx.clock, stream.ends_at) {
+            return Step::Close(CloseReason::Lifetime);
+        }
+        if stream.cursor.caught_up(ctx.ring) {
+            stream.progress_at = ctx.clock;
+            if heartbeat && stream.cursor.start_heartbeat(ctx.ring) {
+                ctx.stats.heartbeats += 1;
+                return flush_stream(&mut self.socket, stream, ctx);
+            }
+        } else {
+            let stalled_ms = ctx.clock.wrapping_sub(stream.progress_at);
+            if u128::from(stalled_ms) >= ctx.settings.stall_timeout.as_millis() {
+                return Step::Close(CloseReason::Stalled);
+            }
+        }
+        Step::Wait
     }
 
     /// Called when the timer queue says this connection's deadline passed.
@@ -263,10 +330,10 @@ impl Exchange {
                         let env = Env {
                             settings: ctx.settings,
                             date: ctx.date,
-                            next_id: ctx.ring.next_id(),
+                            ring: ctx.ring,
                             over_limit: self.over_limit,
                         };
-                        let response = routes::respond(&request, &env);
+                        let response = routes::respond(&request, &env, ctx.stats);
                         self.start(response, CloseReason::Done, ctx);
                         turn += 1;
                         if turn == REQUESTS_PER_TURN {
@@ -465,21 +532,16 @@ fn discard_input(socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Step {
 }
 
 /// Writes the frames a streaming connection has not sent yet.
-pub fn flush_stream(socket: &mut TcpStream, cursor: &mut Cursor, ctx: &mut Ctx<'_>) -> Step {
-    match sse::flush(socket, cursor, ctx.ring, ctx.stats) {
+pub fn flush_stream(socket: &mut TcpStream, stream: &mut Stream, ctx: &mut Ctx<'_>) -> Step {
+    let before = stream.cursor;
+    let result = sse::flush(socket, &mut stream.cursor, ctx.ring, ctx.stats);
+    if stream.cursor != before {
+        stream.progress_at = ctx.clock;
+    }
+    match result {
         Ok(Flushed::CaughtUp) | Ok(Flushed::Blocked) => Step::Wait,
         Ok(Flushed::Lagged) => Step::Close(CloseReason::Lagged),
         Err(e) => Step::Close(CloseReason::from_io(&e)),
-    }
-}
-
-impl Connection {
-    /// The tick's fast path: write new frames to a streaming connection.
-    pub fn flush_stream(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        match &mut self.state {
-            State::Streaming(cursor) => flush_stream(&mut self.socket, cursor, ctx),
-            State::Http(_) => Step::Wait,
-        }
     }
 }
 
@@ -492,7 +554,7 @@ mod tests {
     /// selector id to every socket.)
     #[test]
     fn a_connection_is_small() {
-        let limit = if cfg!(debug_assertions) { 40 } else { 32 };
+        let limit = if cfg!(debug_assertions) { 48 } else { 40 };
         assert!(
             std::mem::size_of::<Connection>() <= limit,
             "{}",

@@ -92,6 +92,8 @@ pub struct Request {
     pub if_modified_since: Option<String>,
     /// Sent by `EventSource` on reconnects. Untrusted: only ever parsed, never echoed.
     pub last_event_id: Option<String>,
+    /// The `Origin` of a cross-origin request.
+    pub origin: Option<String>,
 }
 
 /// A request we refuse: the status to answer with, and a short human reason
@@ -192,6 +194,7 @@ fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, HttpE
         if_none_match: None,
         if_modified_since: None,
         last_event_id: None,
+        origin: None,
     };
     let mut hosts = 0;
     let mut content_length: Option<u64> = None;
@@ -226,6 +229,8 @@ fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, HttpE
             request.if_modified_since = text(value).map(str::to_owned);
         } else if name.eq_ignore_ascii_case("last-event-id") {
             request.last_event_id = text(value).map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("origin") {
+            request.origin = text(value).map(str::to_owned);
         }
     }
     // HTTP/1.1 stays open unless told to close; HTTP/1.0 closes unless
@@ -315,6 +320,20 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
         result = Some(length);
     }
     result.ok_or(bad)
+}
+
+/// The value of `name` in a query string (`a=1&b=2`), percent-decoded
+/// (`+` is a space). The first occurrence wins; undecodable values are None.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    let pair = query?
+        .split('&')
+        .find(|pair| pair.split('=').next() == Some(name))?;
+    let raw = pair
+        .split_once('=')
+        .map_or("", |(_, v)| v)
+        .replace('+', " ");
+    let bytes = crate::static_files::percent_decode(&raw).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// The reason phrase for the statuses this server sends.
@@ -590,6 +609,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(request.method, Method::Delete);
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param(Some("lastEventId=42"), "lastEventId"),
+            Some("42".into())
+        );
+        assert_eq!(
+            query_param(Some("a=1&lastEventId=%34%32&x"), "lastEventId"),
+            Some("42".into())
+        );
+        assert_eq!(query_param(Some("stats=1"), "lastEventId"), None);
+        assert_eq!(query_param(Some("a=b+c"), "a"), Some("b c".into()));
+        assert_eq!(query_param(Some("flag"), "flag"), Some("".into()));
+        assert_eq!(query_param(Some("a=%zz"), "a"), None);
+        assert_eq!(query_param(None, "a"), None);
     }
 
     #[test]

@@ -10,11 +10,11 @@ use std::io;
 
 use rand::RngExt;
 
-use crate::http::{BodyFraming, Head, HttpError, Method, Request};
+use crate::http::{self, BodyFraming, Head, HttpError, Method, Request};
 use crate::server::Settings;
-use crate::sse::Cursor;
+use crate::sse::{self, Cursor, Ring};
 use crate::static_files::{self, Refusal};
-use crate::stats::CloseReason;
+use crate::stats::{CloseReason, Stats};
 
 /// The path of the event stream.
 pub const SSE_PATH: &str = "/sse";
@@ -58,18 +58,21 @@ pub enum After {
     Stream(Cursor),
 }
 
+/// The methods every path allows.
+const ALLOW: &str = "GET, HEAD, OPTIONS";
+
 /// What a route may look at besides the request.
 pub struct Env<'a> {
     pub settings: &'a Settings,
     pub date: &'a str,
-    /// The id the next frame will get: where a new stream starts.
-    pub next_id: u64,
+    /// The frames a new stream can start from.
+    pub ring: &'a Ring,
     /// The server is full: answer "come back later".
     pub over_limit: bool,
 }
 
 /// Chooses the response for a parsed request.
-pub fn respond(request: &Request, env: &Env<'_>) -> Response {
+pub fn respond(request: &Request, env: &Env<'_>, stats: &mut Stats) -> Response {
     // We read no request bodies yet, so after one we cannot tell where the
     // next request starts: answer, then close.
     let has_body = request.body != BodyFraming::None;
@@ -91,21 +94,71 @@ pub fn respond(request: &Request, env: &Env<'_>) -> Response {
             &[],
         ),
         Method::Get | Method::Head if request.path == SSE_PATH => {
-            event_stream(request, env, after, http10)
+            event_stream(request, env, after, http10, stats)
         }
         Method::Get | Method::Head => static_file(request, env, after, http10),
-        Method::Other => error(
-            501,
-            "method not implemented",
-            env.date,
-            &[("Allow", "GET, HEAD")],
-        ),
-        _ => error(
-            405,
-            "method not allowed",
-            env.date,
-            &[("Allow", "GET, HEAD")],
-        ),
+        Method::Options => options(request, env, after, http10),
+        Method::Other => error(501, "method not implemented", env.date, &[("Allow", ALLOW)]),
+        _ => error(405, "method not allowed", env.date, &[("Allow", ALLOW)]),
+    }
+}
+
+/// Adds the CORS headers for this request's `Origin`, if `--cors-origin`
+/// allows it.
+fn cors_headers(head: &mut Head<'_>, request: &Request, settings: &Settings) {
+    if settings.cors_origins.is_empty() {
+        return;
+    }
+    let any = settings.cors_origins.iter().any(|o| o == "*");
+    if !any {
+        // The answer depends on Origin: caches must key on it.
+        head.header("Vary", "Origin");
+    }
+    let Some(origin) = request.origin.as_deref() else {
+        return;
+    };
+    if any {
+        head.header("Access-Control-Allow-Origin", "*");
+    } else if settings.cors_origins.iter().any(|o| o == origin) {
+        head.header("Access-Control-Allow-Origin", origin);
+    }
+}
+
+/// `OPTIONS`: what is allowed, and the answer to a CORS preflight.
+fn options(request: &Request, env: &Env<'_>, after: After, http10: bool) -> Response {
+    let mut bytes = Vec::with_capacity(384);
+    let mut head = Head::new(&mut bytes, 204, env.date);
+    head.header("Allow", ALLOW);
+    cors_headers(&mut head, request, env.settings);
+    if !env.settings.cors_origins.is_empty() && request.origin.is_some() {
+        head.header("Access-Control-Allow-Methods", ALLOW)
+            .header(
+                "Access-Control-Allow-Headers",
+                "Last-Event-ID, Cache-Control, Content-Type",
+            )
+            .header("Access-Control-Max-Age", "600");
+    }
+    connection_header(&mut head, after, http10);
+    head.finish();
+    Response {
+        status: 204,
+        bytes,
+        body: Body::Empty,
+        after,
+    }
+}
+
+/// Where a stream starts: right after the client's last event id when the
+/// ring still holds everything after it, otherwise at the next frame, with
+/// the reason history was lost.
+pub fn resume_point(last_event_id: Option<&str>, ring: &Ring) -> (u64, Option<&'static str>) {
+    let Some(text) = last_event_id.map(str::trim).filter(|t| !t.is_empty()) else {
+        return (ring.next_id(), None);
+    };
+    match text.parse::<u64>() {
+        Ok(id) if id < ring.next_id() && id.saturating_add(1) >= ring.first_id() => (id + 1, None),
+        Ok(id) if id < ring.first_id() => (ring.next_id(), Some("expired")),
+        _ => (ring.next_id(), Some("unknown")),
     }
 }
 
@@ -150,15 +203,24 @@ fn connection_header(head: &mut Head<'_>, after: After, http10: bool) {
     }
 }
 
-/// `GET /sse`: the stream's head, then the `retry:` field and a comment, then
-/// (by becoming a stream) every frame from the next tick on. `HEAD /sse` gets
-/// the same head and nothing else.
-fn event_stream(request: &Request, env: &Env<'_>, after: After, http10: bool) -> Response {
-    let mut bytes = Vec::with_capacity(320);
+/// `GET /sse`: the stream's head, the `retry:` field and a comment, then (by
+/// becoming a stream) the frames after the client's `Last-Event-ID` (or
+/// `?lastEventId=`) that the ring still holds, then every new frame. If the
+/// ring no longer holds them, an `event: reset` says so. `HEAD /sse` gets the
+/// same head and nothing else.
+fn event_stream(
+    request: &Request,
+    env: &Env<'_>,
+    after: After,
+    http10: bool,
+    stats: &mut Stats,
+) -> Response {
+    let mut bytes = Vec::with_capacity(384);
     let mut head = Head::new(&mut bytes, 200, env.date);
     head.header("Content-Type", "text/event-stream")
         .header("Cache-Control", "no-cache")
         .header("X-Accel-Buffering", "no");
+    cors_headers(&mut head, request, env.settings);
     let after = if request.method == Method::Head {
         connection_header(&mut head, after, http10);
         head.finish();
@@ -168,9 +230,18 @@ fn event_stream(request: &Request, env: &Env<'_>, after: After, http10: bool) ->
         // tells proxies not to cut it short.
         head.header("Connection", "keep-alive").finish();
         bytes.extend_from_slice(b"retry: ");
-        crate::http::push_decimal(&mut bytes, env.settings.retry.as_millis() as u64);
+        http::push_decimal(&mut bytes, env.settings.retry.as_millis() as u64);
         bytes.extend_from_slice(b"\n: connected\n\n");
-        After::Stream(Cursor::at(env.next_id))
+        let from_query = http::query_param(request.query.as_deref(), "lastEventId");
+        let last_event_id = request.last_event_id.as_deref().or(from_query.as_deref());
+        let (start, lost) = resume_point(last_event_id, env.ring);
+        if let Some(reason) = lost {
+            stats.resets += 1;
+            // The id makes the client's next reconnect resume from here.
+            let data = format!("{{\"reason\":\"{reason}\",\"resumeFrom\":{start}}}");
+            sse::encode_event(&mut bytes, Some("reset"), start.checked_sub(1), &data);
+        }
+        After::Stream(Cursor::at(start))
     };
     Response {
         status: 200,
@@ -263,6 +334,7 @@ fn static_file(request: &Request, env: &Env<'_>, after: After, http10: bool) -> 
         .header("Last-Modified", &last_modified)
         .header("Cache-Control", "no-cache")
         .header("X-Content-Type-Options", "nosniff");
+    cors_headers(&mut head, request, env.settings);
     connection_header(&mut head, after, http10);
     head.finish();
     let body = if request.method == Method::Get && !not_modified {
@@ -279,5 +351,34 @@ fn static_file(request: &Request, env: &Env<'_>, after: After, http10: bool) -> 
         bytes,
         body,
         after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_points() {
+        let mut ring = Ring::new(4, 100);
+        assert_eq!(resume_point(None, &ring), (100, None));
+        assert_eq!(resume_point(Some("99"), &ring), (100, None));
+        for _ in 0..6 {
+            ring.push_event(None, "x");
+        }
+        // The ring holds 102..=105; next is 106.
+        assert_eq!(resume_point(Some("105"), &ring), (106, None));
+        assert_eq!(resume_point(Some("103"), &ring), (104, None));
+        assert_eq!(resume_point(Some(" 101 "), &ring), (102, None));
+        assert_eq!(resume_point(Some("100"), &ring), (106, Some("expired")));
+        assert_eq!(resume_point(Some("0"), &ring), (106, Some("expired")));
+        assert_eq!(resume_point(Some("106"), &ring), (106, Some("unknown")));
+        assert_eq!(
+            resume_point(Some("18446744073709551615"), &ring),
+            (106, Some("unknown"))
+        );
+        assert_eq!(resume_point(Some("-1"), &ring), (106, Some("unknown")));
+        assert_eq!(resume_point(Some("abc\n"), &ring), (106, Some("unknown")));
+        assert_eq!(resume_point(Some(""), &ring), (106, None));
     }
 }

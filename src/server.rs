@@ -15,6 +15,9 @@
 //!    written to every streaming connection that is caught up
 //!    ([`Server::tick`]). Connections still busy with an earlier frame are
 //!    left alone; they catch up from the ring on their next writable event.
+//! 6. Four times a second, housekeeping walks the streams: heartbeats when
+//!    nothing was sent for `--heartbeat`, and closes for streams stuck
+//!    behind for `--stall-timeout` or past `--stream-lifetime`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -67,8 +70,10 @@ pub const OVERFLOW_SLOTS: usize = 64;
 /// slots and files being served.
 pub const RESERVED_FDS: usize = 100;
 
-/// The reconnection delay sent in each stream's `retry:` field.
-pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
+/// How often housekeeping walks the streams (heartbeats, stalls,
+/// lifetimes). Their timeouts are seconds; a quarter second is precise
+/// enough and costs a walk over the slab, microseconds per thousand streams.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
 /// What connections need to know from the configuration.
 #[derive(Debug, Clone)]
@@ -77,7 +82,12 @@ pub struct Settings {
     pub root: PathBuf,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Sent in each stream's `retry:` field.
     pub retry: Duration,
+    pub stall_timeout: Duration,
+    pub stream_lifetime: Option<Duration>,
+    /// `--cors-origin` values; empty means no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 /// Stops a running server from another thread.
@@ -99,15 +109,16 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     conns: Slab<Connection>,
-    settings: Settings,
+    /// Everything a connection borrows while it is driven, kept apart from
+    /// `conns` so both can be borrowed at once.
+    core: Core,
     /// Tick period; `None` when the ticker is off.
     interval: Option<Duration>,
     next_tick: Option<Instant>,
-    ring: Ring,
-    timers: Timers,
-    stats: Stats,
-    date: DateCache,
-    scratch: Box<[u8]>,
+    heartbeat: Option<Duration>,
+    /// When a frame or a heartbeat last went to every stream.
+    quiet_since: Instant,
+    next_housekeeping: Instant,
     max_connections: usize,
     /// SO_SNDBUF for accepted sockets, if set.
     send_buffer: Option<usize>,
@@ -125,6 +136,34 @@ pub struct Server {
     waker: Arc<Waker>,
 }
 
+/// The server's state that connections use: see [`Ctx`].
+struct Core {
+    settings: Settings,
+    ring: Ring,
+    timers: Timers,
+    stats: Stats,
+    date: DateCache,
+    scratch: Box<[u8]>,
+    started: Instant,
+}
+
+impl Core {
+    /// The context for driving connection `key` at `now`.
+    fn ctx(&mut self, key: usize, now: Instant) -> Ctx<'_> {
+        Ctx {
+            key,
+            now,
+            clock: now.duration_since(self.started).as_millis() as u32,
+            date: self.date.get(SystemTime::now()),
+            settings: &self.settings,
+            ring: &self.ring,
+            scratch: &mut self.scratch,
+            stats: &mut self.stats,
+            timers: &mut self.timers,
+        }
+    }
+}
+
 impl Server {
     /// Binds the listener and prepares everything; `run` starts serving.
     pub fn bind(config: &Config) -> io::Result<Server> {
@@ -140,6 +179,15 @@ impl Server {
                 format!("cannot read www directory {}: {e}", root.display()),
             )
         })?;
+        if config
+            .stream_lifetime
+            .is_some_and(|d| d.is_zero() || d > Duration::from_secs(20 * 86_400))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--stream-lifetime must be more than 0 and at most 20 days",
+            ));
+        }
         let listener = limits::listen(config.addr).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr))
         })?;
@@ -170,25 +218,35 @@ impl Server {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(1);
+        let now = Instant::now();
         let interval = (!config.interval.is_zero()).then_some(config.interval);
         Ok(Server {
             poll,
             listener,
             local_addr,
             conns: Slab::with_capacity(max_connections.min(1 << 20)),
-            settings: Settings {
-                root,
-                header_timeout: config.header_timeout,
-                idle_timeout: config.idle_timeout,
-                retry: DEFAULT_RETRY,
+            core: Core {
+                settings: Settings {
+                    root,
+                    header_timeout: config.header_timeout,
+                    idle_timeout: config.idle_timeout,
+                    retry: config.retry,
+                    stall_timeout: config.stall_timeout,
+                    stream_lifetime: config.stream_lifetime,
+                    cors_origins: config.cors_origins.clone(),
+                },
+                ring: Ring::new(config.history as usize, first_id),
+                timers: Timers::default(),
+                stats: Stats::default(),
+                date: DateCache::default(),
+                scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+                started: now,
             },
             interval,
-            next_tick: interval.map(|i| Instant::now() + i),
-            ring: Ring::new(config.history as usize, first_id),
-            timers: Timers::default(),
-            stats: Stats::default(),
-            date: DateCache::default(),
-            scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+            next_tick: interval.map(|i| now + i),
+            heartbeat: (!config.heartbeat.is_zero()).then_some(config.heartbeat),
+            quiet_since: now,
+            next_housekeeping: now + HOUSEKEEPING,
             max_connections,
             send_buffer: config.send_buffer,
             over_limit: 0,
@@ -211,7 +269,7 @@ impl Server {
     }
 
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.core.stats
     }
 
     /// A handle that stops `run` from another thread.
@@ -264,8 +322,12 @@ impl Server {
             }
             self.run_pending();
             self.fire_timers();
-            if self.next_tick.is_some_and(|t| Instant::now() >= t) {
+            let now = Instant::now();
+            if self.next_tick.is_some_and(|t| now >= t) {
                 self.tick();
+            }
+            if now >= self.next_housekeeping {
+                self.housekeeping(now);
             }
         }
     }
@@ -275,11 +337,16 @@ impl Server {
         if !self.pending.is_empty() {
             return Some(Duration::ZERO);
         }
-        [self.next_tick, self.timers.next(), self.accept_paused_until]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(now))
+        [
+            self.next_tick,
+            self.core.timers.next(),
+            self.accept_paused_until,
+            Some(self.next_housekeeping),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
     }
 
     /// Accepts every queued connection (until `WouldBlock`).
@@ -326,13 +393,13 @@ impl Server {
     /// Registers a new connection, or turns it away if even the overflow
     /// slots are taken.
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
-        self.stats.accepted += 1;
+        self.core.stats.accepted += 1;
         let over_limit = self.conns.len() - self.over_limit >= self.max_connections;
         if over_limit {
-            self.stats.rejected_full += 1;
+            self.core.stats.rejected_full += 1;
             if self.over_limit >= OVERFLOW_SLOTS {
                 debug!("full: closing a connection from {peer} at once");
-                self.stats.closed(CloseReason::Limit);
+                self.core.stats.closed(CloseReason::Limit);
                 return;
             }
             self.over_limit += 1;
@@ -356,17 +423,7 @@ impl Server {
             return;
         }
         self.next_serial += 1;
-        let now = Instant::now();
-        let mut ctx = Ctx {
-            key,
-            now,
-            date: self.date.get(SystemTime::now()),
-            settings: &self.settings,
-            ring: &self.ring,
-            scratch: &mut self.scratch,
-            stats: &mut self.stats,
-            timers: &mut self.timers,
-        };
+        let mut ctx = self.core.ctx(key, Instant::now());
         entry.insert(Connection::new(
             socket,
             self.next_serial,
@@ -385,16 +442,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let mut ctx = Ctx {
-            key,
-            now: Instant::now(),
-            date: self.date.get(SystemTime::now()),
-            settings: &self.settings,
-            ring: &self.ring,
-            scratch: &mut self.scratch,
-            stats: &mut self.stats,
-            timers: &mut self.timers,
-        };
+        let mut ctx = self.core.ctx(key, Instant::now());
         match conn.drive(readable, &mut ctx) {
             Step::Wait => {}
             Step::Yield => self.pending.push(key),
@@ -418,20 +466,11 @@ impl Server {
             self.accept_paused_until = None;
             self.accept_all();
         }
-        while let Some(entry) = self.timers.pop_due(now) {
+        while let Some(entry) = self.core.timers.pop_due(now) {
             let Some(conn) = self.conns.get_mut(entry.key) else {
                 continue;
             };
-            let mut ctx = Ctx {
-                key: entry.key,
-                now,
-                date: self.date.get(SystemTime::now()),
-                settings: &self.settings,
-                ring: &self.ring,
-                scratch: &mut self.scratch,
-                stats: &mut self.stats,
-                timers: &mut self.timers,
-            };
+            let mut ctx = self.core.ctx(entry.key, now);
             match conn.on_timer(entry.serial, entry.at, &mut ctx) {
                 None | Some(Step::Wait) => {}
                 Some(Step::Yield) => self.pending.push(entry.key),
@@ -455,8 +494,8 @@ impl Server {
             .take(TICK_STRING_LEN)
             .map(char::from)
             .collect();
-        let id = self.ring.push_event(None, &text);
-        self.stats.ticks += 1;
+        let id = self.core.ring.push_event(None, &text);
+        self.core.stats.ticks += 1;
         let (sent, deferred) = self.fan_out(id);
         debug!(
             "tick {id}: {text} to {sent} streams in {:?} ({deferred} still catching up)",
@@ -468,27 +507,20 @@ impl Server {
     /// closes the streams that fell off the ring. Returns how many streams
     /// were written to, and how many were still busy with older frames.
     pub fn fan_out(&mut self, id: u64) -> (usize, usize) {
-        let first_id = self.ring.first_id();
+        let now = Instant::now();
+        self.quiet_since = now;
+        let first_id = self.core.ring.first_id();
         let (mut sent, mut deferred) = (0, 0);
-        let mut ctx = Ctx {
-            key: 0,
-            now: Instant::now(),
-            date: self.date.get(SystemTime::now()),
-            settings: &self.settings,
-            ring: &self.ring,
-            scratch: &mut self.scratch,
-            stats: &mut self.stats,
-            timers: &mut self.timers,
-        };
+        let mut ctx = self.core.ctx(0, now);
         for (key, conn) in self.conns.iter_mut() {
-            let Some(cursor) = conn.cursor() else {
+            let Some(stream) = conn.stream() else {
                 continue;
             };
-            if cursor.next_id < first_id {
+            if stream.cursor.next_id < first_id {
                 self.dead.push((key, CloseReason::Lagged));
                 continue;
             }
-            if cursor.next_id != id {
+            if stream.cursor.next_id != id {
                 // Still writing an earlier frame: it will catch up on its
                 // next writable event, from the ring.
                 deferred += 1;
@@ -500,9 +532,32 @@ impl Server {
                 self.dead.push((key, reason));
             }
         }
-        self.stats.deferred += deferred as u64;
+        self.core.stats.deferred += deferred as u64;
         self.close_dead();
         (sent, deferred)
+    }
+
+    /// Walks the streams: heartbeats when nothing has gone out for
+    /// `--heartbeat`, and closes for stalled and expired streams.
+    fn housekeeping(&mut self, now: Instant) {
+        self.next_housekeeping = now + HOUSEKEEPING;
+        let heartbeat = self
+            .heartbeat
+            .is_some_and(|period| now.duration_since(self.quiet_since) >= period);
+        if heartbeat {
+            self.quiet_since = now;
+        }
+        if !heartbeat && self.core.settings.stream_lifetime.is_none() && self.conns.is_empty() {
+            return;
+        }
+        let mut ctx = self.core.ctx(0, now);
+        for (key, conn) in self.conns.iter_mut() {
+            ctx.key = key;
+            if let Step::Close(reason) = conn.check_stream(heartbeat, &mut ctx) {
+                self.dead.push((key, reason));
+            }
+        }
+        self.close_dead();
     }
 
     /// Closes every connection collected in `dead`.
@@ -522,11 +577,15 @@ impl Server {
             self.over_limit -= 1;
         }
         let _ = self.poll.registry().deregister(conn.socket_mut());
-        self.stats.closed(reason);
+        self.core.stats.closed(reason);
         match reason {
             CloseReason::Lagged => info!(
                 "#{key} closed: fell behind by more than the ring holds ({} frames)",
-                self.ring.next_id() - self.ring.first_id()
+                self.core.ring.next_id() - self.core.ring.first_id()
+            ),
+            CloseReason::Stalled => info!(
+                "#{key} closed: behind and not reading for {:?}",
+                self.core.settings.stall_timeout
             ),
             _ => debug!("#{key} closed: {reason} ({} open)", self.conns.len()),
         }
@@ -538,7 +597,7 @@ impl Server {
         for key in keys {
             self.close(key, CloseReason::Shutdown);
         }
-        let s = &self.stats;
+        let s = &self.core.stats;
         info!(
             "stopped: {} connections served, {} requests, {} ticks, {} bytes of events written",
             s.accepted, s.requests, s.ticks, s.bytes_written

@@ -21,6 +21,10 @@ use crate::stats::Stats;
 /// Most frames gathered into one `writev` when a connection catches up.
 const MAX_IOVECS: usize = 16;
 
+/// The comment sent to an idle stream so that proxies with idle timeouts
+/// keep it open. Clients ignore comments.
+pub const HEARTBEAT: &[u8] = b": keep-alive\n\n";
+
 /// Appends one event to `out` in the `text/event-stream` format.
 ///
 /// `event` and `id` are single-line fields: any CR, LF or NUL in them is
@@ -121,18 +125,42 @@ impl Ring {
 }
 
 /// Where a streaming connection is in the ring: the next frame to send and
-/// how many of its bytes were already written. This, and the socket, is all
-/// a streaming connection keeps.
+/// how many of its bytes were already written, plus how much of a
+/// [`HEARTBEAT`] is still to go. This, and the socket, is all a streaming
+/// connection keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub next_id: u64,
     pub offset: u32,
+    /// Bytes of the heartbeat comment not yet written. A heartbeat is only
+    /// started between frames (`offset == 0`) and finished before the next.
+    pub heartbeat_left: u8,
 }
 
 impl Cursor {
-    /// A cursor that starts with the next frame to be pushed.
+    /// A cursor that starts with frame `next_id`.
     pub fn at(next_id: u64) -> Cursor {
-        Cursor { next_id, offset: 0 }
+        Cursor {
+            next_id,
+            offset: 0,
+            heartbeat_left: 0,
+        }
+    }
+
+    /// Whether everything in the ring has been written.
+    pub fn caught_up(&self, ring: &Ring) -> bool {
+        self.next_id == ring.next_id() && self.offset == 0 && self.heartbeat_left == 0
+    }
+
+    /// Queues a heartbeat if the cursor sits between frames with nothing
+    /// pending; returns whether it did.
+    pub fn start_heartbeat(&mut self, ring: &Ring) -> bool {
+        if self.caught_up(ring) {
+            self.heartbeat_left = HEARTBEAT.len() as u8;
+            true
+        } else {
+            false
+        }
     }
 
     /// Moves past `written` bytes, crossing frame boundaries as needed.
@@ -174,6 +202,27 @@ pub fn flush<W: Write>(
     ring: &Ring,
     stats: &mut Stats,
 ) -> io::Result<Flushed> {
+    while cursor.heartbeat_left > 0 {
+        let pending = &HEARTBEAT[HEARTBEAT.len() - cursor.heartbeat_left as usize..];
+        match socket.write(pending) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                stats.bytes_written += n as u64;
+                if n < pending.len() {
+                    stats.short_writes += 1;
+                    trace!("short write: {n} of {} heartbeat bytes", pending.len());
+                }
+                cursor.heartbeat_left -= n as u8;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stats.would_block += 1;
+                trace!("WouldBlock in a heartbeat: waiting for a writable event");
+                return Ok(Flushed::Blocked);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     loop {
         if cursor.next_id == ring.next_id() {
             return Ok(Flushed::CaughtUp);
@@ -212,7 +261,11 @@ pub fn flush<W: Write>(
                         cursor.next_id, cursor.offset
                     );
                 }
+                let before = cursor.next_id;
                 cursor.advance(n, ring);
+                // Frames older than the newest were sent from history.
+                let newest = ring.next_id() - 1;
+                stats.replayed += cursor.next_id.min(newest).saturating_sub(before);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 stats.would_block += 1;
@@ -324,7 +377,8 @@ mod tests {
             cursor,
             Cursor {
                 next_id: 1,
-                offset: 6
+                offset: 6,
+                heartbeat_left: 0
             }
         );
         assert_eq!(stats.would_block, 1);
@@ -339,6 +393,44 @@ mod tests {
             "id: 1\ndata: hello\n\nid: 2\ndata: world\n\n"
         );
         assert_eq!(cursor, Cursor::at(3));
+    }
+
+    #[test]
+    fn heartbeats_go_between_frames_and_resume_after_short_writes() {
+        let mut ring = Ring::new(8, 1);
+        ring.push_event(None, "a");
+        let mut cursor = Cursor::at(1);
+        assert!(
+            !cursor.start_heartbeat(&ring),
+            "not while a frame is pending"
+        );
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: 5,
+            calls_left: usize::MAX,
+        };
+        let mut stats = Stats::default();
+        flush(&mut sink, &mut cursor, &ring, &mut stats).unwrap();
+        assert!(cursor.start_heartbeat(&ring));
+        sink.calls_left = 1;
+        assert_eq!(
+            flush(&mut sink, &mut cursor, &ring, &mut stats).unwrap(),
+            Flushed::Blocked
+        );
+        ring.push_event(None, "b");
+        assert!(
+            !cursor.start_heartbeat(&ring),
+            "not while a heartbeat is half written"
+        );
+        sink.calls_left = usize::MAX;
+        assert_eq!(
+            flush(&mut sink, &mut cursor, &ring, &mut stats).unwrap(),
+            Flushed::CaughtUp
+        );
+        assert_eq!(
+            String::from_utf8(sink.out).unwrap(),
+            "id: 1\ndata: a\n\n: keep-alive\n\nid: 2\ndata: b\n\n"
+        );
     }
 
     #[test]
@@ -368,5 +460,75 @@ mod tests {
             .map(|i| format!("id: {}\ndata: {i}\n\n", i + 1))
             .collect();
         assert_eq!(String::from_utf8(sink).unwrap(), expected);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::encode_event;
+    use crate::event_parser::{Event, EventParser, Item};
+    use proptest::prelude::*;
+
+    /// What `EventSource` can deliver of a payload: every line break (CR,
+    /// LF or CRLF) becomes LF, since the format cannot carry the difference.
+    fn normalize(data: &str) -> String {
+        data.replace("\r\n", "\n").replace('\r', "\n")
+    }
+
+    /// Strings rich in line breaks, NULs, colons and field names.
+    fn nasty() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("\r".to_owned()),
+                Just("\n".to_owned()),
+                Just("\r\n".to_owned()),
+                Just("\0".to_owned()),
+                Just(":".to_owned()),
+                Just(" ".to_owned()),
+                Just("data: x".to_owned()),
+                Just("event: y".to_owned()),
+                Just("id: 7".to_owned()),
+                Just("retry: 1".to_owned()),
+                Just("\u{FEFF}".to_owned()),
+                any::<String>(),
+            ],
+            0..12,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn any_payload_round_trips_as_exactly_one_event(
+            data in nasty(),
+            event in nasty(),
+            id in any::<u64>(),
+        ) {
+            let mut bytes = Vec::new();
+            encode_event(&mut bytes, Some(&event), Some(id), &data);
+            let items = EventParser::parse_all(&bytes);
+            let clean_event: String = event.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0')).collect();
+            let expected = Event {
+                event: if clean_event.is_empty() { "message".into() } else { clean_event },
+                data: normalize(&data),
+                id: id.to_string(),
+            };
+            prop_assert_eq!(items, vec![Item::Event(expected)]);
+        }
+
+        #[test]
+        fn concatenated_events_stay_separate(payloads in proptest::collection::vec(nasty(), 1..6)) {
+            let mut bytes = Vec::new();
+            for (i, data) in payloads.iter().enumerate() {
+                encode_event(&mut bytes, None, Some(i as u64), data);
+            }
+            let items = EventParser::parse_all(&bytes);
+            prop_assert_eq!(items.len(), payloads.len());
+            for (i, (item, data)) in items.iter().zip(&payloads).enumerate() {
+                let Item::Event(event) = item else { panic!("not an event: {item:?}") };
+                prop_assert_eq!(&event.data, &normalize(data));
+                prop_assert_eq!(&event.id, &i.to_string());
+            }
+        }
     }
 }

@@ -18,6 +18,10 @@ pub enum CloseReason {
     Done,
     /// An SSE client fell so far behind that its next frame left the ring.
     Lagged,
+    /// An SSE client was behind and made no progress for the stall timeout.
+    Stalled,
+    /// The stream reached `--stream-lifetime`; the client resumes.
+    Lifetime,
     /// The server was full and told the client to come back later.
     Limit,
     /// Any other I/O error.
@@ -27,12 +31,14 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::Eof,
         CloseReason::Reset,
         CloseReason::Timeout,
         CloseReason::Done,
         CloseReason::Lagged,
+        CloseReason::Stalled,
+        CloseReason::Lifetime,
         CloseReason::Limit,
         CloseReason::Error,
         CloseReason::Shutdown,
@@ -45,6 +51,8 @@ impl CloseReason {
             CloseReason::Timeout => "timeout",
             CloseReason::Done => "done",
             CloseReason::Lagged => "lagged",
+            CloseReason::Stalled => "stalled",
+            CloseReason::Lifetime => "lifetime",
             CloseReason::Limit => "limit",
             CloseReason::Error => "error",
             CloseReason::Shutdown => "shutdown",
@@ -76,7 +84,7 @@ pub struct Stats {
     /// Connections accepted over the limit and answered "come back later".
     pub rejected_full: u64,
     /// Closed connections, indexed like [`CloseReason::ALL`].
-    pub closed: [u64; 8],
+    pub closed: [u64; CloseReason::ALL.len()],
     pub requests: u64,
     /// Responses with a 4xx or 5xx status.
     pub error_responses: u64,
@@ -90,6 +98,12 @@ pub struct Stats {
     /// Ticks that found a client still busy with an earlier frame: it gets
     /// the new frame later, when it catches up from the ring.
     pub deferred: u64,
+    /// Frames sent from history: replayed after a reconnect with
+    /// Last-Event-ID, or caught up after falling behind.
+    pub replayed: u64,
+    /// Streams that asked to resume from an id the ring no longer holds.
+    pub resets: u64,
+    pub heartbeats: u64,
 }
 
 impl Stats {

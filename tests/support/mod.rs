@@ -210,7 +210,8 @@ pub struct Event {
 }
 
 /// A blocking `/sse` client with a small line parser (LF line ends, which is
-/// what this server sends; comments are skipped).
+/// what this server sends; comments are collected). Events without data
+/// are not dispatched, as in `EventSource`.
 pub struct SseClient {
     pub stream: TcpStream,
     pub response: Response,
@@ -224,9 +225,14 @@ pub struct SseClient {
 impl SseClient {
     /// GET /sse with extra header lines, then read the head.
     pub fn open(addr: SocketAddr, extra_headers: &[&str]) -> SseClient {
+        SseClient::open_path(addr, "/sse", extra_headers)
+    }
+
+    /// GET `path` (an event stream) with extra header lines, then read the head.
+    pub fn open_path(addr: SocketAddr, path: &str, extra_headers: &[&str]) -> SseClient {
         let mut stream = connect(addr);
         let mut request =
-            String::from("GET /sse HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
         for header in extra_headers {
             request.push_str(header);
             request.push_str("\r\n");
