@@ -170,6 +170,10 @@ impl Connection {
         &mut self.socket
     }
 
+    pub fn socket(&self) -> &TcpStream {
+        &self.socket
+    }
+
     pub fn is_over_limit(&self) -> bool {
         matches!(&self.state, State::Http(exchange) if exchange.over_limit)
     }

@@ -283,9 +283,25 @@ impl Server {
     /// Serves until [`Handle::shutdown`]. Only a failure of `poll` itself
     /// ends it with an error; a connection's errors close that connection.
     pub fn run(&mut self) -> io::Result<()> {
+        self.run_until(None)?;
+        Ok(())
+    }
+
+    /// Serves until `deadline` (if any) or [`Handle::shutdown`]; returns
+    /// whether it was shut down. Benchmarks use the deadline to drive the
+    /// server on their own thread.
+    pub fn run_until(&mut self, deadline: Option<Instant>) -> io::Result<bool> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(false);
+            }
+            let timeout = match (self.poll_timeout(now), deadline) {
+                (Some(t), Some(d)) => Some(t.min(d - now)),
+                (None, Some(d)) => Some(d - now),
+                (t, None) => t,
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -318,7 +334,7 @@ impl Server {
             self.close_dead();
             if self.stop.load(Ordering::SeqCst) {
                 self.shutdown();
-                return Ok(());
+                return Ok(true);
             }
             self.run_pending();
             self.fire_timers();
@@ -494,19 +510,39 @@ impl Server {
             .take(TICK_STRING_LEN)
             .map(char::from)
             .collect();
-        let id = self.core.ring.push_event(None, &text);
         self.core.stats.ticks += 1;
+        self.broadcast(None, &text);
+    }
+
+    /// Encodes one event into the ring and writes it to every caught-up
+    /// stream. Returns its id.
+    pub fn broadcast(&mut self, event: Option<&str>, data: &str) -> u64 {
+        let start = Instant::now();
+        let id = self.core.ring.push_event(event, data);
         let (sent, deferred) = self.fan_out(id);
         debug!(
-            "tick {id}: {text} to {sent} streams in {:?} ({deferred} still catching up)",
-            now.elapsed()
+            "event {id}: {data:.40} to {sent} streams in {:?} ({deferred} still catching up)",
+            start.elapsed()
         );
+        id
+    }
+
+    /// The descriptors of all streaming connections, for the fan-out
+    /// benchmark's floor (a bare loop of writes to the same sockets).
+    #[doc(hidden)]
+    pub fn stream_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.is_streaming())
+            .map(|(_, c)| c.socket().as_raw_fd())
+            .collect()
     }
 
     /// Writes frame `id` (the newest) to every stream that is caught up, and
     /// closes the streams that fell off the ring. Returns how many streams
     /// were written to, and how many were still busy with older frames.
-    pub fn fan_out(&mut self, id: u64) -> (usize, usize) {
+    fn fan_out(&mut self, id: u64) -> (usize, usize) {
         let now = Instant::now();
         self.quiet_since = now;
         let first_id = self.core.ring.first_id();
