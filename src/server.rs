@@ -535,7 +535,7 @@ impl Server {
         self.conns
             .iter()
             .filter(|(_, c)| c.is_streaming())
-            .map(|(_, c)| c.socket().as_raw_fd())
+            .filter_map(|(_, c)| c.socket().map(|s| s.as_raw_fd()))
             .collect()
     }
 
@@ -612,7 +612,9 @@ impl Server {
         if conn.is_over_limit() {
             self.over_limit -= 1;
         }
-        let _ = self.poll.registry().deregister(conn.socket_mut());
+        if let Some(socket) = conn.socket_mut() {
+            let _ = self.poll.registry().deregister(socket);
+        }
         self.core.stats.closed(reason);
         match reason {
             CloseReason::Lagged => info!(
