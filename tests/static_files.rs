@@ -249,3 +249,15 @@ fn a_large_file_streams_to_a_slow_reader() {
     send(&mut stream, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(read_response(&mut stream, false).text(), "root index");
 }
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let server = TestServer::start(&["--interval", "1h", "--idle-timeout", "300ms"]);
+    let mut stream = server.connect();
+    send(&mut stream, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut stream, false).status, 200);
+    let start = std::time::Instant::now();
+    assert_closed(&mut stream);
+    let waited = start.elapsed();
+    assert!(waited.as_millis() >= 250, "closed after {waited:?}");
+}

@@ -1,0 +1,155 @@
+//! The built server under a tiny open-files limit: it says so at start-up,
+//! turns connections away instead of failing, and never spins on `EMFILE`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Soft and hard open-files limit for the child server.
+const LIMIT: libc::rlim_t = 48;
+
+/// The server child, killed however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn a_server_out_of_descriptors_turns_clients_away_without_spinning() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sse-mio"));
+    command
+        .args(["--addr", "127.0.0.1:0", "--interval", "50ms", "--www"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/www"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; it runs in the child between
+    // fork and exec, with a struct on the child's stack.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = KillOnDrop(command.spawn().unwrap());
+    let pid = child.0.id();
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    // Read the start-up lines until the URL tells us the port.
+    let mut log = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited: {log}"
+        );
+        log.push_str(&line);
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    log.push_str(&line);
+    assert!(log.contains("open-files limit"), "{log}");
+    assert!(
+        log.contains("caps connections"),
+        "the log says the OS limits us: {log}"
+    );
+
+    // Far more connections than descriptors. The server takes what its
+    // descriptors allow: some stream, some are told the server is full, and
+    // the rest wait in the listen backlog while accept() fails with EMFILE.
+    let mut streams: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let cpu_before = cpu_seconds(pid);
+    let start = Instant::now();
+    for stream in &mut streams {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let _ = stream.write_all(b"GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    let (mut streaming, mut full, mut waiting) = (0, 0, 0);
+    for stream in &mut streams {
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        // Until it says which, or goes quiet for 50 ms, or closes.
+        while let Ok(n) = stream.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if n == 0 || text.contains(": server full") || text.contains(": connected") {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        if text.contains(": server full") {
+            full += 1;
+        } else if text.contains(": connected") {
+            streaming += 1;
+        } else {
+            waiting += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    assert!(
+        streaming >= 1,
+        "{streaming} streaming, {full} full, {waiting} waiting"
+    );
+    assert!(
+        waiting >= 1,
+        "the limit was reached: {streaming} streaming, {full} full"
+    );
+    assert!(
+        cpu < elapsed * 0.5 + 0.2,
+        "the server spun: {cpu:.2} s CPU in {elapsed:.2} s"
+    );
+
+    // Once they are gone, it serves again.
+    drop(streams);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        if response.starts_with("HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server never recovered: {response:?}"
+        );
+    }
+    drop(child);
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    let warnings = rest.matches("out of file descriptors").count();
+    assert_eq!(warnings, 1, "EMFILE is logged once:\n{rest}");
+}
