@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::net::TcpStream;
-
 use support::*;
 
 /// Reads `n` consecutive ids from a client.
@@ -220,12 +218,7 @@ fn a_stalled_client_is_closed_after_the_stall_timeout() {
         "--stall-timeout",
         "1s",
     ]);
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let mut stalled: TcpStream = socket.into();
-    stalled.set_read_timeout(Some(READ_DEADLINE)).unwrap();
-    send(&mut stalled, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut stalled = stalled_client(server.addr);
 
     let mut healthy = server.sse();
     let mut previous = healthy.next_id();
@@ -236,15 +229,7 @@ fn a_stalled_client_is_closed_after_the_stall_timeout() {
         assert_eq!(id, previous + 1, "healthy client missed an id");
         previous = id;
     }
-    let rest = read_to_close(&mut stalled);
-    let text = String::from_utf8_lossy(&rest);
-    let complete = &text[..text.rfind("\n\n").unwrap()];
-    let ids: Vec<u64> = complete
-        .lines()
-        .filter_map(|l| l.strip_prefix("id: "))
-        .map(|id| id.parse().unwrap())
-        .collect();
-    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+    let ids = ids_until_close(&mut stalled);
     assert!(
         *ids.last().unwrap() < previous - 500,
         "it was cut off long before the end"

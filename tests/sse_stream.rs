@@ -162,12 +162,7 @@ fn a_client_that_never_reads_is_dropped_and_others_miss_nothing() {
         "--send-buffer",
         "4096",
     ]);
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let mut stalled: TcpStream = socket.into();
-    stalled.set_read_timeout(Some(READ_DEADLINE)).unwrap();
-    send(&mut stalled, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut stalled = stalled_client(server.addr);
 
     // About 20 KB of buffers hold some 500 frames; after 64 more the
     // stalled client has fallen off the ring. 3000 ticks is plenty.
@@ -183,20 +178,7 @@ fn a_client_that_never_reads_is_dropped_and_others_miss_nothing() {
     // consecutive frames, then the server's close. It never got them all.
     // (The last frame may be cut short by the close; a client drops such
     // an event, so only complete frames count.)
-    let rest = read_to_close(&mut stalled);
-    let text = String::from_utf8_lossy(&rest);
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
-    let complete = &text[..text.rfind("\n\n").unwrap()];
-    let ids: Vec<u64> = complete
-        .lines()
-        .filter_map(|l| l.strip_prefix("id: "))
-        .map(|id| id.parse().unwrap())
-        .collect();
-    assert!(!ids.is_empty());
-    assert!(
-        ids.windows(2).all(|w| w[1] == w[0] + 1),
-        "frames in order, none skipped"
-    );
+    let ids = ids_until_close(&mut stalled);
     assert!(
         *ids.last().unwrap() < previous - 64,
         "the stalled client was cut off"

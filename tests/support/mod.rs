@@ -316,3 +316,36 @@ impl SseClient {
             .expect("numeric id")
     }
 }
+
+/// A client that asks for /sse and then never reads: a tiny receive
+/// buffer, so the server's socket fills after a few kilobytes.
+pub fn stalled_client(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(READ_DEADLINE)).unwrap();
+    send(&mut stream, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
+    stream
+}
+
+/// Reads everything a stalled client was sent until the server closed it,
+/// and returns the ids of the complete frames (a close may cut the last
+/// one short; a client drops such an event). Asserts they are consecutive.
+pub fn ids_until_close(stream: &mut TcpStream) -> Vec<u64> {
+    let rest = read_to_close(stream);
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+    let complete = &text[..text.rfind("\n\n").unwrap()];
+    let ids: Vec<u64> = complete
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert!(!ids.is_empty());
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "frames in order, none skipped"
+    );
+    ids
+}
