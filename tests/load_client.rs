@@ -78,3 +78,42 @@ fn sse_load_reports_failures_by_reason() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("failures: refused        5"), "{stdout}");
 }
+
+#[test]
+fn sse_load_spreads_over_worker_processes_and_merges_them() {
+    let server = TestServer::start(&["--interval", "100ms"]);
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("report.json");
+    // 250 connections at 100 per process: three workers, each with its own
+    // source address.
+    let output = Command::new(env!("CARGO_BIN_EXE_sse-load"))
+        .args(["--url", &format!("http://{}/sse", server.addr)])
+        .args([
+            "-c",
+            "250",
+            "--per-process",
+            "100",
+            "--hold",
+            "2s",
+            "--quiet",
+        ])
+        .args(["--sources", "127.0.0.1-127.0.0.3"])
+        .arg("--json")
+        .arg(&json_path)
+        .output()
+        .expect("sse-load runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(report["processes"], 3, "{report}");
+    assert_eq!(report["connected"], 250, "{report}");
+    assert_eq!(
+        report["coverage_min"], 1.0,
+        "ids merged across workers: {report}"
+    );
+    assert!(report["ids_counted"].as_u64().unwrap() >= 15, "{report}");
+}
