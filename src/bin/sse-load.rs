@@ -185,12 +185,11 @@ fn parse_sources(text: &str) -> Result<Vec<IpAddr>, String> {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Raw {
     attempted: u64,
+    /// Connections that got a 200 event-stream head.
     connected: u64,
-    /// Connections open when the window started.
+    /// Connections open when the window started: the ones measured.
     open_at_window: u64,
     failures: BTreeMap<String, u64>,
-    /// Events (with an id first seen in the window) received, summed over connections.
-    events: u64,
     /// id -> (first arrival ns, last arrival ns, receivers)
     ids: HashMap<String, (u64, u64, u64)>,
 }
@@ -204,7 +203,6 @@ impl Raw {
         self.attempted += other.attempted;
         self.connected += other.connected;
         self.open_at_window += other.open_at_window;
-        self.events += other.events;
         for (reason, n) in other.failures {
             *self.failures.entry(reason).or_default() += n;
         }
@@ -231,6 +229,8 @@ struct Conn {
     head: Vec<u8>,
     chunked: Option<ChunkedDecoder>,
     parser: EventParser,
+    /// The server said it is full (a comment before it closes).
+    turned_away: bool,
 }
 
 /// The window in which arriving ids are counted.
@@ -250,7 +250,6 @@ struct Load<'a> {
     raw: Raw,
     request: Vec<u8>,
     scratch: Vec<u8>,
-    window: Option<Window>,
 }
 
 impl<'a> Load<'a> {
@@ -282,6 +281,7 @@ impl<'a> Load<'a> {
             head: Vec::new(),
             chunked: None,
             parser: EventParser::new(),
+            turned_away: false,
         });
     }
 
@@ -310,6 +310,7 @@ impl<'a> Load<'a> {
             let n = match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
                     return Some(match conn.phase {
+                        Phase::Streaming if conn.turned_away => "server full",
                         Phase::Streaming => "closed early",
                         _ => "closed before head",
                     });
@@ -361,26 +362,23 @@ impl<'a> Load<'a> {
                 decoded = out;
                 bytes = &decoded;
             }
-            let window = self.window;
             let raw = &mut self.raw;
-            conn.parser.feed(bytes, &mut |item| {
-                if let (Item::Event(event), Some(window)) = (item, window) {
-                    if event.id.is_empty() {
-                        return;
-                    }
-                    match raw.ids.get_mut(&event.id) {
-                        Some(entry) => {
-                            entry.1 = now;
-                            entry.2 += 1;
-                            raw.events += 1;
-                        }
-                        None if now >= window.start && now < window.end => {
-                            raw.ids.insert(event.id, (now, now, 1));
-                            raw.events += 1;
-                        }
-                        None => {}
-                    }
+            let turned_away = &mut conn.turned_away;
+            conn.parser.feed(bytes, &mut |item| match item {
+                Item::Comment(comment) => {
+                    // sse-mio's answer when it is full: come back later.
+                    *turned_away |= comment.contains("server full");
                 }
+                // Every id is recorded from the start; the report counts
+                // those whose first arrival (over all workers) falls in the
+                // window, so an id whose delivery straddles the window's
+                // start is left out rather than counted half.
+                Item::Event(event) if !event.id.is_empty() => {
+                    let entry = raw.ids.entry(event.id).or_insert((now, now, 0));
+                    entry.1 = now;
+                    entry.2 += 1;
+                }
+                _ => {}
             });
         }
     }
@@ -540,7 +538,6 @@ fn run_share(
         )
         .into_bytes(),
         scratch: vec![0; 64 * 1024],
-        window: None,
     };
     let mut ramp = Ramp {
         total: args.connections,
@@ -582,7 +579,6 @@ fn run_share(
     // Settle until the window starts (a worker may get it slightly ahead).
     load.run(window.start, None, progress)?;
     load.raw.open_at_window = load.conns.len() as u64;
-    load.window = Some(window);
     let pid = if args.worker { None } else { args.server_pid };
     let cpu_start = pid.and_then(proc_cpu_seconds);
     load.run(window.end, None, progress)?;
@@ -603,6 +599,7 @@ struct Report {
     url: String,
     connections: usize,
     attempted: u64,
+    /// Streams open when the measurement window started.
     connected: u64,
     failures: BTreeMap<String, u64>,
     processes: usize,
@@ -672,7 +669,7 @@ fn report(
         url: args.url.clone(),
         connections: args.connections,
         attempted: raw.attempted,
-        connected: raw.connected,
+        connected: raw.open_at_window,
         failures: raw.failures.clone(),
         processes,
         hold_s: (window.end - window.start) as f64 / 1e9,
