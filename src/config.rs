@@ -68,6 +68,18 @@ pub struct Config {
     #[arg(long, value_parser = parse_duration)]
     pub stream_lifetime: Option<Duration>,
 
+    /// Largest message body accepted by POST /messages, in bytes (413 beyond).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub max_message: u32,
+
+    /// Messages each client address may post per second, on average (429 beyond).
+    #[arg(long, default_value_t = 5.0)]
+    pub post_rate: f64,
+
+    /// Messages a client address may post in a burst before the rate applies.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub post_burst: u32,
+
     /// Allow cross-origin use from ORIGIN (repeatable), or from any origin with `*`.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
@@ -132,5 +144,7 @@ mod tests {
         assert_eq!(config.stall_timeout, Duration::from_secs(30));
         assert_eq!(config.stream_lifetime, None);
         assert!(config.cors_origins.is_empty());
+        assert_eq!(config.max_message, 4096);
+        assert_eq!((config.post_rate, config.post_burst), (5.0, 10));
     }
 }

@@ -37,6 +37,7 @@
 //! back), otherwise the next edge might never come.
 
 use std::io::{self, IoSlice, Read, Write};
+use std::net::IpAddr;
 use std::net::Shutdown;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
@@ -44,7 +45,9 @@ use std::time::{Duration, Instant};
 use log::{debug, trace};
 use mio::net::TcpStream;
 
-use crate::http::{self, MAX_HEAD_BYTES};
+use crate::chat::{MESSAGES_PATH, RateLimiter};
+use crate::event_parser::ChunkedDecoder;
+use crate::http::{self, BodyFraming, MAX_HEAD_BYTES, Method, Request};
 use crate::routes::{self, After, Body, Env, Response};
 use crate::server::Settings;
 use crate::sse::{self, Cursor, Flushed, Ring};
@@ -91,6 +94,10 @@ pub struct Ctx<'a> {
     pub scratch: &'a mut [u8],
     pub stats: &'a mut Stats,
     pub timers: &'a mut Timers,
+    pub limiter: &'a mut RateLimiter,
+    /// Chat messages (event data) accepted during this turn, broadcast by
+    /// the loop right after it; see `routes::finish_post`.
+    pub outbox: &'a mut Vec<String>,
 }
 
 /// Whether the wrapping millisecond stamp `at` has been reached at `now`
@@ -145,10 +152,14 @@ pub struct Exchange {
     scheduled: Option<Instant>,
     /// Accepted while the server was full: gets "come back later".
     over_limit: bool,
+    /// The client's address, for the chat's flood control.
+    peer: IpAddr,
 }
 
 enum Phase {
     Reading,
+    /// Reading the body of a `POST /messages`.
+    ReadingBody(BodyRead),
     Responding(Response, usize),
     Lingering {
         discarded: usize,
@@ -156,9 +167,31 @@ enum Phase {
     },
 }
 
+/// A request body being read, never more than `--max-message` bytes of it.
+struct BodyRead {
+    request: Request,
+    framing: Framing,
+    body: Vec<u8>,
+    /// Bytes consumed off the wire, chunk framing included, to bound what a
+    /// client can send in chunk extensions and trailers.
+    raw: usize,
+}
+
+enum Framing {
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
 impl Connection {
     /// A freshly accepted connection, waiting for its first request.
-    pub fn new(socket: TcpStream, serial: u64, over_limit: bool, ctx: &mut Ctx<'_>) -> Connection {
+    pub fn new(
+        socket: TcpStream,
+        peer: IpAddr,
+        serial: u64,
+        over_limit: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Connection {
         let mut exchange = Box::new(Exchange {
             serial,
             buf: Vec::new(),
@@ -166,6 +199,7 @@ impl Connection {
             deadline: ctx.now,
             scheduled: None,
             over_limit,
+            peer,
         });
         exchange.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
         Connection::Http { socket, exchange }
@@ -301,6 +335,13 @@ impl Connection {
                 return Some(self.drive(false, ctx));
             }
             Phase::Reading => Step::Close(CloseReason::Timeout),
+            Phase::ReadingBody(_) => {
+                debug!("#{} body timeout: 408", ctx.key);
+                let response =
+                    routes::error(408, "request body not received in time", ctx.date, &[]);
+                exchange.start(response, CloseReason::Timeout, ctx);
+                return Some(self.drive(false, ctx));
+            }
             Phase::Responding(..) => Step::Close(CloseReason::Timeout),
             Phase::Lingering { reason, .. } => Step::Close(reason),
         })
@@ -334,6 +375,49 @@ impl Exchange {
         self.phase = Phase::Responding(response, 0);
     }
 
+    /// Decides what a parsed request leads to: a response, or (for a post)
+    /// reading its body first.
+    fn on_request(
+        &mut self,
+        request: Request,
+        socket: &mut TcpStream,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Step> {
+        let env = Env {
+            settings: ctx.settings,
+            date: ctx.date,
+            ring: ctx.ring,
+            over_limit: self.over_limit,
+        };
+        let is_post = request.method == Method::Post && request.path == MESSAGES_PATH;
+        if !is_post || self.over_limit {
+            let response = routes::respond(&request, &env, ctx.stats);
+            self.start(response, CloseReason::Done, ctx);
+            return Ok(());
+        }
+        if let Err(response) = routes::start_post(&request, &env, self.peer, ctx.limiter, ctx.now) {
+            ctx.stats.messages_rejected += 1;
+            self.start(response, CloseReason::Done, ctx);
+            return Ok(());
+        }
+        if request.expect_continue && !send_continue(socket) {
+            return Err(Step::Close(CloseReason::Error));
+        }
+        let framing = match request.body {
+            BodyFraming::Length(n) => Framing::Length(n),
+            _ => Framing::Chunked(ChunkedDecoder::new()),
+        };
+        // The body has the header timeout to arrive, like the head.
+        self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
+        self.phase = Phase::ReadingBody(BodyRead {
+            request,
+            framing,
+            body: Vec::new(),
+            raw: 0,
+        });
+        Ok(())
+    }
+
     /// Runs the request/response phases until the connection must wait,
     /// close, or becomes a stream (`Ok(cursor)`).
     fn drive(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Result<Cursor, Step> {
@@ -347,14 +431,7 @@ impl Exchange {
                             "#{} {:?} {} HTTP/1.{}",
                             ctx.key, request.method, request.path, request.version
                         );
-                        let env = Env {
-                            settings: ctx.settings,
-                            date: ctx.date,
-                            ring: ctx.ring,
-                            over_limit: self.over_limit,
-                        };
-                        let response = routes::respond(&request, &env, ctx.stats);
-                        self.start(response, CloseReason::Done, ctx);
+                        self.on_request(request, socket, ctx)?;
                         turn += 1;
                         if turn == REQUESTS_PER_TURN {
                             return Err(Step::Yield);
@@ -389,6 +466,37 @@ impl Exchange {
                         self.start(routes::refuse(refusal, ctx.date), CloseReason::Done, ctx);
                     }
                 },
+                Phase::ReadingBody(read) => {
+                    if let Some(response) = read.consume(&mut self.buf, ctx.settings.max_message) {
+                        ctx.stats.messages_rejected += 1;
+                        self.start(response(ctx.date), CloseReason::Done, ctx);
+                        continue;
+                    }
+                    if read.complete() {
+                        let env = Env {
+                            settings: ctx.settings,
+                            date: ctx.date,
+                            ring: ctx.ring,
+                            over_limit: self.over_limit,
+                        };
+                        let response =
+                            routes::finish_post(&read.request, &read.body, &env, ctx.outbox);
+                        if response.status >= 400 {
+                            ctx.stats.messages_rejected += 1;
+                        }
+                        self.start(response, CloseReason::Done, ctx);
+                        continue;
+                    }
+                    match read_some(socket, &mut self.buf, MAX_HEAD_BYTES, ctx) {
+                        Ok(0) => {
+                            debug!("#{} closed its side in the middle of a body", ctx.key);
+                            return Err(Step::Close(CloseReason::Eof));
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Step::Wait),
+                        Err(e) => return Err(Step::Close(CloseReason::from_io(&e))),
+                    }
+                }
                 Phase::Responding(response, written) => {
                     match write_response(socket, response, written, ctx) {
                         Ok(true) => {}
@@ -441,6 +549,51 @@ impl Exchange {
             }
         }
     }
+}
+
+impl BodyRead {
+    /// Moves body bytes from the connection's buffer into `body`, leaving
+    /// anything after the body (a pipelined request) in the buffer. Returns
+    /// a refusal (413 too large, 400 bad chunks) if there is one.
+    fn consume(&mut self, buf: &mut Vec<u8>, max: u32) -> Option<fn(&str) -> Response> {
+        let max = max as usize;
+        match &mut self.framing {
+            Framing::Length(left) => {
+                let n = buf.len().min(*left as usize);
+                self.body.extend_from_slice(&buf[..n]);
+                buf.drain(..n);
+                *left -= n as u64;
+            }
+            Framing::Chunked(decoder) => match decoder.decode(buf, &mut self.body) {
+                Ok(used) => {
+                    buf.drain(..used);
+                    self.raw += used;
+                }
+                Err(_) => {
+                    return Some(|date| routes::error(400, "malformed chunked body", date, &[]));
+                }
+            },
+        }
+        if self.body.len() > max || self.raw > 2 * max + 1024 {
+            return Some(|date| routes::error(413, "message body too large", date, &[]));
+        }
+        None
+    }
+
+    fn complete(&self) -> bool {
+        match &self.framing {
+            Framing::Length(left) => *left == 0,
+            Framing::Chunked(decoder) => decoder.is_done(),
+        }
+    }
+}
+
+/// Writes the interim `100 Continue` a client with `Expect: 100-continue`
+/// waits for. It goes out between responses, when the socket's buffer is
+/// empty, so one write takes it all; if not, the connection is closed.
+fn send_continue(socket: &mut TcpStream) -> bool {
+    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    matches!(socket.write(CONTINUE), Ok(n) if n == CONTINUE.len())
 }
 
 /// Reads once (retrying `EINTR`) into the scratch buffer and appends what

@@ -158,7 +158,14 @@ enum ChunkState {
     Data,
     DataCr,
     DataLf,
-    /// The last chunk was read; trailers and the final CRLF are ignored.
+    /// After the last chunk: at the start of a trailer line (or of the
+    /// final empty line).
+    TrailerStart,
+    /// Inside a trailer field line (skipped).
+    Trailer,
+    /// The CR of the final empty line was seen.
+    EndLf,
+    /// The whole body, trailers included, has been read.
     Done,
 }
 
@@ -176,8 +183,11 @@ impl ChunkedDecoder {
         self.state == ChunkState::Done
     }
 
-    /// Decodes `input`, appending the payload bytes to `out`.
-    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), ChunkError> {
+    /// Decodes `input`, appending the payload bytes to `out`. Returns how
+    /// many bytes of `input` belong to the body: all of them, unless the body
+    /// ended (see [`is_done`](Self::is_done)) and more bytes follow it, such
+    /// as a pipelined request.
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -205,7 +215,7 @@ impl ChunkedDecoder {
                         return Err(ChunkError);
                     }
                     self.state = if self.size == 0 {
-                        ChunkState::Done
+                        ChunkState::TrailerStart
                     } else {
                         ChunkState::Data
                     };
@@ -232,11 +242,30 @@ impl ChunkedDecoder {
                     }
                     self.state = ChunkState::Size;
                 }
-                ChunkState::Done => return Ok(()),
+                ChunkState::TrailerStart => {
+                    self.state = if b == b'\r' {
+                        ChunkState::EndLf
+                    } else {
+                        ChunkState::Trailer
+                    };
+                }
+                ChunkState::Trailer => {
+                    if b == b'\n' {
+                        self.state = ChunkState::TrailerStart;
+                    }
+                }
+                ChunkState::EndLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError);
+                    }
+                    self.state = ChunkState::Done;
+                    return Ok(i + 1);
+                }
+                ChunkState::Done => return Ok(i),
             }
             i += 1;
         }
-        Ok(())
+        Ok(i)
     }
 }
 
@@ -319,6 +348,17 @@ mod tests {
             parse_split_everywhere(b"event: x\n\ndata: y\n\n"),
             [event("message", "y", "")]
         );
+    }
+
+    #[test]
+    fn chunked_stops_after_trailers_and_reports_what_it_used() {
+        let mut decoder = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let input = b"3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\nGET / HTTP/1.1\r\n";
+        let used = decoder.decode(input, &mut out).unwrap();
+        assert_eq!(out, b"abc");
+        assert!(decoder.is_done());
+        assert_eq!(&input[used..], b"GET / HTTP/1.1\r\n");
     }
 
     #[test]

@@ -94,6 +94,11 @@ pub struct Request {
     pub last_event_id: Option<String>,
     /// The `Origin` of a cross-origin request.
     pub origin: Option<String>,
+    /// The media type of the body, lowercased, without parameters.
+    pub content_type: Option<String>,
+    /// `Expect: 100-continue`: the client waits for an interim response
+    /// before sending the body.
+    pub expect_continue: bool,
 }
 
 /// A request we refuse: the status to answer with, and a short human reason
@@ -195,6 +200,8 @@ fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, HttpE
         if_modified_since: None,
         last_event_id: None,
         origin: None,
+        content_type: None,
+        expect_continue: false,
     };
     let mut hosts = 0;
     let mut content_length: Option<u64> = None;
@@ -231,6 +238,14 @@ fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, HttpE
             request.last_event_id = text(value).map(str::to_owned);
         } else if name.eq_ignore_ascii_case("origin") {
             request.origin = text(value).map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            request.content_type = text(value).map(|v| {
+                let media_type = v.split(';').next().unwrap_or("");
+                media_type.trim().to_ascii_lowercase()
+            });
+        } else if name.eq_ignore_ascii_case("expect") {
+            request.expect_continue =
+                text(value).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
         }
     }
     // HTTP/1.1 stays open unless told to close; HTTP/1.0 closes unless
@@ -572,10 +587,12 @@ mod tests {
 
     #[test]
     fn body_framing() {
-        let (request, _) = parse(b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n")
+        let (request, _) = parse(b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nContent-Type: Application/JSON; charset=utf-8\r\nExpect: 100-continue\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(request.body, BodyFraming::Length(12));
+        assert_eq!(request.content_type.as_deref(), Some("application/json"));
+        assert!(request.expect_continue);
         let (request, _) =
             parse(b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n")
                 .unwrap()

@@ -15,6 +15,8 @@
 //!   stream keeps into it; partial writes resume from the cursor.
 //! - [`http`]: httparse glue, limits, and response heads.
 //! - [`routes`]: which response a request gets.
+//! - [`chat`]: what `POST /messages` accepts, the event it becomes, and the
+//!   per-client flood control.
 //! - [`static_files`]: safe path resolution under `www/`, content types,
 //!   conditional requests.
 //! - [`event_parser`]: the client side (a WHATWG event-stream parser and a
@@ -34,6 +36,7 @@
 //! writable event and catches up from the ring. It ends when the client
 //! closes, resets, or falls off the ring.
 
+pub mod chat;
 pub mod config;
 pub mod connection;
 pub mod event_parser;

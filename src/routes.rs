@@ -10,6 +10,10 @@ use std::io;
 
 use rand::RngExt;
 
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::chat::{self, RateLimiter};
 use crate::http::{self, BodyFraming, Head, HttpError, Method, Request};
 use crate::server::Settings;
 use crate::sse::{self, Cursor, Ring};
@@ -58,8 +62,8 @@ pub enum After {
     Stream(Cursor),
 }
 
-/// The methods every path allows.
-const ALLOW: &str = "GET, HEAD, OPTIONS";
+/// The methods the server implements (POST only on /messages).
+const ALLOW: &str = "GET, HEAD, POST, OPTIONS";
 
 /// What a route may look at besides the request.
 pub struct Env<'a> {
@@ -160,6 +164,123 @@ pub fn resume_point(last_event_id: Option<&str>, ring: &Ring) -> (u64, Option<&'
         Ok(id) if id < ring.first_id() => (ring.next_id(), Some("expired")),
         _ => (ring.next_id(), Some("unknown")),
     }
+}
+
+/// `POST /messages`, before its body is read: everything that can be
+/// refused without it (411 no length, 415 wrong type, 413 declared too
+/// large, 429 too many). These close the connection, since the body is
+/// left unread. `Ok` means: read the body.
+pub fn start_post(
+    request: &Request,
+    env: &Env<'_>,
+    peer: IpAddr,
+    limiter: &mut RateLimiter,
+    now: Instant,
+) -> Result<(), Response> {
+    let refuse = |status, reason: &str, extra: &[(&str, &str)]| {
+        json_error(
+            status,
+            reason,
+            env.date,
+            After::Close(CloseReason::Done),
+            extra,
+        )
+    };
+    match request.body {
+        BodyFraming::None => {
+            return Err(refuse(
+                411,
+                "a body with Content-Length or chunked encoding is required",
+                &[],
+            ));
+        }
+        BodyFraming::Length(n) if n > u64::from(env.settings.max_message) => {
+            return Err(refuse(413, "message body too large", &[]));
+        }
+        _ => {}
+    }
+    if !chat::accepted_type(request.content_type.as_deref()) {
+        return Err(refuse(
+            415,
+            "use application/json or application/x-www-form-urlencoded",
+            &[(
+                "Accept-Post",
+                "application/json, application/x-www-form-urlencoded",
+            )],
+        ));
+    }
+    if let Err(wait) = limiter.take(peer, now) {
+        let seconds = wait.as_secs_f64().ceil().max(1.0).to_string();
+        return Err(refuse(
+            429,
+            "too many messages, slow down",
+            &[("Retry-After", &seconds)],
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /messages` once its body is read: a valid message is queued in
+/// `outbox` for the loop to broadcast after this batch, with the id it will
+/// get (the ring's next id plus the messages queued before it): 202 and
+/// `{"id": N}`. Anything else: 400 (or 415) with a JSON error.
+pub fn finish_post(
+    request: &Request,
+    body: &[u8],
+    env: &Env<'_>,
+    outbox: &mut Vec<String>,
+) -> Response {
+    let after = if request.keep_alive {
+        After::KeepAlive
+    } else {
+        After::Close(CloseReason::Done)
+    };
+    let message = match chat::parse_message(request.content_type.as_deref(), body) {
+        Ok(message) => message,
+        Err(invalid) => return json_error(invalid.status, invalid.reason, env.date, after, &[]),
+    };
+    let at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let id = env.ring.next_id() + outbox.len() as u64;
+    outbox.push(chat::event_data(&message, at_ms));
+    json(202, &format!("{{\"id\":{id}}}"), env.date, after, &[])
+}
+
+/// A JSON response.
+fn json(status: u16, body: &str, date: &str, after: After, extra: &[(&str, &str)]) -> Response {
+    let mut bytes = Vec::with_capacity(256 + body.len());
+    let mut head = Head::new(&mut bytes, status, date);
+    head.header("Content-Type", "application/json")
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Cache-Control", "no-store")
+        .content_length(body.len() as u64 + 1);
+    for (name, value) in extra {
+        head.header(name, value);
+    }
+    connection_header(&mut head, after, false);
+    head.finish();
+    bytes.extend_from_slice(body.as_bytes());
+    bytes.push(b'\n');
+    Response {
+        status,
+        bytes,
+        body: Body::Empty,
+        after,
+    }
+}
+
+/// `{"error": reason}` with a status.
+fn json_error(
+    status: u16,
+    reason: &str,
+    date: &str,
+    after: After,
+    extra: &[(&str, &str)],
+) -> Response {
+    let body = serde_json::json!({ "error": reason }).to_string();
+    json(status, &body, date, after, extra)
 }
 
 /// The answer to a request we could not parse.

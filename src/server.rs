@@ -33,6 +33,7 @@ use rand::RngExt;
 use rand::distr::Alphanumeric;
 use slab::Slab;
 
+use crate::chat::RateLimiter;
 use crate::config::Config;
 use crate::connection::{Connection, Ctx, Step};
 use crate::http::DateCache;
@@ -88,6 +89,8 @@ pub struct Settings {
     pub stream_lifetime: Option<Duration>,
     /// `--cors-origin` values; empty means no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Largest chat message body, in bytes.
+    pub max_message: u32,
 }
 
 /// Stops a running server from another thread.
@@ -145,6 +148,9 @@ struct Core {
     date: DateCache,
     scratch: Box<[u8]>,
     started: Instant,
+    limiter: RateLimiter,
+    /// Chat messages accepted in the current turn, not yet broadcast.
+    outbox: Vec<String>,
 }
 
 impl Core {
@@ -160,6 +166,8 @@ impl Core {
             scratch: &mut self.scratch,
             stats: &mut self.stats,
             timers: &mut self.timers,
+            limiter: &mut self.limiter,
+            outbox: &mut self.outbox,
         }
     }
 }
@@ -234,6 +242,7 @@ impl Server {
                     stall_timeout: config.stall_timeout,
                     stream_lifetime: config.stream_lifetime,
                     cors_origins: config.cors_origins.clone(),
+                    max_message: config.max_message,
                 },
                 ring: Ring::new(config.history as usize, first_id),
                 timers: Timers::default(),
@@ -241,6 +250,8 @@ impl Server {
                 date: DateCache::default(),
                 scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
                 started: now,
+                limiter: RateLimiter::new(config.post_rate, config.post_burst),
+                outbox: Vec::new(),
             },
             interval,
             next_tick: interval.map(|i| now + i),
@@ -332,6 +343,7 @@ impl Server {
                 }
             }
             self.close_dead();
+            self.publish();
             if self.stop.load(Ordering::SeqCst) {
                 self.shutdown();
                 return Ok(true);
@@ -442,6 +454,7 @@ impl Server {
         let mut ctx = self.core.ctx(key, Instant::now());
         entry.insert(Connection::new(
             socket,
+            peer.ip(),
             self.next_serial,
             over_limit,
             &mut ctx,
@@ -472,6 +485,16 @@ impl Server {
             self.drive(key, true);
         }
         self.close_dead();
+        self.publish();
+    }
+
+    /// Broadcasts the chat messages accepted since the last call, in the
+    /// order (and so with the ids) their posters were promised.
+    fn publish(&mut self) {
+        for data in std::mem::take(&mut self.core.outbox) {
+            self.core.stats.messages += 1;
+            self.broadcast(Some("message"), &data);
+        }
     }
 
     /// Fires due timers (header, idle and linger timeouts) and ends an
@@ -494,6 +517,7 @@ impl Server {
             }
         }
         self.close_dead();
+        self.publish();
     }
 
     /// One tick: a new random string, encoded once, sent to every caught-up
@@ -577,6 +601,7 @@ impl Server {
     /// `--heartbeat`, and closes for stalled and expired streams.
     fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING;
+        self.core.limiter.forget_idle(now);
         let heartbeat = self
             .heartbeat
             .is_some_and(|period| now.duration_since(self.quiet_since) >= period);

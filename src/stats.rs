@@ -104,6 +104,10 @@ pub struct Stats {
     /// Streams that asked to resume from an id the ring no longer holds.
     pub resets: u64,
     pub heartbeats: u64,
+    /// Chat messages accepted and broadcast.
+    pub messages: u64,
+    /// Chat messages refused (bad body, too large, too many).
+    pub messages_rejected: u64,
 }
 
 impl Stats {

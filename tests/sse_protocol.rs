@@ -201,7 +201,7 @@ fn cors_headers_and_preflight() {
     send(&mut stream, "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n");
     let options = read_response(&mut stream, true);
     assert_eq!(options.status, 204);
-    assert_eq!(options.header("Allow"), Some("GET, HEAD, OPTIONS"));
+    assert_eq!(options.header("Allow"), Some("GET, HEAD, POST, OPTIONS"));
 }
 
 #[test]

@@ -104,7 +104,7 @@ fn head_404_405_501() {
     send(&mut stream, "DELETE / HTTP/1.1\r\nHost: t\r\n\r\n");
     let response = read_response(&mut stream, false);
     assert_eq!(response.status, 405);
-    assert_eq!(response.header("Allow"), Some("GET, HEAD, OPTIONS"));
+    assert_eq!(response.header("Allow"), Some("GET, HEAD, POST, OPTIONS"));
     assert_closed(&mut stream);
 
     let mut stream = server.connect();

@@ -1,13 +1,23 @@
-// The demo page: one EventSource on /sse, its state, and the latest events.
-// Everything from the network is inserted with textContent, never as HTML.
+// The demo page: one EventSource on /sse carrying both the ticker's random
+// strings and the chat's messages, the stream's state, and a form that
+// posts to /messages. Chat messages appear only when they come back through
+// the stream, so what a user sees is what everyone sees. Everything from the
+// network is inserted with textContent, never as HTML.
 "use strict";
 
-const MAX_SHOWN = 50;
+const MAX_TICKS = 50;
+const MAX_CHAT = 200;
 
-const stateEl = document.getElementById("state");
-const lastIdEl = document.getElementById("last-id");
-const countEl = document.getElementById("count");
-const listEl = document.getElementById("messages");
+const $ = (id) => document.getElementById(id);
+const stateEl = $("state");
+const lastIdEl = $("last-id");
+const countEl = $("count");
+const ticksEl = $("messages");
+const chatLog = $("chat-log");
+const form = $("chat-form");
+const userEl = $("chat-user");
+const textEl = $("chat-text");
+const errorEl = $("chat-error");
 let count = 0;
 
 function showState(name) {
@@ -15,27 +25,49 @@ function showState(name) {
   stateEl.className = "state " + name;
 }
 
-function addMessage(id, text) {
-  const item = document.createElement("li");
-  const idEl = document.createElement("span");
-  idEl.className = "id";
-  idEl.textContent = id;
-  const time = document.createElement("time");
-  time.textContent = new Date().toLocaleTimeString();
-  const body = document.createElement("span");
-  body.className = "text";
-  body.textContent = text;
-  item.append(idEl, time, body);
-  listEl.prepend(item);
-  while (listEl.children.length > MAX_SHOWN) {
-    listEl.lastElementChild.remove();
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function addTick(id, text) {
+  const item = el("li");
+  item.append(el("span", "id", id), el("time", "", new Date().toLocaleTimeString()), el("span", "text", text));
+  ticksEl.prepend(item);
+  while (ticksEl.children.length > MAX_TICKS) ticksEl.lastElementChild.remove();
+}
+
+function addChat(id, message) {
+  // Newest at the bottom; stay scrolled to the bottom if the reader was there.
+  const atBottom = chatLog.scrollTop + chatLog.clientHeight >= chatLog.scrollHeight - 8;
+  const item = el("li");
+  item.dataset.id = id;
+  const meta = el("div", "meta");
+  meta.append(el("strong", "user", message.user), el("time", "", new Date(message.at).toLocaleTimeString()));
+  item.append(meta, el("div", "body", message.text));
+  chatLog.append(item);
+  while (chatLog.children.length > MAX_CHAT) chatLog.firstElementChild.remove();
+  if (atBottom) chatLog.scrollTop = chatLog.scrollHeight;
+}
+
+// A chat message is a JSON object with user, text and at; a tick is a bare
+// random string. Both come as "message" events.
+function asChat(data) {
+  if (!data.startsWith("{")) return null;
+  try {
+    const value = JSON.parse(data);
+    return value && typeof value.text === "string" && typeof value.user === "string" ? value : null;
+  } catch {
+    return null;
   }
 }
 
 const source = new EventSource("/sse");
 source.onopen = () => showState("open");
 source.onerror = () => {
-  // readyState CONNECTING means the browser will retry after `retry:` ms;
+  // readyState CONNECTING means the browser retries after `retry:` ms;
   // CLOSED means it gave up (a non-200 answer or a wrong content type).
   showState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
 };
@@ -43,5 +75,46 @@ source.onmessage = (event) => {
   count += 1;
   countEl.textContent = String(count);
   lastIdEl.textContent = event.lastEventId || "–";
-  addMessage(event.lastEventId, event.data);
+  const chat = asChat(event.data);
+  if (chat) addChat(event.lastEventId, chat);
+  else addTick(event.lastEventId, event.data);
 };
+source.addEventListener("reset", () => {
+  // The server no longer had what we missed while away.
+  const note = el("li", "notice", "Some messages were missed while disconnected.");
+  chatLog.append(note);
+});
+
+userEl.value = localStorage.getItem("sse-mio-user") || "";
+userEl.addEventListener("change", () => localStorage.setItem("sse-mio-user", userEl.value.trim()));
+
+textEl.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const text = textEl.value;
+  if (!text.trim()) return;
+  errorEl.textContent = "";
+  localStorage.setItem("sse-mio-user", userEl.value.trim());
+  try {
+    const response = await fetch("/messages", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ user: userEl.value.trim(), text }),
+    });
+    if (response.ok) {
+      textEl.value = "";
+    } else {
+      const body = await response.json().catch(() => ({}));
+      errorEl.textContent = body.error || "Could not send (" + response.status + ")";
+    }
+  } catch {
+    errorEl.textContent = "Could not reach the server.";
+  }
+  textEl.focus();
+});

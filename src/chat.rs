@@ -1,0 +1,302 @@
+//! Instant messaging: what `POST /messages` accepts, how a message becomes
+//! an event, and the per-client flood control.
+//!
+//! A posted message is validated here ([`parse_message`]), turned into the
+//! single-line JSON an `event: message` carries ([`event_data`]), and goes
+//! into the same ring as the ticks, so it shares their id sequence and
+//! replay after a reconnect covers chat too. Reading the body off the
+//! socket is the connection's job; deciding what it means is this module's.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// The path messages are posted to.
+pub const MESSAGES_PATH: &str = "/messages";
+
+/// Longest user name, in characters.
+pub const MAX_USER_CHARS: usize = 32;
+
+/// Name shown for a message posted without one.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Most clients the rate limiter tracks at once. A bucket that has refilled
+/// is forgotten at the next housekeeping; past this many busy clients, new
+/// ones are refused (429) rather than letting the table grow without bound.
+pub const MAX_BUCKETS: usize = 65_536;
+
+/// A message as posted, before validation.
+#[derive(Debug, Default, Deserialize)]
+struct Posted {
+    user: Option<String>,
+    text: Option<String>,
+}
+
+/// A valid message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    pub user: String,
+    pub text: String,
+}
+
+/// Why a posted body is refused: 400 or 415, with a reason for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalid {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+const fn invalid(reason: &'static str) -> Invalid {
+    Invalid {
+        status: 400,
+        reason,
+    }
+}
+
+/// Whether a `Content-Type` (already lowercased, without parameters) is
+/// one we read.
+pub fn accepted_type(content_type: Option<&str>) -> bool {
+    matches!(
+        content_type,
+        Some("application/json" | "application/x-www-form-urlencoded")
+    )
+}
+
+/// Validates a posted body of the given content type.
+pub fn parse_message(content_type: Option<&str>, body: &[u8]) -> Result<Message, Invalid> {
+    let text = std::str::from_utf8(body).map_err(|_| invalid("body is not valid UTF-8"))?;
+    let posted = match content_type {
+        Some("application/json") => serde_json::from_str::<Posted>(text)
+            .map_err(|_| invalid("body is not a JSON object with user and text"))?,
+        Some("application/x-www-form-urlencoded") => parse_form(text)?,
+        _ => {
+            return Err(Invalid {
+                status: 415,
+                reason: "use application/json or application/x-www-form-urlencoded",
+            });
+        }
+    };
+    let text = posted.text.ok_or(invalid("missing text"))?;
+    if text.trim().is_empty() {
+        return Err(invalid("text is empty"));
+    }
+    let user = posted.user.unwrap_or_default();
+    let user = user.trim();
+    if user.chars().count() > MAX_USER_CHARS {
+        return Err(invalid("user name longer than 32 characters"));
+    }
+    Ok(Message {
+        user: if user.is_empty() {
+            ANONYMOUS.to_owned()
+        } else {
+            user.to_owned()
+        },
+        text,
+    })
+}
+
+/// `user=...&text=...`, with `+` for spaces and percent escapes.
+fn parse_form(body: &str) -> Result<Posted, Invalid> {
+    let mut posted = Posted::default();
+    for pair in body.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            let bytes = crate::static_files::percent_decode(&s.replace('+', " "))
+                .map_err(|_| invalid("malformed percent escape in form"))?;
+            String::from_utf8(bytes).map_err(|_| invalid("form value is not valid UTF-8"))
+        };
+        match decode(name)?.as_str() {
+            "user" => posted.user = Some(decode(value)?),
+            "text" => posted.text = Some(decode(value)?),
+            _ => {}
+        }
+    }
+    Ok(posted)
+}
+
+/// The data of the `event: message` for a message: one line of JSON
+/// (`serde_json` escapes line breaks inside strings), `{"user","text","at"}`
+/// with `at` the server time in milliseconds.
+pub fn event_data(message: &Message, at_ms: u64) -> String {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        user: &'a str,
+        text: &'a str,
+        at: u64,
+    }
+    serde_json::to_string(&Data {
+        user: &message.user,
+        text: &message.text,
+        at: at_ms,
+    })
+    .unwrap_or_default()
+}
+
+/// A token bucket per client address: `rate` messages per second on
+/// average, up to `burst` at once.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64, burst: u32) -> RateLimiter {
+        RateLimiter {
+            rate: rate.max(f64::MIN_POSITIVE),
+            burst: f64::from(burst.max(1)),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes a token for `ip`, or says how long until one is available.
+    pub fn take(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        if !self.buckets.contains_key(&ip) && self.buckets.len() >= MAX_BUCKETS {
+            self.forget_idle(now);
+            if self.buckets.len() >= MAX_BUCKETS {
+                return Err(Duration::from_secs(1));
+            }
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        let bucket = self.buckets.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        }
+    }
+
+    /// Forgets clients whose buckets have refilled: they are as if new.
+    pub fn forget_idle(&mut self, now: Instant) {
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets.retain(|_, b| {
+            b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * rate < burst
+        });
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JSON: Option<&str> = Some("application/json");
+    const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+
+    #[test]
+    fn json_and_form_messages() {
+        assert_eq!(
+            parse_message(JSON, br#"{"user":"ada","text":"hi"}"#),
+            Ok(Message {
+                user: "ada".into(),
+                text: "hi".into()
+            })
+        );
+        assert_eq!(
+            parse_message(FORM, b"user=ada+l&text=a%26b%3Dc+d"),
+            Ok(Message {
+                user: "ada l".into(),
+                text: "a&b=c d".into()
+            })
+        );
+        assert_eq!(
+            parse_message(JSON, br#"{"text":"x"}"#).unwrap().user,
+            ANONYMOUS
+        );
+        assert_eq!(
+            parse_message(JSON, br#"{"user":"  ","text":"x"}"#)
+                .unwrap()
+                .user,
+            ANONYMOUS
+        );
+        assert_eq!(
+            parse_message(FORM, b"text=x&extra=1").unwrap().user,
+            ANONYMOUS
+        );
+        let long_ok = format!(r#"{{"user":"{}","text":"x"}}"#, "é".repeat(32));
+        assert!(
+            parse_message(JSON, long_ok.as_bytes()).is_ok(),
+            "32 characters, 64 bytes"
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let status = |ct, body: &[u8]| {
+            parse_message(ct, body)
+                .map(|_| 0)
+                .unwrap_or_else(|e| e.status)
+        };
+        assert_eq!(status(JSON, b"\xff\xfe"), 400);
+        assert_eq!(status(JSON, b"{not json"), 400);
+        assert_eq!(status(JSON, b"[1,2]"), 400);
+        assert_eq!(status(JSON, br#"{"user":"a"}"#), 400);
+        assert_eq!(status(JSON, br#"{"text":" \n\t "}"#), 400);
+        assert_eq!(status(JSON, br#"{"text":5}"#), 400);
+        let long = format!(r#"{{"user":"{}","text":"x"}}"#, "a".repeat(33));
+        assert_eq!(status(JSON, long.as_bytes()), 400);
+        assert_eq!(status(FORM, b"text=%zz"), 400);
+        assert_eq!(status(Some("text/plain"), b"hi"), 415);
+        assert_eq!(status(None, b"hi"), 415);
+    }
+
+    #[test]
+    fn event_data_is_one_line() {
+        let message = Message {
+            user: "x".into(),
+            text: "\n\nevent: x\ndata: y\r".into(),
+        };
+        let data = event_data(&message, 7);
+        assert!(!data.contains('\n') && !data.contains('\r'));
+        assert_eq!(
+            data,
+            r#"{"user":"x","text":"\n\nevent: x\ndata: y\r","at":7}"#
+        );
+    }
+
+    #[test]
+    fn token_buckets() {
+        let start = Instant::now();
+        let mut limiter = RateLimiter::new(5.0, 10);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        for _ in 0..10 {
+            assert_eq!(limiter.take(ip, start), Ok(()));
+        }
+        let wait = limiter.take(ip, start).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(200));
+        assert_eq!(
+            limiter.take(other, start),
+            Ok(()),
+            "buckets are per address"
+        );
+        assert_eq!(limiter.take(ip, start + Duration::from_millis(200)), Ok(()));
+        limiter.forget_idle(start + Duration::from_secs(1));
+        assert_eq!(
+            limiter.tracked(),
+            1,
+            "the other client refilled and is forgotten"
+        );
+        limiter.forget_idle(start + Duration::from_secs(3));
+        assert_eq!(limiter.tracked(), 0);
+    }
+}

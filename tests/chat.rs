@@ -1,0 +1,237 @@
+//! Instant messaging over real TCP: posting, broadcasting in the stream,
+//! every refusal, flood control, and replay of chat after a reconnect.
+
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// POSTs `body` to /messages with `content_type` and returns the response.
+fn post(server: &TestServer, content_type: &str, body: &[u8]) -> Response {
+    let mut stream = server.connect();
+    let head = format!(
+        "POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(body);
+    read_response(&mut stream, false)
+}
+
+fn post_json(server: &TestServer, json: &str) -> Response {
+    post(server, "application/json", json.as_bytes())
+}
+
+/// The id a 202 response promises.
+fn accepted_id(response: &Response) -> u64 {
+    assert_eq!(response.status, 202, "{}", response.text());
+    let value: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    value["id"].as_u64().unwrap()
+}
+
+/// The next `message` event that carries chat (a JSON object).
+fn next_chat(client: &mut SseClient) -> (u64, serde_json::Value) {
+    loop {
+        let event = client.next_event().expect("stream open");
+        if event.data.starts_with('{') {
+            assert_eq!(event.event.as_deref(), Some("message"));
+            let id = event.id.unwrap().parse().unwrap();
+            return (id, serde_json::from_str(&event.data).unwrap());
+        }
+    }
+}
+
+#[test]
+fn two_clients_receive_a_posted_message_with_the_same_id() {
+    let server = TestServer::start(&["--interval", "0"]);
+    let mut a = server.sse();
+    let mut b = server.sse();
+    let id = accepted_id(&post_json(
+        &server,
+        r#"{"user":"ada","text":"hello, world"}"#,
+    ));
+    for client in [&mut a, &mut b] {
+        let (got, message) = next_chat(client);
+        assert_eq!(got, id);
+        assert_eq!(message["user"], "ada");
+        assert_eq!(message["text"], "hello, world");
+        assert!(message["at"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+}
+
+#[test]
+fn form_and_chunked_bodies_and_keep_alive() {
+    let server = TestServer::start(&["--interval", "0"]);
+    let mut client = server.sse();
+    let form = post(
+        &server,
+        "application/x-www-form-urlencoded",
+        b"user=bob+b&text=hi%21+there",
+    );
+    let form_id = accepted_id(&form);
+
+    // Chunked, in odd pieces, then a second request on the same connection.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let chunked: &[u8] =
+        b"9\r\n{\"text\":\"\r\n7;x=y\r\nchunked\r\n2\r\n\"}\r\n0\r\nX-T: 1\r\n\r\n";
+    for piece in chunked.chunks(5) {
+        stream.write_all(piece).unwrap();
+    }
+    let chunked_id = accepted_id(&read_response(&mut stream, false));
+    assert_eq!(chunked_id, form_id + 1);
+    send(&mut stream, "GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut stream, false).status, 200);
+
+    let (id, message) = next_chat(&mut client);
+    assert_eq!(
+        (id, message["user"].as_str(), message["text"].as_str()),
+        (form_id, Some("bob b"), Some("hi! there"))
+    );
+    let (id, message) = next_chat(&mut client);
+    assert_eq!(
+        (id, message["user"].as_str(), message["text"].as_str()),
+        (chunked_id, Some("anonymous"), Some("chunked"))
+    );
+}
+
+#[test]
+fn expect_100_continue_is_answered() {
+    let server = TestServer::start(&["--interval", "0"]);
+    let mut stream = server.connect();
+    let body = r#"{"text":"waited"}"#;
+    send(
+        &mut stream,
+        &format!(
+            "POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        ),
+    );
+    let mut interim = [0u8; 25];
+    std::io::Read::read_exact(&mut stream, &mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    send(&mut stream, body);
+    assert_eq!(read_response(&mut stream, false).status, 202);
+}
+
+#[test]
+fn every_refusal_has_its_status_and_a_json_error() {
+    let server = TestServer::start(&["--interval", "0", "--max-message", "64"]);
+    let long_user = format!(r#"{{"user":"{}","text":"x"}}"#, "u".repeat(33));
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("application/json", vec![b'{'; 65], 413),
+        ("application/json", b"\xff\xfe{}".to_vec(), 400),
+        ("application/json", b"{not json".to_vec(), 400),
+        ("application/json", br#"{"user":"a"}"#.to_vec(), 400),
+        ("application/json", br#"{"text":"   "}"#.to_vec(), 400),
+        ("application/json", long_user.into_bytes(), 400),
+        ("text/plain", b"hello".to_vec(), 415),
+    ];
+    for (content_type, body, status) in cases {
+        let response = post(&server, content_type, &body);
+        assert_eq!(
+            response.status,
+            status,
+            "{content_type} {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(response.header("Content-Type"), Some("application/json"));
+        let error: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{error}"
+        );
+    }
+
+    // No length at all: 411, and the connection is closed.
+    let mut stream = server.connect();
+    send(
+        &mut stream,
+        "POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut stream, false).status, 411);
+    assert_closed(&mut stream);
+
+    // A chunked body over the limit is cut off at the limit: 413.
+    let mut stream = server.connect();
+    send(
+        &mut stream,
+        "POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n",
+    );
+    let _ = stream.write_all(&[b'x'; 64]);
+    let _ = stream.write_all(b"\r\n10\r\nxxxxxxxxxxxxxxxx\r\n");
+    assert_eq!(read_response(&mut stream, false).status, 413);
+
+    // Only /messages takes posts.
+    let mut stream = server.connect();
+    send(
+        &mut stream,
+        "POST /sse HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut stream, false).status, 405);
+}
+
+#[test]
+fn an_injection_attempt_arrives_as_one_message_with_its_exact_text() {
+    let server = TestServer::start(&["--interval", "0"]);
+    let mut client = server.sse();
+    let text = "\n\nevent: x\ndata: y";
+    let body = serde_json::json!({ "user": "mallory", "text": text }).to_string();
+    let id = accepted_id(&post_json(&server, &body));
+    let event = client.next_event().unwrap();
+    assert_eq!(
+        event.event.as_deref(),
+        Some("message"),
+        "no injected event type"
+    );
+    assert_eq!(event.id.as_deref(), Some(id.to_string().as_str()));
+    let message: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(message["text"], text);
+    // And the next thing on the stream is the next message, nothing injected.
+    let next = accepted_id(&post_json(&server, r#"{"text":"after"}"#));
+    let (got, message) = next_chat(&mut client);
+    assert_eq!((got, message["text"].as_str()), (next, Some("after")));
+}
+
+#[test]
+fn flooding_gets_429_then_recovers() {
+    let server = TestServer::start(&["--interval", "0", "--post-rate", "20", "--post-burst", "3"]);
+    for _ in 0..3 {
+        assert_eq!(post_json(&server, r#"{"text":"x"}"#).status, 202);
+    }
+    let limited = post_json(&server, r#"{"text":"x"}"#);
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("Retry-After"), Some("1"));
+    // A token comes back every 50 ms; poll until one does.
+    let deadline = Instant::now() + READ_DEADLINE;
+    loop {
+        let status = post_json(&server, r#"{"text":"x"}"#).status;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(Instant::now() < deadline, "never recovered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_message_posted_while_away_is_replayed_on_reconnect() {
+    let server = TestServer::start(&["--interval", "0"]);
+    let mut client = server.sse();
+    let first = accepted_id(&post_json(&server, r#"{"text":"one"}"#));
+    assert_eq!(next_chat(&mut client).0, first);
+    drop(client);
+    let missed = accepted_id(&post_json(
+        &server,
+        r#"{"user":"ada","text":"while you were away"}"#,
+    ));
+    let mut again = SseClient::open(server.addr, &[&format!("Last-Event-ID: {first}")]);
+    let (id, message) = next_chat(&mut again);
+    assert_eq!(id, missed);
+    assert_eq!(message["text"], "while you were away");
+}
