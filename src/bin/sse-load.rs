@@ -97,6 +97,12 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
 
+    /// Write every id's first and last arrival (CLOCK_MONOTONIC ns) and
+    /// receiver count to this file, one `id first last count` line each, to
+    /// line arrivals up with events a test caused (e.g. a POST's response).
+    #[arg(long)]
+    dump_ids: Option<PathBuf>,
+
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -817,6 +823,15 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         run_workers(args, &sources, processes, &mut server)?
     };
 
+    if let Some(path) = &args.dump_ids {
+        let mut lines: Vec<(&String, &(u64, u64, u64))> = raw.ids.iter().collect();
+        lines.sort_by_key(|(_, times)| times.0);
+        let text: String = lines
+            .iter()
+            .map(|(id, (first, last, count))| format!("{id} {first} {last} {count}\n"))
+            .collect();
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let report = report(args, &raw, window, processes, server);
     print_report(&report);
     if let Some(path) = &args.json {
