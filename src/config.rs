@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub post_burst: u32,
 
+    /// How often a summary line (connections, events/s, fan-out time, RSS) is
+    /// logged at info (0 turns it off).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub stats_interval: Duration,
+
     /// Allow cross-origin use from ORIGIN (repeatable), or from any origin with `*`.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,

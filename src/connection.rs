@@ -50,7 +50,8 @@ use crate::event_parser::ChunkedDecoder;
 use crate::http::{self, BodyFraming, MAX_HEAD_BYTES, Method, Request};
 use crate::routes::{self, After, Body, Env, Response};
 use crate::server::Settings;
-use crate::sse::{self, Cursor, Flushed, Ring};
+use crate::sse::{self, Channel, Cursor, Flushed, Ring};
+use crate::stats::Gauges;
 use crate::stats::{CloseReason, Stats};
 use crate::timers::Timers;
 
@@ -88,7 +89,12 @@ pub struct Ctx<'a> {
     pub clock: u32,
     pub date: &'a str,
     pub settings: &'a Settings,
+    /// The event stream's ring (ticks and chat).
     pub ring: &'a Ring,
+    /// The ring of `/stats` frames.
+    pub stats_ring: &'a Ring,
+    /// Figures the loop refreshes four times a second, for `/metrics`.
+    pub gauges: &'a Gauges,
     /// Shared buffer for reads and file chunks; nothing stays in it between
     /// calls.
     pub scratch: &'a mut [u8],
@@ -98,6 +104,32 @@ pub struct Ctx<'a> {
     /// Chat messages (event data) accepted during this turn, broadcast by
     /// the loop right after it; see `routes::finish_post`.
     pub outbox: &'a mut Vec<String>,
+}
+
+impl Ctx<'_> {
+    /// The ring a stream on `channel` walks.
+    pub fn ring_for(&self, channel: Channel) -> &Ring {
+        match channel {
+            Channel::Events => self.ring,
+            Channel::Stats => self.stats_ring,
+        }
+    }
+}
+
+/// What routes may see of a `Ctx`, borrowed field by field so that the
+/// rate limiter and the outbox stay free to borrow mutably beside it.
+macro_rules! env {
+    ($ctx:expr, $over_limit:expr) => {
+        Env {
+            settings: $ctx.settings,
+            date: $ctx.date,
+            ring: $ctx.ring,
+            stats_ring: $ctx.stats_ring,
+            gauges: $ctx.gauges,
+            stats: &*$ctx.stats,
+            over_limit: $over_limit,
+        }
+    };
 }
 
 /// Whether the wrapping millisecond stamp `at` has been reached at `now`
@@ -125,6 +157,15 @@ pub enum Connection {
     /// Seen only for the instant in which [`Connection::drive`] moves the
     /// socket from `Http` to `Streaming`.
     Switching,
+}
+
+/// What a connection is doing, as counted on `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Reading,
+    Responding,
+    Streaming,
+    Stats,
 }
 
 /// A streaming connection's state: where it is in the ring, and two stamps
@@ -227,6 +268,21 @@ impl Connection {
         matches!(self, Connection::Streaming { .. })
     }
 
+    /// What the connection is doing, for the gauges.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Connection::Http { exchange, .. } => match exchange.phase {
+                Phase::Reading | Phase::ReadingBody(_) => Kind::Reading,
+                Phase::Responding(..) | Phase::Lingering { .. } => Kind::Responding,
+            },
+            Connection::Streaming { stream, .. } => match stream.cursor.channel {
+                Channel::Events => Kind::Streaming,
+                Channel::Stats => Kind::Stats,
+            },
+            Connection::Switching => Kind::Responding,
+        }
+    }
+
     /// The state of a streaming connection.
     pub fn stream(&self) -> Option<&Stream> {
         match self {
@@ -295,9 +351,10 @@ impl Connection {
         if ctx.settings.stream_lifetime.is_some() && reached(ctx.clock, stream.ends_at) {
             return Step::Close(CloseReason::Lifetime);
         }
-        if stream.cursor.caught_up(ctx.ring) {
+        let ring = ctx.ring_for(stream.cursor.channel);
+        if stream.cursor.caught_up(ring) {
             stream.progress_at = ctx.clock;
-            if heartbeat && stream.cursor.start_heartbeat(ctx.ring) {
+            if heartbeat && stream.cursor.start_heartbeat(ring) {
                 ctx.stats.heartbeats += 1;
                 return flush_stream(socket, stream, ctx);
             }
@@ -367,10 +424,7 @@ impl Exchange {
         {
             *why = reason;
         }
-        ctx.stats.requests += 1;
-        if response.status >= 400 {
-            ctx.stats.error_responses += 1;
-        }
+        ctx.stats.response(response.status);
         self.set_deadline(ctx.now + ctx.settings.idle_timeout, ctx);
         self.phase = Phase::Responding(response, 0);
     }
@@ -383,20 +437,20 @@ impl Exchange {
         socket: &mut TcpStream,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), Step> {
-        let env = Env {
-            settings: ctx.settings,
-            date: ctx.date,
-            ring: ctx.ring,
-            over_limit: self.over_limit,
-        };
         let is_post = request.method == Method::Post && request.path == MESSAGES_PATH;
         if !is_post || self.over_limit {
-            let response = routes::respond(&request, &env, ctx.stats);
+            let mut resets = 0;
+            let response = routes::respond(&request, &env!(ctx, self.over_limit), &mut resets);
+            ctx.stats.resets += resets;
             self.start(response, CloseReason::Done, ctx);
             return Ok(());
         }
-        if let Err(response) = routes::start_post(&request, &env, self.peer, ctx.limiter, ctx.now) {
-            ctx.stats.messages_rejected += 1;
+        let refusal = {
+            let env = env!(ctx, self.over_limit);
+            routes::start_post(&request, &env, self.peer, ctx.limiter, ctx.now)
+        };
+        if let Err(response) = refusal {
+            ctx.stats.reject_message(response.status);
             self.start(response, CloseReason::Done, ctx);
             return Ok(());
         }
@@ -468,21 +522,17 @@ impl Exchange {
                 },
                 Phase::ReadingBody(read) => {
                     if let Some(response) = read.consume(&mut self.buf, ctx.settings.max_message) {
-                        ctx.stats.messages_rejected += 1;
-                        self.start(response(ctx.date), CloseReason::Done, ctx);
+                        let response = response(ctx.date);
+                        ctx.stats.reject_message(response.status);
+                        self.start(response, CloseReason::Done, ctx);
                         continue;
                     }
                     if read.complete() {
-                        let env = Env {
-                            settings: ctx.settings,
-                            date: ctx.date,
-                            ring: ctx.ring,
-                            over_limit: self.over_limit,
-                        };
+                        let env = env!(ctx, self.over_limit);
                         let response =
                             routes::finish_post(&read.request, &read.body, &env, ctx.outbox);
                         if response.status >= 400 {
-                            ctx.stats.messages_rejected += 1;
+                            ctx.stats.reject_message(response.status);
                         }
                         self.start(response, CloseReason::Done, ctx);
                         continue;
@@ -707,7 +757,11 @@ fn discard_input(socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Step {
 /// Writes the frames a streaming connection has not sent yet.
 pub fn flush_stream(socket: &mut TcpStream, stream: &mut Stream, ctx: &mut Ctx<'_>) -> Step {
     let before = stream.cursor;
-    let result = sse::flush(socket, &mut stream.cursor, ctx.ring, ctx.stats);
+    let ring = match stream.cursor.channel {
+        Channel::Events => ctx.ring,
+        Channel::Stats => ctx.stats_ring,
+    };
+    let result = sse::flush(socket, &mut stream.cursor, ring, ctx.stats);
     if stream.cursor != before {
         stream.progress_at = ctx.clock;
     }

@@ -21,6 +21,7 @@
 //!   conditional requests.
 //! - [`event_parser`]: the client side (a WHATWG event-stream parser and a
 //!   chunked decoder), used by `sse-load` and the tests.
+//! - [`metrics`]: `/metrics` (Prometheus) and the `/stats` event.
 //! - [`timers`], [`limits`], [`stats`], [`config`]: the deadline queue, OS
 //!   limits, counters, flags.
 //!
@@ -42,6 +43,7 @@ pub mod connection;
 pub mod event_parser;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod sse;

@@ -15,13 +15,20 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::chat::{self, RateLimiter};
 use crate::http::{self, BodyFraming, Head, HttpError, Method, Request};
+use crate::metrics;
 use crate::server::Settings;
-use crate::sse::{self, Cursor, Ring};
+use crate::sse::{self, Channel, Cursor, Ring};
 use crate::static_files::{self, Refusal};
-use crate::stats::{CloseReason, Stats};
+use crate::stats::{CloseReason, Gauges, Stats};
 
 /// The path of the event stream.
 pub const SSE_PATH: &str = "/sse";
+
+/// The stream of once-a-second `event: stats` frames for the dashboard.
+pub const STATS_PATH: &str = "/stats";
+
+/// The Prometheus exposition.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// What a client that finds the server full is told to wait before it comes
 /// back: a random delay in this range, so that a crowd turned away together
@@ -71,12 +78,17 @@ pub struct Env<'a> {
     pub date: &'a str,
     /// The frames a new stream can start from.
     pub ring: &'a Ring,
+    /// The `/stats` frames.
+    pub stats_ring: &'a Ring,
+    pub gauges: &'a Gauges,
+    pub stats: &'a Stats,
     /// The server is full: answer "come back later".
     pub over_limit: bool,
 }
 
-/// Chooses the response for a parsed request.
-pub fn respond(request: &Request, env: &Env<'_>, stats: &mut Stats) -> Response {
+/// Chooses the response for a parsed request. `resets` counts streams
+/// that asked for history no longer held.
+pub fn respond(request: &Request, env: &Env<'_>, resets: &mut u64) -> Response {
     // We read no request bodies yet, so after one we cannot tell where the
     // next request starts: answer, then close.
     let has_body = request.body != BodyFraming::None;
@@ -98,7 +110,13 @@ pub fn respond(request: &Request, env: &Env<'_>, stats: &mut Stats) -> Response 
             &[],
         ),
         Method::Get | Method::Head if request.path == SSE_PATH => {
-            event_stream(request, env, after, http10, stats)
+            event_stream(request, env, after, http10, resets)
+        }
+        Method::Get | Method::Head if request.path == STATS_PATH => {
+            stats_stream(request, env, after, http10)
+        }
+        Method::Get | Method::Head if request.path == METRICS_PATH => {
+            metrics(request, env, after, http10)
         }
         Method::Get | Method::Head => static_file(request, env, after, http10),
         Method::Options => options(request, env, after, http10),
@@ -334,7 +352,7 @@ fn event_stream(
     env: &Env<'_>,
     after: After,
     http10: bool,
-    stats: &mut Stats,
+    resets: &mut u64,
 ) -> Response {
     let mut bytes = Vec::with_capacity(384);
     let mut head = Head::new(&mut bytes, 200, env.date);
@@ -357,13 +375,73 @@ fn event_stream(
         let last_event_id = request.last_event_id.as_deref().or(from_query.as_deref());
         let (start, lost) = resume_point(last_event_id, env.ring);
         if let Some(reason) = lost {
-            stats.resets += 1;
+            *resets += 1;
             // The id makes the client's next reconnect resume from here.
             let data = format!("{{\"reason\":\"{reason}\",\"resumeFrom\":{start}}}");
             sse::encode_event(&mut bytes, Some("reset"), start.checked_sub(1), &data);
         }
         After::Stream(Cursor::at(start))
     };
+    Response {
+        status: 200,
+        bytes,
+        body: Body::Empty,
+        after,
+    }
+}
+
+/// The head every event stream starts with.
+fn stream_head(bytes: &mut Vec<u8>, request: &Request, env: &Env<'_>) {
+    let mut head = Head::new(bytes, 200, env.date);
+    head.header("Content-Type", "text/event-stream")
+        .header("Cache-Control", "no-cache")
+        .header("X-Accel-Buffering", "no");
+    cors_headers(&mut head, request, env.settings);
+    head.header("Connection", "keep-alive").finish();
+}
+
+/// `GET /stats`: a stream of `event: stats` frames, one a second, with the
+/// figures the dashboard draws. Always live: no replay.
+fn stats_stream(request: &Request, env: &Env<'_>, after: After, http10: bool) -> Response {
+    let mut bytes = Vec::with_capacity(320);
+    if request.method == Method::Head {
+        let mut head = Head::new(&mut bytes, 200, env.date);
+        head.header("Content-Type", "text/event-stream")
+            .header("Cache-Control", "no-cache");
+        connection_header(&mut head, after, http10);
+        head.finish();
+        return Response {
+            status: 200,
+            bytes,
+            body: Body::Empty,
+            after,
+        };
+    }
+    stream_head(&mut bytes, request, env);
+    bytes.extend_from_slice(b"retry: ");
+    http::push_decimal(&mut bytes, env.settings.retry.as_millis() as u64);
+    bytes.extend_from_slice(b"\n: stats every second\n\n");
+    Response {
+        status: 200,
+        bytes,
+        body: Body::Empty,
+        after: After::Stream(Cursor::on(Channel::Stats, env.stats_ring.next_id())),
+    }
+}
+
+/// `GET /metrics`: the Prometheus exposition.
+fn metrics(request: &Request, env: &Env<'_>, after: After, http10: bool) -> Response {
+    let text = metrics::render(env.stats, env.gauges, env.ring);
+    let mut bytes = Vec::with_capacity(text.len() + 256);
+    let mut head = Head::new(&mut bytes, 200, env.date);
+    head.header("Content-Type", metrics::CONTENT_TYPE)
+        .header("Cache-Control", "no-store")
+        .content_length(text.len() as u64);
+    connection_header(&mut head, after, http10);
+    head.finish();
+    if request.method == Method::Get {
+        bytes.extend_from_slice(text.as_bytes());
+    }
     Response {
         status: 200,
         bytes,

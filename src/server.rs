@@ -35,11 +35,12 @@ use slab::Slab;
 
 use crate::chat::RateLimiter;
 use crate::config::Config;
-use crate::connection::{Connection, Ctx, Step};
+use crate::connection::{Connection, Ctx, Kind, Step};
 use crate::http::DateCache;
 use crate::limits;
-use crate::sse::Ring;
-use crate::stats::{CloseReason, Stats};
+use crate::metrics;
+use crate::sse::{Channel, Ring};
+use crate::stats::{CloseReason, Gauges, Stats};
 use crate::timers::Timers;
 
 /// The listener's token. Slab keys count up from 0 and can never get here.
@@ -75,6 +76,9 @@ pub const RESERVED_FDS: usize = 100;
 /// lifetimes). Their timeouts are seconds; a quarter second is precise
 /// enough and costs a walk over the slab, microseconds per thousand streams.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
+/// How often a `stats` frame goes to `/stats` streams.
+const STATS_PERIOD: Duration = Duration::from_secs(1);
 
 /// What connections need to know from the configuration.
 #[derive(Debug, Clone)]
@@ -122,6 +126,12 @@ pub struct Server {
     /// When a frame or a heartbeat last went to every stream.
     quiet_since: Instant,
     next_housekeeping: Instant,
+    /// When the next `/stats` frame is due, and the event count at the last.
+    next_stats: Instant,
+    events_at_last_stats: u64,
+    /// `--stats-interval`: how often the summary line is logged.
+    log_interval: Option<Duration>,
+    next_log: Instant,
     max_connections: usize,
     /// SO_SNDBUF for accepted sockets, if set.
     send_buffer: Option<usize>,
@@ -143,6 +153,9 @@ pub struct Server {
 struct Core {
     settings: Settings,
     ring: Ring,
+    /// The `/stats` frames: a short ring, since stats streams never replay.
+    stats_ring: Ring,
+    gauges: Gauges,
     timers: Timers,
     stats: Stats,
     date: DateCache,
@@ -163,6 +176,8 @@ impl Core {
             date: self.date.get(SystemTime::now()),
             settings: &self.settings,
             ring: &self.ring,
+            stats_ring: &self.stats_ring,
+            gauges: &self.gauges,
             scratch: &mut self.scratch,
             stats: &mut self.stats,
             timers: &mut self.timers,
@@ -245,6 +260,12 @@ impl Server {
                     max_message: config.max_message,
                 },
                 ring: Ring::new(config.history as usize, first_id),
+                stats_ring: Ring::new(4, 1),
+                gauges: Gauges {
+                    max_connections,
+                    fd_limit,
+                    ..Gauges::default()
+                },
                 timers: Timers::default(),
                 stats: Stats::default(),
                 date: DateCache::default(),
@@ -258,6 +279,10 @@ impl Server {
             heartbeat: (!config.heartbeat.is_zero()).then_some(config.heartbeat),
             quiet_since: now,
             next_housekeeping: now + HOUSEKEEPING,
+            next_stats: now + STATS_PERIOD,
+            events_at_last_stats: 0,
+            log_interval: (!config.stats_interval.is_zero()).then_some(config.stats_interval),
+            next_log: now + config.stats_interval,
             max_connections,
             send_buffer: config.send_buffer,
             over_limit: 0,
@@ -357,6 +382,9 @@ impl Server {
             if now >= self.next_housekeeping {
                 self.housekeeping(now);
             }
+            if now >= self.next_stats {
+                self.publish_stats(now);
+            }
         }
     }
 
@@ -370,6 +398,7 @@ impl Server {
             self.core.timers.next(),
             self.accept_paused_until,
             Some(self.next_housekeeping),
+            Some(self.next_stats),
         ]
         .into_iter()
         .flatten()
@@ -543,10 +572,13 @@ impl Server {
     pub fn broadcast(&mut self, event: Option<&str>, data: &str) -> u64 {
         let start = Instant::now();
         let id = self.core.ring.push_event(event, data);
-        let (sent, deferred) = self.fan_out(id);
+        let (sent, deferred) = self.fan_out(Channel::Events, id);
+        let took = start.elapsed();
+        self.core.stats.events += 1;
+        self.core.stats.fanout.observe(took.as_secs_f64());
+        self.core.stats.last_fanout = took;
         debug!(
-            "event {id}: {data:.40} to {sent} streams in {:?} ({deferred} still catching up)",
-            start.elapsed()
+            "event {id}: {data:.40} to {sent} streams in {took:?} ({deferred} still catching up)"
         );
         id
     }
@@ -563,19 +595,25 @@ impl Server {
             .collect()
     }
 
-    /// Writes frame `id` (the newest) to every stream that is caught up, and
-    /// closes the streams that fell off the ring. Returns how many streams
-    /// were written to, and how many were still busy with older frames.
-    fn fan_out(&mut self, id: u64) -> (usize, usize) {
+    /// Writes frame `id` (the newest of `channel`'s ring) to every stream
+    /// on that channel that is caught up, and closes the streams that fell
+    /// off the ring. Returns how many streams were written to, and how many
+    /// were still busy with older frames.
+    fn fan_out(&mut self, channel: Channel, id: u64) -> (usize, usize) {
         let now = Instant::now();
-        self.quiet_since = now;
-        let first_id = self.core.ring.first_id();
-        let (mut sent, mut deferred) = (0, 0);
+        if channel == Channel::Events {
+            self.quiet_since = now;
+        }
         let mut ctx = self.core.ctx(0, now);
+        let first_id = ctx.ring_for(channel).first_id();
+        let (mut sent, mut deferred) = (0, 0);
         for (key, conn) in self.conns.iter_mut() {
             let Some(stream) = conn.stream() else {
                 continue;
             };
+            if stream.cursor.channel != channel {
+                continue;
+            }
             if stream.cursor.next_id < first_id {
                 self.dead.push((key, CloseReason::Lagged));
                 continue;
@@ -597,6 +635,34 @@ impl Server {
         (sent, deferred)
     }
 
+    /// Once a second: the `stats` frame for `/stats` streams, and every
+    /// `--stats-interval` the summary line in the log.
+    fn publish_stats(&mut self, now: Instant) {
+        self.next_stats = now + STATS_PERIOD;
+        let events = self.core.stats.events;
+        let per_second = (events - self.events_at_last_stats) as f64 / STATS_PERIOD.as_secs_f64();
+        self.events_at_last_stats = events;
+        let gauges = &self.core.gauges;
+        if gauges.stats_streams > 0 {
+            let data = metrics::stats_event(&self.core.stats, gauges, per_second);
+            let id = self.core.stats_ring.push_event(Some("stats"), &data);
+            self.fan_out(Channel::Stats, id);
+        }
+        if let Some(interval) = self.log_interval
+            && now >= self.next_log
+        {
+            self.next_log = now + interval;
+            let g = &self.core.gauges;
+            info!(
+                "{} connections ({} streams), {per_second:.1} events/s, last fan-out {:?}, RSS {:.1} MiB",
+                g.open(),
+                g.streaming,
+                self.core.stats.last_fanout,
+                metrics::resident_bytes() as f64 / 1_048_576.0
+            );
+        }
+    }
+
     /// Walks the streams: heartbeats when nothing has gone out for
     /// `--heartbeat`, and closes for stalled and expired streams.
     fn housekeeping(&mut self, now: Instant) {
@@ -608,16 +674,30 @@ impl Server {
         if heartbeat {
             self.quiet_since = now;
         }
-        if !heartbeat && self.core.settings.stream_lifetime.is_none() && self.conns.is_empty() {
-            return;
-        }
+        let mut gauges = Gauges {
+            uptime: now.duration_since(self.core.started),
+            ..self.core.gauges
+        };
+        (
+            gauges.reading,
+            gauges.responding,
+            gauges.streaming,
+            gauges.stats_streams,
+        ) = (0, 0, 0, 0);
         let mut ctx = self.core.ctx(0, now);
         for (key, conn) in self.conns.iter_mut() {
+            match conn.kind() {
+                Kind::Reading => gauges.reading += 1,
+                Kind::Responding => gauges.responding += 1,
+                Kind::Streaming => gauges.streaming += 1,
+                Kind::Stats => gauges.stats_streams += 1,
+            }
             ctx.key = key;
             if let Step::Close(reason) = conn.check_stream(heartbeat, &mut ctx) {
                 self.dead.push((key, reason));
             }
         }
+        self.core.gauges = gauges;
         self.close_dead();
     }
 

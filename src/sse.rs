@@ -135,15 +135,31 @@ pub struct Cursor {
     /// Bytes of the heartbeat comment not yet written. A heartbeat is only
     /// started between frames (`offset == 0`) and finished before the next.
     pub heartbeat_left: u8,
+    /// Which ring this cursor walks.
+    pub channel: Channel,
+}
+
+/// The server's streams: the events of `/sse` (ticks and chat), or the
+/// once-a-second figures of `/stats`. Each has its own ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Events,
+    Stats,
 }
 
 impl Cursor {
-    /// A cursor that starts with frame `next_id`.
+    /// A cursor on the event stream that starts with frame `next_id`.
     pub fn at(next_id: u64) -> Cursor {
+        Cursor::on(Channel::Events, next_id)
+    }
+
+    /// A cursor on `channel` that starts with frame `next_id`.
+    pub fn on(channel: Channel, next_id: u64) -> Cursor {
         Cursor {
             next_id,
             offset: 0,
             heartbeat_left: 0,
+            channel,
         }
     }
 
@@ -378,7 +394,8 @@ mod tests {
             Cursor {
                 next_id: 1,
                 offset: 6,
-                heartbeat_left: 0
+                heartbeat_left: 0,
+                channel: Channel::Events,
             }
         );
         assert_eq!(stats.would_block, 1);

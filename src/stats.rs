@@ -1,8 +1,11 @@
 //! Counters the server keeps about itself: what happened to connections,
 //! requests and the event stream. Plain integers, written by the one thread
-//! that runs the loop; logged as a summary when the server stops.
+//! that runs the loop; exported on `/metrics` (see `metrics.rs`), streamed
+//! on `/stats`, and logged as a summary.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 /// Why a connection ended. Every close goes through `Server::close` with one
 /// of these, so the log and the counters always say why.
@@ -81,6 +84,15 @@ impl fmt::Display for CloseReason {
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub accepted: u64,
+    /// Responses sent, by status code.
+    pub responses: BTreeMap<u16, u64>,
+    /// Events pushed into the ring (ticks and chat messages).
+    pub events: u64,
+    /// How long each fan-out (one event to every caught-up stream) took.
+    pub fanout: Histogram,
+    pub last_fanout: Duration,
+    /// Chat messages refused, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
     /// Connections accepted over the limit and answered "come back later".
     pub rejected_full: u64,
     /// Closed connections, indexed like [`CloseReason::ALL`].
@@ -106,8 +118,6 @@ pub struct Stats {
     pub heartbeats: u64,
     /// Chat messages accepted and broadcast.
     pub messages: u64,
-    /// Chat messages refused (bad body, too large, too many).
-    pub messages_rejected: u64,
 }
 
 impl Stats {
@@ -118,5 +128,81 @@ impl Stats {
 
     pub fn closed_total(&self) -> u64 {
         self.closed.iter().sum()
+    }
+
+    /// Counts a response.
+    pub fn response(&mut self, status: u16) {
+        self.requests += 1;
+        if status >= 400 {
+            self.error_responses += 1;
+        }
+        *self.responses.entry(status).or_default() += 1;
+    }
+
+    /// Counts a refused chat message, by the status it got.
+    pub fn reject_message(&mut self, status: u16) {
+        let reason = match status {
+            400 => "invalid",
+            408 => "timeout",
+            411 => "no_length",
+            413 => "too_large",
+            415 => "unsupported_type",
+            429 => "rate_limited",
+            _ => "other",
+        };
+        *self.rejected.entry(reason).or_default() += 1;
+    }
+}
+
+/// Upper bounds, in seconds, of the fan-out histogram's buckets: from a
+/// handful of streams (tens of microseconds) to tens of thousands (a
+/// quarter second and more).
+pub const FANOUT_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// A Prometheus-style histogram with fixed buckets.
+#[derive(Debug, Default, Clone)]
+pub struct Histogram {
+    /// Observations per bucket of [`FANOUT_BUCKETS`], plus one for "more".
+    pub counts: [u64; FANOUT_BUCKETS.len() + 1],
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, seconds: f64) {
+        let bucket = FANOUT_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(FANOUT_BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// Figures the loop refreshes by walking the slab four times a second, so
+/// a scrape never has to.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gauges {
+    /// Connections reading a request head or body.
+    pub reading: usize,
+    /// Connections writing a response (or draining after an error).
+    pub responding: usize,
+    /// Connections on `/sse`.
+    pub streaming: usize,
+    /// Connections on `/stats`.
+    pub stats_streams: usize,
+    pub max_connections: usize,
+    /// The open-files limit.
+    pub fd_limit: u64,
+    pub uptime: Duration,
+}
+
+impl Gauges {
+    pub fn open(&self) -> usize {
+        self.reading + self.responding + self.streaming + self.stats_streams
     }
 }

@@ -1,0 +1,54 @@
+// The dashboard: figures from the server's /stats stream (one `stats`
+// event a second) and two inline SVG sparklines of the last three minutes.
+"use strict";
+
+(() => {
+  const POINTS = 180;
+  const history = { connections: [], fanoutMs: [] };
+  const set = (id, text) => { document.getElementById(id).textContent = text; };
+  const stateEl = document.getElementById("dash-state");
+
+  function spark(id, values) {
+    const svg = document.getElementById(id);
+    const max = Math.max(1e-9, ...values);
+    const step = 300 / (POINTS - 1);
+    const offset = POINTS - values.length;
+    const points = values
+      .map((v, i) => `${((offset + i) * step).toFixed(1)},${(38 - (v / max) * 36).toFixed(1)}`)
+      .join(" ");
+    let line = svg.querySelector("polyline");
+    if (!line) {
+      line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+      line.setAttribute("fill", "none");
+      line.setAttribute("stroke", "currentColor");
+      line.setAttribute("stroke-width", "1.5");
+      line.setAttribute("vector-effect", "non-scaling-stroke");
+      svg.append(line);
+    }
+    line.setAttribute("points", points);
+    svg.setAttribute("data-max", String(max));
+  }
+
+  function push(list, value) {
+    list.push(value);
+    if (list.length > POINTS) list.shift();
+  }
+
+  const source = new EventSource("/stats");
+  source.onopen = () => { stateEl.textContent = "live"; stateEl.className = "state open"; };
+  source.onerror = () => { stateEl.textContent = "reconnecting"; stateEl.className = "state reconnecting"; };
+  source.addEventListener("stats", (event) => {
+    let s;
+    try { s = JSON.parse(event.data); } catch { return; }
+    set("dash-connections", String(s.connections));
+    set("dash-streams", String(s.streams));
+    set("dash-eps", s.eventsPerSecond.toFixed(1));
+    set("dash-fanout", s.fanoutMs.toFixed(2) + " ms");
+    set("dash-rss", (s.rssBytes / 1048576).toFixed(1) + " MiB");
+    set("dash-uptime", s.uptime + " s");
+    push(history.connections, s.connections);
+    push(history.fanoutMs, s.fanoutMs);
+    spark("spark-connections", history.connections);
+    spark("spark-fanout", history.fanoutMs);
+  });
+})();
