@@ -271,7 +271,7 @@ pub fn stats_event(stats: &Stats, gauges: &Gauges, events_per_second: f64) -> St
         "fanoutMs": (stats.last_fanout.as_secs_f64() * 1e5).round() / 100.0,
         "rssBytes": resident_bytes(),
         "messages": stats.messages,
-        "uptime": gauges.uptime.as_secs(),
+        "uptime": (gauges.uptime.as_secs_f64() * 10.0).round() / 10.0,
     })
     .to_string()
 }

@@ -642,6 +642,7 @@ impl Server {
         let events = self.core.stats.events;
         let per_second = (events - self.events_at_last_stats) as f64 / STATS_PERIOD.as_secs_f64();
         self.events_at_last_stats = events;
+        self.core.gauges.uptime = now.duration_since(self.core.started);
         let gauges = &self.core.gauges;
         if gauges.stats_streams > 0 {
             let data = metrics::stats_event(&self.core.stats, gauges, per_second);

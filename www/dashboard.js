@@ -45,7 +45,7 @@
     set("dash-eps", s.eventsPerSecond.toFixed(1));
     set("dash-fanout", s.fanoutMs.toFixed(2) + " ms");
     set("dash-rss", (s.rssBytes / 1048576).toFixed(1) + " MiB");
-    set("dash-uptime", s.uptime + " s");
+    set("dash-uptime", Math.floor(s.uptime) + " s");
     push(history.connections, s.connections);
     push(history.fanoutMs, s.fanoutMs);
     spark("spark-connections", history.connections);
