@@ -15,7 +15,8 @@
 //! ```
 //!
 //! - **Reading**: bytes accumulate in a buffer of at most
-//!   [`MAX_HEAD_BYTES`]; after every read the buffer is parsed again, and
+//!   [`MAX_HEAD_BYTES`](crate::http::MAX_HEAD_BYTES) (a
+//!   [`RequestReader`]); after every read the buffer is parsed again, and
 //!   httparse's `Partial` simply means "wait for more". Pipelined requests
 //!   stay in the buffer and are answered one after another, in order.
 //! - **Responding**: the head (and small body) is written from a byte buffer,
@@ -47,7 +48,7 @@ use mio::net::TcpStream;
 
 use crate::chat::{MESSAGES_PATH, RateLimiter};
 use crate::event_parser::ChunkedDecoder;
-use crate::http::{self, BodyFraming, MAX_HEAD_BYTES, Method, Request};
+use crate::http::{BodyFraming, Method, Request, RequestReader};
 use crate::routes::{self, After, Body, Env, Response};
 use crate::server::Settings;
 use crate::sse::{self, Channel, Cursor, Flushed, Ring};
@@ -184,8 +185,9 @@ pub struct Exchange {
     /// Distinguishes this connection from a later one under the same slab
     /// key, for the timer queue.
     serial: u64,
-    /// Received bytes not yet parsed: part of a head, or pipelined requests.
-    buf: Vec<u8>,
+    /// Received bytes not yet used: part of a head or body, or pipelined
+    /// requests.
+    buf: RequestReader,
     phase: Phase,
     /// When this connection times out in its current phase.
     deadline: Instant,
@@ -235,7 +237,7 @@ impl Connection {
     ) -> Connection {
         let mut exchange = Box::new(Exchange {
             serial,
-            buf: Vec::new(),
+            buf: RequestReader::default(),
             phase: Phase::Reading,
             deadline: ctx.now,
             scheduled: None,
@@ -478,9 +480,8 @@ impl Exchange {
         let mut turn = 0;
         loop {
             match &mut self.phase {
-                Phase::Reading => match http::parse_request(&self.buf) {
-                    Ok(Some((request, head_len))) => {
-                        self.buf.drain(..head_len);
+                Phase::Reading => match self.buf.next_request() {
+                    Ok(Some(request)) => {
                         debug!(
                             "#{} {:?} {} HTTP/1.{}",
                             ctx.key, request.method, request.path, request.version
@@ -493,7 +494,7 @@ impl Exchange {
                     }
                     Ok(None) => {
                         let was_empty = self.buf.is_empty();
-                        match read_some(socket, &mut self.buf, MAX_HEAD_BYTES, ctx) {
+                        match read_some(socket, &mut self.buf, ctx) {
                             Ok(0) if self.buf.is_empty() => {
                                 return Err(Step::Close(CloseReason::Eof));
                             }
@@ -537,7 +538,7 @@ impl Exchange {
                         self.start(response, CloseReason::Done, ctx);
                         continue;
                     }
-                    match read_some(socket, &mut self.buf, MAX_HEAD_BYTES, ctx) {
+                    match read_some(socket, &mut self.buf, ctx) {
                         Ok(0) => {
                             debug!("#{} closed its side in the middle of a body", ctx.key);
                             return Err(Step::Close(CloseReason::Eof));
@@ -571,7 +572,7 @@ impl Exchange {
                         After::Close(reason) => {
                             // Nothing more to send; stop reading requests too.
                             let _ = socket.shutdown(Shutdown::Write);
-                            self.buf = Vec::new();
+                            self.buf.release();
                             self.phase = Phase::Lingering {
                                 discarded: 0,
                                 reason,
@@ -605,18 +606,18 @@ impl BodyRead {
     /// Moves body bytes from the connection's buffer into `body`, leaving
     /// anything after the body (a pipelined request) in the buffer. Returns
     /// a refusal (413 too large, 400 bad chunks) if there is one.
-    fn consume(&mut self, buf: &mut Vec<u8>, max: u32) -> Option<fn(&str) -> Response> {
+    fn consume(&mut self, buf: &mut RequestReader, max: u32) -> Option<fn(&str) -> Response> {
         let max = max as usize;
         match &mut self.framing {
             Framing::Length(left) => {
-                let n = buf.len().min(*left as usize);
-                self.body.extend_from_slice(&buf[..n]);
-                buf.drain(..n);
+                let n = buf.bytes().len().min(*left as usize);
+                self.body.extend_from_slice(&buf.bytes()[..n]);
+                buf.consume(n);
                 *left -= n as u64;
             }
-            Framing::Chunked(decoder) => match decoder.decode(buf, &mut self.body) {
+            Framing::Chunked(decoder) => match decoder.decode(buf.bytes(), &mut self.body) {
                 Ok(used) => {
-                    buf.drain(..used);
+                    buf.consume(used);
                     self.raw += used;
                 }
                 Err(_) => {
@@ -647,19 +648,23 @@ fn send_continue(socket: &mut TcpStream) -> bool {
 }
 
 /// Reads once (retrying `EINTR`) into the scratch buffer and appends what
-/// came to `buf`, never letting `buf` grow past `limit`.
+/// came to the request buffer, never past its room.
 fn read_some(
     socket: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    limit: usize,
+    buf: &mut RequestReader,
     ctx: &mut Ctx<'_>,
 ) -> io::Result<usize> {
-    let room = limit.saturating_sub(buf.len()).min(ctx.scratch.len());
+    let room = buf.room().min(ctx.scratch.len());
+    if room == 0 {
+        // Callers parse before they read, so a full buffer was refused
+        // already; never mistake a zero-length read for the client's EOF.
+        return Err(io::Error::other("request buffer full"));
+    }
     loop {
         match socket.read(&mut ctx.scratch[..room]) {
             Ok(n) => {
                 trace!("#{} read {n} bytes", ctx.key);
-                buf.extend_from_slice(&ctx.scratch[..n]);
+                buf.push(&ctx.scratch[..n]);
                 return Ok(n);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

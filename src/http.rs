@@ -113,6 +113,60 @@ const fn refuse(status: u16, reason: &'static str) -> HttpError {
     HttpError { status, reason }
 }
 
+/// The bytes a connection has received and not yet used, and the rules for
+/// taking requests out of them: never more than [`MAX_HEAD_BYTES`] buffered,
+/// and a full buffer without a complete head is a refusal, not a wait.
+#[derive(Debug, Default)]
+pub struct RequestReader {
+    buf: Vec<u8>,
+}
+
+impl RequestReader {
+    /// How many more bytes may be read into the buffer now.
+    pub fn room(&self) -> usize {
+        MAX_HEAD_BYTES.saturating_sub(self.buf.len())
+    }
+
+    /// Appends as much of `bytes` as there is room for; returns how much.
+    pub fn push(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.room());
+        self.buf.extend_from_slice(&bytes[..n]);
+        n
+    }
+
+    /// The next request, if its head is complete (and removes the head from
+    /// the buffer); `Ok(None)` if more bytes are needed; an error to answer
+    /// with if the bytes can never become a request.
+    pub fn next_request(&mut self) -> Result<Option<Request>, HttpError> {
+        match parse_request(&self.buf)? {
+            Some((request, head_len)) => {
+                self.buf.drain(..head_len);
+                Ok(Some(request))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The buffered bytes (a body, or the start of the next request).
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Drops the first `n` buffered bytes (a body that has been used).
+    pub fn consume(&mut self, n: usize) {
+        self.buf.drain(..n.min(self.buf.len()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Empties the buffer and gives its memory back.
+    pub fn release(&mut self) {
+        self.buf = Vec::new();
+    }
+}
+
 /// Looks at the start of `buf` for one complete request head.
 ///
 /// - `Ok(None)`: the head is not complete yet; read more (httparse's
@@ -672,5 +726,85 @@ mod tests {
         let mut cache = DateCache::default();
         let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
         assert_eq!(cache.get(t), "Wed, 18 Nov 2026 11:06:40 GMT");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bytes that look like HTTP often enough to get past the first line.
+    fn traffic() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
+                Just(b"GET /sse HTTP/1.1\r\n".to_vec()),
+                Just(b"Host: a\r\n".to_vec()),
+                Just(b"Content-Length: 5\r\n".to_vec()),
+                Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(vec![b'a'; 3000]),
+                proptest::collection::vec(any::<u8>(), 0..64),
+            ],
+            0..24,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        /// Any bytes, cut into any pieces, give requests or a refusal;
+        /// never a panic, never more than MAX_HEAD_BYTES buffered, never a
+        /// full buffer that waits for more.
+        #[test]
+        fn the_reader_never_panics_or_buffers_without_bound(
+            bytes in traffic(),
+            cuts in proptest::collection::vec(1usize..4096, 1..16),
+        ) {
+            let mut reader = RequestReader::default();
+            let mut rest = &bytes[..];
+            let mut cuts = cuts.iter().cycle();
+            'feed: loop {
+                loop {
+                    match reader.next_request() {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            prop_assert!(reader.room() > 0, "a full buffer must be refused, not waited on");
+                            break;
+                        }
+                        Err(e) => {
+                            prop_assert!((400..=505).contains(&e.status), "{e:?}");
+                            break 'feed;
+                        }
+                    }
+                }
+                if rest.is_empty() {
+                    break;
+                }
+                let piece = (*cuts.next().unwrap()).min(rest.len());
+                let taken = reader.push(&rest[..piece]);
+                prop_assert!(reader.bytes().len() <= MAX_HEAD_BYTES);
+                rest = &rest[taken..];
+            }
+        }
+
+        /// A valid request parses the same however it is split.
+        #[test]
+        fn splitting_never_changes_the_request(cut in 0usize..80) {
+            let raw = b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 42\r\n\r\n";
+            let cut = cut.min(raw.len());
+            let mut reader = RequestReader::default();
+            reader.push(&raw[..cut]);
+            let early = reader.next_request().unwrap();
+            reader.push(&raw[cut..]);
+            let request = match early {
+                Some(request) => request,
+                None => reader.next_request().unwrap().unwrap(),
+            };
+            prop_assert_eq!(request.path, "/a");
+            prop_assert_eq!(request.last_event_id.as_deref(), Some("42"));
+            prop_assert!(reader.is_empty());
+        }
     }
 }

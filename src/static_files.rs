@@ -304,3 +304,73 @@ mod tests {
         assert!(!file.not_modified(None, None));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::os::unix::fs::symlink;
+    use std::sync::OnceLock;
+
+    /// One fixture for all cases: a root with files, a subdirectory,
+    /// symlinks inside and out, and secrets beside it.
+    fn root() -> &'static Path {
+        static ROOT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+        &ROOT
+            .get_or_init(|| {
+                let dir = tempfile::tempdir().unwrap();
+                let root = dir.path().join("www");
+                fs::create_dir_all(root.join("sub")).unwrap();
+                fs::write(root.join("index.html"), "i").unwrap();
+                fs::write(root.join("sub/a.txt"), "a").unwrap();
+                fs::write(dir.path().join("secret"), "s").unwrap();
+                symlink(dir.path().join("secret"), root.join("leak")).unwrap();
+                symlink(dir.path(), root.join("up")).unwrap();
+                symlink("../..", root.join("sub/loop")).unwrap();
+                let root = root.canonicalize().unwrap();
+                (dir, root)
+            })
+            .1
+    }
+
+    fn url_path() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("/".to_owned()),
+                Just("..".to_owned()),
+                Just(".".to_owned()),
+                Just("%2e".to_owned()),
+                Just("%2E%2e".to_owned()),
+                Just("%2f".to_owned()),
+                Just("%5c".to_owned()),
+                Just("\\".to_owned()),
+                Just("%00".to_owned()),
+                Just("%".to_owned()),
+                Just("sub".to_owned()),
+                Just("a.txt".to_owned()),
+                Just("leak".to_owned()),
+                Just("up".to_owned()),
+                Just("loop".to_owned()),
+                Just("secret".to_owned()),
+                Just("index.html".to_owned()),
+                any::<String>(),
+            ],
+            0..10,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        /// Whatever the URL, the resolver answers with a refusal or a
+        /// regular file whose real path is inside the root.
+        #[test]
+        fn no_path_leaves_the_root(path in url_path()) {
+            let root = root();
+            if let Ok(resolved) = resolve_path(root, &path) {
+                prop_assert!(resolved.starts_with(root), "{path:?} -> {resolved:?}");
+                prop_assert_eq!(resolved.canonicalize().unwrap(), resolved.clone());
+                prop_assert!(resolved.is_file());
+            }
+        }
+    }
+}
