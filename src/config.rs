@@ -88,6 +88,18 @@ pub struct Config {
     /// Allow cross-origin use from ORIGIN (repeatable), or from any origin with `*`.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
+
+    /// On SIGINT/SIGTERM, how long responses in flight and streams still
+    /// catching up may take before the rest are cut.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// TCP keepalive: probe a connection after this long with nothing
+    /// received, and drop it when the peer has not acknowledged anything for
+    /// this long plus 30 s (a client whose network vanished sends no FIN).
+    /// 0 turns it off.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub tcp_keepalive: Duration,
 }
 
 /// Parses `1s`, `250ms`, `2m`, `1h`, `1.5s` or a bare number of seconds.
@@ -151,5 +163,7 @@ mod tests {
         assert!(config.cors_origins.is_empty());
         assert_eq!(config.max_message, 4096);
         assert_eq!((config.post_rate, config.post_burst), (5.0, 10));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(config.tcp_keepalive, Duration::from_secs(60));
     }
 }

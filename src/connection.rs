@@ -67,6 +67,10 @@ pub const LINGER_MAX_BYTES: usize = 64 * 1024;
 /// a pipelined flood must not monopolise the loop.
 pub const REQUESTS_PER_TURN: u32 = 32;
 
+/// The shutdown goodbye's `retry:` is `--retry` plus up to this much
+/// (uniformly random), so clients come back spread over a few seconds.
+pub const SHUTDOWN_RETRY_SPREAD_MS: u64 = 5_000;
+
 /// Most bytes read and discarded from a streaming connection per turn.
 pub const DISCARD_PER_TURN: usize = 64 * 1024;
 
@@ -105,6 +109,9 @@ pub struct Ctx<'a> {
     /// Chat messages (event data) accepted during this turn, broadcast by
     /// the loop right after it; see `routes::finish_post`.
     pub outbox: &'a mut Vec<String>,
+    /// The server is shutting down: responses end with a close, and a
+    /// stream that has caught up gets the goodbye and is closed.
+    pub draining: bool,
 }
 
 impl Ctx<'_> {
@@ -332,7 +339,37 @@ impl Connection {
                 other => return other,
             }
         }
-        flush_stream(socket, stream, ctx)
+        let step = flush_stream(socket, stream, ctx);
+        if ctx.draining
+            && step == Step::Wait
+            && stream.cursor.caught_up(ctx.ring_for(stream.cursor.channel))
+        {
+            say_goodbye(socket, ctx);
+            return Step::Close(CloseReason::Shutdown);
+        }
+        step
+    }
+
+    /// The server starts shutting down: an idle connection, or one in the
+    /// middle of a request head, is closed (nothing was promised to it; a
+    /// browser retries a request that got no answer). A chat post whose body
+    /// is still coming gets a 503, since its message could no longer reach
+    /// every stream. A response being written finishes, then closes. A
+    /// stream gets what it has not yet received of the ring, then the
+    /// goodbye ([`sse::encode_goodbye`]).
+    pub fn begin_shutdown(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match self {
+            Connection::Http { exchange, .. } => match exchange.phase {
+                Phase::Reading => Step::Close(CloseReason::Shutdown),
+                Phase::ReadingBody(_) => {
+                    exchange.start(routes::shutting_down(ctx.date), CloseReason::Shutdown, ctx);
+                    self.drive(false, ctx)
+                }
+                Phase::Responding(..) | Phase::Lingering { .. } => Step::Wait,
+            },
+            Connection::Streaming { .. } => self.drive(false, ctx),
+            Connection::Switching => Step::Wait,
+        }
     }
 
     /// The tick's fast path: write new frames to a streaming connection.
@@ -558,7 +595,12 @@ impl Exchange {
                         }
                         Err(e) => return Err(Step::Close(CloseReason::from_io(&e))),
                     }
-                    match response.after {
+                    let after = match response.after {
+                        // Shutting down: finish this response, then close.
+                        After::KeepAlive if ctx.draining => After::Close(CloseReason::Shutdown),
+                        after => after,
+                    };
+                    match after {
                         After::KeepAlive => {
                             self.phase = Phase::Reading;
                             let timeout = if self.buf.is_empty() {
@@ -756,6 +798,29 @@ fn discard_input(socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Step {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Step::Close(CloseReason::from_io(&e)),
         }
+    }
+}
+
+/// Writes the shutdown goodbye with a jittered `retry:` in one attempt. A
+/// stream gets it only once it has caught up, so its send buffer has room;
+/// if the write is short or blocked, the client drops the unfinished line,
+/// and the connection is closed either way.
+fn say_goodbye(socket: &mut TcpStream, ctx: &mut Ctx<'_>) {
+    let retry = ctx.settings.retry.as_millis() as u64;
+    let retry_ms = retry + rand::random_range(0..=SHUTDOWN_RETRY_SPREAD_MS);
+    let mut goodbye = Vec::with_capacity(48);
+    sse::encode_goodbye(&mut goodbye, retry_ms);
+    ctx.stats.goodbyes += 1;
+    match socket.write(&goodbye) {
+        Ok(n) => {
+            ctx.stats.bytes_written += n as u64;
+            trace!(
+                "#{} goodbye: {n} of {} bytes, retry {retry_ms} ms",
+                ctx.key,
+                goodbye.len()
+            );
+        }
+        Err(e) => trace!("#{} goodbye not sent: {e}", ctx.key),
     }
 }
 

@@ -85,7 +85,7 @@ pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
         &mut out,
         "connections_closed_total",
         "counter",
-        "Connections closed, by reason (lagged and stalled are slow consumers).",
+        "Connections closed, by reason (lagged and stalled are slow consumers; unreachable peers were reaped by TCP keepalive).",
     );
     for (reason, n) in CloseReason::ALL.iter().zip(stats.closed) {
         let _ = writeln!(

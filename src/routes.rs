@@ -301,6 +301,17 @@ fn json_error(
     json(status, &body, date, after, extra)
 }
 
+/// The answer to a chat post cut off by a shutdown: 503, retry later.
+pub fn shutting_down(date: &str) -> Response {
+    json_error(
+        503,
+        "server shutting down",
+        date,
+        After::Close(CloseReason::Shutdown),
+        &[("Retry-After", "5")],
+    )
+}
+
 /// The answer to a request we could not parse.
 pub fn refuse(error_: HttpError, date: &str) -> Response {
     error(error_.status, error_.reason, date, &[])

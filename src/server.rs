@@ -18,12 +18,20 @@
 //! 6. Four times a second, housekeeping walks the streams: heartbeats when
 //!    nothing was sent for `--heartbeat`, and closes for streams stuck
 //!    behind for `--stall-timeout` or past `--stream-lifetime`.
+//!
+//! Shutting down (SIGINT/SIGTERM through `signal-hook-mio`, which turns a
+//! signal into a readiness event on this same poll, or [`Handle::shutdown`])
+//! is a state of the same loop ([`Server::begin_drain`]): the listener is
+//! closed and the ticker stopped, idle connections are closed, responses in
+//! flight finish, every stream gets the frames it is owed and a goodbye with
+//! a jittered `retry:`. The loop ends when the slab is empty or at
+//! `--shutdown-timeout`; a second signal ends it at once.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, error, info, trace, warn};
@@ -31,7 +39,10 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use rand::RngExt;
 use rand::distr::Alphanumeric;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
+use socket2::{SockRef, TcpKeepalive};
 
 use crate::chat::RateLimiter;
 use crate::config::Config;
@@ -48,6 +59,20 @@ const LISTENER: Token = Token(usize::MAX - 1);
 
 /// The token of the waker that [`Handle::shutdown`] uses.
 const WAKER: Token = Token(usize::MAX - 2);
+
+/// The token of the signal pipe ([`Server::handle_signals`]).
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Values of the stop flag shared with [`Handle`] and the signal handler.
+const RUNNING: u8 = 0;
+const DRAIN: u8 = 1;
+const STOP_NOW: u8 = 2;
+
+/// TCP keepalive probes after `--tcp-keepalive` of silence: this many, this
+/// far apart, so an unreachable peer is dropped `KEEPALIVE_PROBES *
+/// KEEPALIVE_INTERVAL` (30 s) after the first probe.
+const KEEPALIVE_PROBES: u32 = 3;
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Readiness events taken from the kernel per `poll` call.
 const EVENTS_PER_POLL: usize = 1024;
@@ -101,19 +126,44 @@ pub struct Settings {
 #[derive(Clone)]
 pub struct Handle {
     waker: Arc<Waker>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<AtomicU8>,
 }
 
 impl Handle {
+    /// Shuts down gracefully, as SIGTERM does; a second call is like a
+    /// second signal and stops at once.
     pub fn shutdown(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+        let _ = self
+            .stop
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some((v + 1).min(STOP_NOW))
+            });
+        let _ = self.waker.wake();
+    }
+
+    /// Stops at once: every connection is closed where it stands.
+    pub fn stop_now(&self) {
+        self.stop.store(STOP_NOW, Ordering::SeqCst);
         let _ = self.waker.wake();
     }
 }
 
+/// How [`Server::run_until`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The deadline passed; the server is intact and can run again.
+    Deadline,
+    /// Shut down gracefully: every connection finished or was cut at
+    /// `--shutdown-timeout`.
+    Drained,
+    /// Stopped at once (a second signal, or [`Handle::stop_now`]).
+    Forced { signal: Option<i32> },
+}
+
 pub struct Server {
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once shutdown has begun.
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
     conns: Slab<Connection>,
     /// Everything a connection borrows while it is driven, kept apart from
@@ -145,8 +195,19 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     /// Whether the "out of descriptors" warning was already logged.
     warned_emfile: bool,
-    stop: Arc<AtomicBool>,
+    /// `--tcp-keepalive`, if on.
+    tcp_keepalive: Option<Duration>,
+    stop: Arc<AtomicU8>,
     waker: Arc<Waker>,
+    /// SIGINT/SIGTERM as poll events, once [`Server::handle_signals`] is called.
+    signals: Option<Signals>,
+    /// The last signal received, for the log and the exit status.
+    last_signal: Option<i32>,
+    shutdown_timeout: Duration,
+    /// While shutting down: when the remaining connections are cut.
+    drain_deadline: Option<Instant>,
+    /// Connections cut at the shutdown timeout.
+    cut_at_shutdown: usize,
 }
 
 /// The server's state that connections use: see [`Ctx`].
@@ -164,6 +225,8 @@ struct Core {
     limiter: RateLimiter,
     /// Chat messages accepted in the current turn, not yet broadcast.
     outbox: Vec<String>,
+    /// Shutting down (see [`Ctx::draining`]).
+    draining: bool,
 }
 
 impl Core {
@@ -183,6 +246,7 @@ impl Core {
             timers: &mut self.timers,
             limiter: &mut self.limiter,
             outbox: &mut self.outbox,
+            draining: self.draining,
         }
     }
 }
@@ -245,7 +309,7 @@ impl Server {
         let interval = (!config.interval.is_zero()).then_some(config.interval);
         Ok(Server {
             poll,
-            listener,
+            listener: Some(listener),
             local_addr,
             conns: Slab::with_capacity(max_connections.min(1 << 20)),
             core: Core {
@@ -273,6 +337,7 @@ impl Server {
                 started: now,
                 limiter: RateLimiter::new(config.post_rate, config.post_burst),
                 outbox: Vec::new(),
+                draining: false,
             },
             interval,
             next_tick: interval.map(|i| now + i),
@@ -291,8 +356,14 @@ impl Server {
             dead: Vec::new(),
             accept_paused_until: None,
             warned_emfile: false,
-            stop: Arc::new(AtomicBool::new(false)),
+            tcp_keepalive: (!config.tcp_keepalive.is_zero()).then_some(config.tcp_keepalive),
+            stop: Arc::new(AtomicU8::new(RUNNING)),
             waker,
+            signals: None,
+            last_signal: None,
+            shutdown_timeout: config.shutdown_timeout,
+            drain_deadline: None,
+            cut_at_shutdown: 0,
         })
     }
 
@@ -316,22 +387,34 @@ impl Server {
         }
     }
 
-    /// Serves until [`Handle::shutdown`]. Only a failure of `poll` itself
-    /// ends it with an error; a connection's errors close that connection.
-    pub fn run(&mut self) -> io::Result<()> {
-        self.run_until(None)?;
+    /// Makes SIGINT and SIGTERM shut the server down (the first gracefully,
+    /// the second at once). `signal-hook` records the signal and writes to a
+    /// pipe that is registered in this poll, so the loop sees a signal as
+    /// one more readiness event; nothing runs inside the signal handler.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
         Ok(())
     }
 
-    /// Serves until `deadline` (if any) or [`Handle::shutdown`]; returns
-    /// whether it was shut down. Benchmarks use the deadline to drive the
-    /// server on their own thread.
-    pub fn run_until(&mut self, deadline: Option<Instant>) -> io::Result<bool> {
+    /// Serves until shut down ([`Handle::shutdown`] or a signal). Only a
+    /// failure of `poll` itself ends it with an error; a connection's errors
+    /// close that connection.
+    pub fn run(&mut self) -> io::Result<Stopped> {
+        self.run_until(None)
+    }
+
+    /// Serves until `deadline` (if any) or shutdown. Benchmarks use the
+    /// deadline to drive the server on their own thread.
+    pub fn run_until(&mut self, deadline: Option<Instant>) -> io::Result<Stopped> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                return Ok(false);
+                return Ok(Stopped::Deadline);
             }
             let timeout = match (self.poll_timeout(now), deadline) {
                 (Some(t), Some(d)) => Some(t.min(d - now)),
@@ -348,6 +431,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {}
+                    SIGNALS => self.take_signals(),
                     Token(key) => {
                         trace!(
                             "#{key} event:{}{}{}{}",
@@ -369,9 +453,21 @@ impl Server {
             }
             self.close_dead();
             self.publish();
-            if self.stop.load(Ordering::SeqCst) {
-                self.shutdown();
-                return Ok(true);
+            match self.stop.load(Ordering::SeqCst) {
+                STOP_NOW => {
+                    self.stop_now();
+                    return Ok(Stopped::Forced {
+                        signal: self.last_signal,
+                    });
+                }
+                DRAIN if self.drain_deadline.is_none() => self.begin_drain(),
+                _ => {}
+            }
+            if let Some(at) = self.drain_deadline
+                && (self.conns.is_empty() || Instant::now() >= at)
+            {
+                self.finish_drain();
+                return Ok(Stopped::Drained);
             }
             self.run_pending();
             self.fire_timers();
@@ -382,7 +478,7 @@ impl Server {
             if now >= self.next_housekeeping {
                 self.housekeeping(now);
             }
-            if now >= self.next_stats {
+            if now >= self.next_stats && !self.core.draining {
                 self.publish_stats(now);
             }
         }
@@ -395,6 +491,7 @@ impl Server {
         }
         [
             self.next_tick,
+            self.drain_deadline,
             self.core.timers.next(),
             self.accept_paused_until,
             Some(self.next_housekeeping),
@@ -412,7 +509,10 @@ impl Server {
             return;
         }
         loop {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
                 Ok((socket, peer)) => self.admit(socket, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -464,7 +564,12 @@ impl Server {
         // SSE frames are small and must go out at once, not wait for Nagle.
         let _ = socket.set_nodelay(true);
         if let Some(size) = self.send_buffer {
-            let _ = socket2::SockRef::from(&socket).set_send_buffer_size(size);
+            let _ = SockRef::from(&socket).set_send_buffer_size(size);
+        }
+        if let Some(idle) = self.tcp_keepalive
+            && let Err(e) = set_keepalive(&socket, idle)
+        {
+            debug!("cannot set TCP keepalive for {peer}: {e}");
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -735,17 +840,102 @@ impl Server {
         }
     }
 
-    /// Closes everything and logs a summary.
-    fn shutdown(&mut self) {
+    /// Reads which signals arrived: the first starts a graceful shutdown,
+    /// a second one stops at once.
+    fn take_signals(&mut self) {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        for signal in signals.pending() {
+            self.last_signal = Some(signal);
+            let name = if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            let level = self
+                .stop
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                    Some((v + 1).min(STOP_NOW))
+                })
+                .unwrap_or(STOP_NOW);
+            if level == RUNNING {
+                info!(
+                    "{name}: shutting down (up to {:?}); {name} again stops at once",
+                    self.shutdown_timeout
+                );
+            } else {
+                warn!("{name} again: stopping at once");
+            }
+        }
+    }
+
+    /// Starts the graceful shutdown: no more accepts or ticks; each
+    /// connection is told ([`Connection::begin_shutdown`]) and either closes
+    /// now or finishes what it owes (its response, or the ring's frames and
+    /// the goodbye) within `--shutdown-timeout`.
+    fn begin_drain(&mut self) {
+        let now = Instant::now();
+        self.drain_deadline = Some(now + self.shutdown_timeout);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.next_tick = None;
+        self.core.draining = true;
+        let open = self.conns.len();
+        let mut ctx = self.core.ctx(0, now);
+        for (key, conn) in self.conns.iter_mut() {
+            ctx.key = key;
+            match conn.begin_shutdown(&mut ctx) {
+                Step::Wait => {}
+                Step::Yield => self.pending.push(key),
+                Step::Close(reason) => self.dead.push((key, reason)),
+            }
+        }
+        self.close_dead();
+        info!(
+            "shutting down: stopped accepting; {open} connections were open, {} still finishing",
+            self.conns.len()
+        );
+    }
+
+    /// Ends the graceful shutdown: whatever is still open at the deadline
+    /// (a stream that will not read, a slow download) is cut.
+    fn finish_drain(&mut self) {
+        self.cut_at_shutdown = self.conns.len();
+        if self.cut_at_shutdown > 0 {
+            info!(
+                "shutdown timeout ({:?}): cutting {} connections still busy",
+                self.shutdown_timeout, self.cut_at_shutdown
+            );
+        }
+        self.stop_now();
+    }
+
+    /// Closes everything where it stands and logs a summary.
+    fn stop_now(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.close(key, CloseReason::Shutdown);
         }
         let s = &self.core.stats;
         info!(
-            "stopped: {} connections served, {} requests, {} ticks, {} bytes of events written",
-            s.accepted, s.requests, s.ticks, s.bytes_written
+            "stopped: {} connections served, {} requests, {} events ({} ticks, {} chat messages), \
+             {} bytes of events written; {} streams said goodbye, {} connections cut",
+            s.accepted,
+            s.requests,
+            s.events,
+            s.ticks,
+            s.messages,
+            s.bytes_written,
+            s.goodbyes,
+            self.cut_at_shutdown
         );
+    }
+
+    /// Whether a graceful shutdown is under way.
+    pub fn is_draining(&self) -> bool {
+        self.drain_deadline.is_some()
     }
 
     /// How many connections are open, and how many of them are streams.
@@ -753,4 +943,22 @@ impl Server {
         let streams = self.conns.iter().filter(|(_, c)| c.is_streaming()).count();
         (self.conns.len(), streams)
     }
+}
+
+/// TCP keepalive and `TCP_USER_TIMEOUT` on an accepted socket. Keepalive
+/// probes only go out on an idle connection; a stream that gets heartbeats
+/// always has data in flight, and for unacknowledged data the kernel retries
+/// for up to 15 minutes. The user timeout bounds that to the same total, so
+/// a peer that vanished without a FIN is dropped either way (the next read
+/// or write fails with `ETIMEDOUT`, counted as `unreachable`).
+fn set_keepalive(socket: &TcpStream, idle: Duration) -> io::Result<()> {
+    let sock = SockRef::from(socket);
+    let interval = KEEPALIVE_INTERVAL.min(idle);
+    sock.set_tcp_keepalive(
+        &TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(interval)
+            .with_retries(KEEPALIVE_PROBES),
+    )?;
+    sock.set_tcp_user_timeout(Some(idle + interval * KEEPALIVE_PROBES))
 }

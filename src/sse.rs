@@ -25,6 +25,17 @@ const MAX_IOVECS: usize = 16;
 /// keep it open. Clients ignore comments.
 pub const HEARTBEAT: &[u8] = b": keep-alive\n\n";
 
+/// The last bytes a stream gets when the server shuts down: a comment, and a
+/// `retry:` of `retry_ms` (jittered by the caller, so that clients do not all
+/// come back to a restarted server in the same instant). Sent only between
+/// frames; if it is cut short, the client drops the unfinished line, which is
+/// harmless.
+pub fn encode_goodbye(out: &mut Vec<u8>, retry_ms: u64) {
+    out.extend_from_slice(b": server shutting down\nretry: ");
+    crate::http::push_decimal(out, retry_ms);
+    out.extend_from_slice(b"\n\n");
+}
+
 /// Appends one event to `out` in the `text/event-stream` format.
 ///
 /// `event` and `id` are single-line fields: any CR, LF or NUL in them is
@@ -311,6 +322,30 @@ mod tests {
     fn encodes_the_tutorial_frame() {
         assert_eq!(encoded(None, Some(42), "abc"), "id: 42\ndata: abc\n\n");
         assert_eq!(encoded(None, None, ""), "data: \n\n");
+    }
+
+    #[test]
+    fn the_goodbye_is_a_comment_and_a_retry_and_no_event() {
+        use crate::event_parser::{EventParser, Item};
+        let mut out = Vec::new();
+        encode_goodbye(&mut out, 4321);
+        assert_eq!(out, b": server shutting down\nretry: 4321\n\n");
+        assert_eq!(
+            EventParser::parse_all(&out),
+            vec![
+                Item::Comment(" server shutting down".into()),
+                Item::Retry(4321)
+            ]
+        );
+        // Cut anywhere, it never yields an event or a wrong retry.
+        for cut in 0..out.len() {
+            for item in EventParser::parse_all(&out[..cut]) {
+                assert!(
+                    matches!(item, Item::Comment(_) | Item::Retry(4321)),
+                    "{item:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -29,12 +29,15 @@ pub enum CloseReason {
     Limit,
     /// Any other I/O error.
     Error,
+    /// The peer stopped acknowledging: TCP keepalive or the user timeout
+    /// gave up on it (`ETIMEDOUT`), typically a client whose network vanished.
+    Unreachable,
     /// The server is shutting down.
     Shutdown,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Eof,
         CloseReason::Reset,
         CloseReason::Timeout,
@@ -44,6 +47,7 @@ impl CloseReason {
         CloseReason::Lifetime,
         CloseReason::Limit,
         CloseReason::Error,
+        CloseReason::Unreachable,
         CloseReason::Shutdown,
     ];
 
@@ -58,17 +62,19 @@ impl CloseReason {
             CloseReason::Lifetime => "lifetime",
             CloseReason::Limit => "limit",
             CloseReason::Error => "error",
+            CloseReason::Unreachable => "unreachable",
             CloseReason::Shutdown => "shutdown",
         }
     }
 
     /// The reason for an I/O error on a connection: resets and broken pipes
-    /// are an ordinary goodbye, anything else is an error.
+    /// are an ordinary goodbye, a timed-out peer was reaped by keepalive,
+    /// anything else is an error.
     pub fn from_io(error: &std::io::Error) -> CloseReason {
         use std::io::ErrorKind::*;
         match error.kind() {
             ConnectionReset | BrokenPipe | ConnectionAborted => CloseReason::Reset,
-            TimedOut => CloseReason::Timeout,
+            TimedOut | HostUnreachable | NetworkUnreachable => CloseReason::Unreachable,
             _ => CloseReason::Error,
         }
     }
@@ -116,6 +122,8 @@ pub struct Stats {
     /// Streams that asked to resume from an id the ring no longer holds.
     pub resets: u64,
     pub heartbeats: u64,
+    /// Streams sent the shutdown goodbye.
+    pub goodbyes: u64,
     /// Chat messages accepted and broadcast.
     pub messages: u64,
 }

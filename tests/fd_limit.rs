@@ -1,24 +1,17 @@
 //! The built server under a tiny open-files limit: it says so at start-up,
 //! turns connections away instead of failing, and never spins on `EMFILE`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::ChildServer;
 
 /// Soft and hard open-files limit for the child server.
 const LIMIT: libc::rlim_t = 48;
-
-/// The server child, killed however the test ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -31,49 +24,29 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 #[test]
 fn a_server_out_of_descriptors_turns_clients_away_without_spinning() {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sse-mio"));
-    command
-        .args(["--addr", "127.0.0.1:0", "--interval", "50ms", "--www"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/www"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped());
-    // SAFETY: setrlimit is async-signal-safe; it runs in the child between
-    // fork and exec, with a struct on the child's stack.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: LIMIT,
-                rlim_max: LIMIT,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = KillOnDrop(command.spawn().unwrap());
-    let pid = child.0.id();
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    // Read the start-up lines until the URL tells us the port.
-    let mut log = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited: {log}"
-        );
-        log.push_str(&line);
-        if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
+    let mut server = ChildServer::spawn(&["--interval", "50ms"], |command| {
+        // SAFETY: setrlimit is async-signal-safe; it runs in the child between
+        // fork and exec, with a struct on the child's stack.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: LIMIT,
+                    rlim_max: LIMIT,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
-    };
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    log.push_str(&line);
-    assert!(log.contains("open-files limit"), "{log}");
+    });
+    let addr = server.addr;
+    let pid = server.child.id();
+    server.read_log_until("caps connections");
     assert!(
-        log.contains("caps connections"),
-        "the log says the OS limits us: {log}"
+        server.log.contains("open-files limit is 48"),
+        "the log says the OS limits us: {}",
+        server.log
     );
 
     // Far more connections than descriptors. The server takes what its
@@ -147,9 +120,8 @@ fn a_server_out_of_descriptors_turns_clients_away_without_spinning() {
             "server never recovered: {response:?}"
         );
     }
-    drop(child);
-    let mut rest = String::new();
-    let _ = stderr.read_to_string(&mut rest);
-    let warnings = rest.matches("out of file descriptors").count();
-    assert_eq!(warnings, 1, "EMFILE is logged once:\n{rest}");
+    server.signal(libc::SIGTERM);
+    server.wait_exit(Duration::from_secs(10));
+    let warnings = server.log.matches("out of file descriptors").count();
+    assert_eq!(warnings, 1, "EMFILE is logged once:\n{}", server.log);
 }

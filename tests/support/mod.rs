@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use sse_mio::server::Stopped;
 use sse_mio::{Config, Handle, Server};
 
 /// How long any single read in a test may wait before the test fails.
@@ -19,7 +20,7 @@ pub const READ_DEADLINE: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub addr: SocketAddr,
     handle: Handle,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Stopped>>,
 }
 
 /// The project's www directory.
@@ -73,9 +74,22 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Starts a graceful shutdown (as SIGTERM does) without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.handle.shutdown();
+    }
+
+    /// Waits for the server's loop to end and says how it ended.
+    pub fn join(mut self) -> Stopped {
+        let thread = self.thread.take().expect("running");
+        thread.join().expect("server thread")
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.handle.shutdown();
+        self.handle.stop_now();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -348,4 +362,109 @@ pub fn ids_until_close(stream: &mut TcpStream) -> Vec<u64> {
         "frames in order, none skipped"
     );
     ids
+}
+
+/// The built `sse-mio` binary as a child process on port 0, killed when
+/// dropped. Its log (stderr) is read line by line to learn the port and to
+/// wait for what it says.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    stderr: io::BufReader<std::process::ChildStderr>,
+    /// Everything read from stderr so far.
+    pub log: String,
+}
+
+impl ChildServer {
+    /// Starts the binary with `--addr 127.0.0.1:0 --www <project www>` and
+    /// `args`; `configure` may change the command (limits, environment).
+    pub fn spawn(args: &[&str], configure: impl FnOnce(&mut std::process::Command)) -> ChildServer {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sse-mio"));
+        command
+            .args(["--addr", "127.0.0.1:0", "--www"])
+            .arg(project_www())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("spawn sse-mio");
+        let stderr = io::BufReader::new(child.stderr.take().expect("stderr"));
+        let mut server = ChildServer {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            stderr,
+            log: String::new(),
+        };
+        let line = server.read_log_until("http://");
+        let rest = line.split("http://").nth(1).expect("url");
+        server.addr = rest
+            .split_whitespace()
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("address in the log");
+        server
+    }
+
+    /// Reads log lines until one contains `needle`, and returns it. Fails
+    /// if the server exits first.
+    pub fn read_log_until(&mut self, needle: &str) -> String {
+        use std::io::BufRead;
+        loop {
+            let mut line = String::new();
+            let n = self.stderr.read_line(&mut line).expect("read the log");
+            assert!(
+                n > 0,
+                "server exited before saying {needle:?}:\n{}",
+                self.log
+            );
+            self.log.push_str(&line);
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// Waits for the server to exit (killing it if it takes longer than
+    /// `limit`, which fails the test), then reads the rest of its log.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        use std::os::unix::process::ExitStatusExt;
+        let (done, watchdog) = std::sync::mpsc::channel::<()>();
+        let pid = self.pid();
+        std::thread::spawn(move || {
+            if watchdog.recv_timeout(limit).is_err() {
+                // SAFETY: kill(2) on the child, which has not been reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        });
+        let status = self.child.wait().expect("wait");
+        let _ = done.send(());
+        let mut rest = String::new();
+        let _ = self.stderr.read_to_string(&mut rest);
+        self.log.push_str(&rest);
+        assert_ne!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "the server did not exit within {limit:?}:\n{}",
+            self.log
+        );
+        status
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
