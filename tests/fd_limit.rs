@@ -52,9 +52,7 @@ fn a_server_out_of_descriptors_turns_clients_away_without_spinning() {
     // Far more connections than descriptors. The server takes what its
     // descriptors allow: some stream, some are told the server is full, and
     // the rest wait in the listen backlog while accept() fails with EMFILE.
-    let mut streams: Vec<TcpStream> = (0..80)
-        .map(|_| TcpStream::connect(&addr).unwrap())
-        .collect();
+    let mut streams: Vec<TcpStream> = (0..80).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let cpu_before = cpu_seconds(pid);
     let start = Instant::now();
     for stream in &mut streams {
@@ -103,7 +101,7 @@ fn a_server_out_of_descriptors_turns_clients_away_without_spinning() {
     drop(streams);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut stream = TcpStream::connect(&addr).unwrap();
+        let mut stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
