@@ -11,7 +11,7 @@
 //!  keep-alive  │
 //!              │ GET /sse
 //!              ▼
-//!          Streaming ─── EOF / reset / lagged ──► closed
+//!          Streaming ─── reset / lagged / stalled ──► closed
 //! ```
 //!
 //! - **Reading**: bytes accumulate in a buffer of at most
@@ -781,12 +781,21 @@ fn write_response(
 }
 
 /// Reads and throws away what a streaming client sends (it has nothing to
-/// say), noticing when it closes. Bounded per turn.
+/// say), noticing a reset. Bounded per turn.
 fn discard_input(socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Step {
     let mut discarded = 0;
     loop {
         match socket.read(ctx.scratch) {
-            Ok(0) => return Step::Close(CloseReason::Eof),
+            Ok(0) => {
+                // The client shut down its sending side. It may still be
+                // reading, as TCP allows, so the stream goes on; a client
+                // that closed completely makes a coming write fail with a
+                // reset. (No flag is kept for this: a read that returns 0
+                // again on a later event costs less than growing every
+                // stream by 8 bytes.)
+                trace!("#{} half-closed by the client; streaming on", ctx.key);
+                return Step::Wait;
+            }
             Ok(n) => {
                 trace!("#{} discarded {n} bytes sent on a stream", ctx.key);
                 discarded += n;
