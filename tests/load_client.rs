@@ -35,6 +35,8 @@ fn sse_load_holds_200_connections_with_full_coverage() {
     );
     assert_eq!(report["coverage_min"], 1.0, "{report}");
     assert_eq!(report["ids_full_coverage"].as_u64(), Some(ids));
+    assert_eq!(report["missing_ids"], 0, "{report}");
+    assert_eq!(report["out_of_order_ids"], 0, "{report}");
     assert!(report["events_per_connection"].as_f64().unwrap() >= 15.0);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(

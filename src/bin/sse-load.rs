@@ -198,6 +198,11 @@ struct Raw {
     failures: BTreeMap<String, u64>,
     /// id -> (first arrival ns, last arrival ns, receivers)
     ids: HashMap<String, (u64, u64, u64)>,
+    /// Ids a connection skipped: numeric ids that did not follow the
+    /// previous one it received by exactly 1 are counted as the gap's size.
+    missing: u64,
+    /// Times a connection received an id not greater than its previous one.
+    out_of_order: u64,
 }
 
 impl Raw {
@@ -212,6 +217,8 @@ impl Raw {
         for (reason, n) in other.failures {
             *self.failures.entry(reason).or_default() += n;
         }
+        self.missing += other.missing;
+        self.out_of_order += other.out_of_order;
         for (id, (first, last, count)) in other.ids {
             let entry = self.ids.entry(id).or_insert((first, last, 0));
             entry.0 = entry.0.min(first);
@@ -237,6 +244,8 @@ struct Conn {
     parser: EventParser,
     /// The server said it is full (a comment before it closes).
     turned_away: bool,
+    /// The last numeric id this connection received.
+    last_id: Option<u64>,
 }
 
 /// The window in which arriving ids are counted.
@@ -288,6 +297,7 @@ impl<'a> Load<'a> {
             chunked: None,
             parser: EventParser::new(),
             turned_away: false,
+            last_id: None,
         });
     }
 
@@ -370,6 +380,7 @@ impl<'a> Load<'a> {
             }
             let raw = &mut self.raw;
             let turned_away = &mut conn.turned_away;
+            let last_id = &mut conn.last_id;
             conn.parser.feed(bytes, &mut |item| match item {
                 Item::Comment(comment) => {
                     // sse-mio's answer when it is full: come back later.
@@ -380,6 +391,14 @@ impl<'a> Load<'a> {
                 // window, so an id whose delivery straddles the window's
                 // start is left out rather than counted half.
                 Item::Event(event) if !event.id.is_empty() => {
+                    if let Ok(id) = event.id.parse::<u64>() {
+                        match *last_id {
+                            Some(last) if id <= last => raw.out_of_order += 1,
+                            Some(last) => raw.missing += id - last - 1,
+                            None => {}
+                        }
+                        *last_id = Some(id);
+                    }
                     let entry = raw.ids.entry(event.id).or_insert((now, now, 0));
                     entry.1 = now;
                     entry.2 += 1;
@@ -618,6 +637,10 @@ struct Report {
     spread_us_p50: u64,
     spread_us_p99: u64,
     spread_us_max: u64,
+    /// Ids skipped within connections (0 when every stream was gap-free).
+    missing_ids: u64,
+    /// Ids that arrived at or below a connection's previous id.
+    out_of_order_ids: u64,
     server_rss_before_bytes: Option<u64>,
     server_rss_after_bytes: Option<u64>,
     server_rss_bytes_per_connection: Option<f64>,
@@ -695,6 +718,8 @@ fn report(
             spread.value_at_quantile(0.99)
         },
         spread_us_max: if n == 0 { 0 } else { spread.max() },
+        missing_ids: raw.missing,
+        out_of_order_ids: raw.out_of_order,
         server_rss_before_bytes: server.rss_before,
         server_rss_after_bytes: server.rss_after,
         server_rss_bytes_per_connection: match (server.rss_before, server.rss_after) {
@@ -736,6 +761,10 @@ fn print_report(r: &Report) {
     println!(
         "coverage                 min {:.4}, mean {:.4}, {} of {} ids reached every connection",
         r.coverage_min, r.coverage_mean, r.ids_full_coverage, r.ids_counted
+    );
+    println!(
+        "order within streams     {} ids missing, {} out of order",
+        r.missing_ids, r.out_of_order_ids
     );
     println!(
         "fan-out spread           p50 {} us, p99 {} us, max {} us",
