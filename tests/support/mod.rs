@@ -468,3 +468,18 @@ impl Drop for ChildServer {
         let _ = self.child.wait();
     }
 }
+
+/// A test that cannot run here (a tool is missing): under `CI=true` it
+/// fails; otherwise it says so on the terminal (written straight to stderr,
+/// which the test harness does not capture, unlike `eprintln!`).
+pub fn skip_loudly(why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "cannot run under CI=true: {why}"
+    );
+    let banner = "=".repeat(72);
+    let _ = writeln!(
+        io::stderr(),
+        "\n{banner}\nSKIPPED: {why}\n(.ci/run installs what is needed; with CI=true this fails)\n{banner}"
+    );
+}

@@ -1,0 +1,311 @@
+// End-to-end tests of the demo page in a real Chromium (Debian's, driven by
+// playwright-core, which downloads no browser). Run by tests/browser.rs as
+// part of `cargo test`, with:
+//   SSE_MIO_BIN  the built server binary
+//   SSE_MIO_WWW  the www directory
+//   CHROMIUM     the browser (default /usr/bin/chromium)
+//   E2E_OUT      where the screenshot goes (default target/e2e)
+// Each scenario starts its own servers on port 0 (or restarts one on the
+// port it had) and stops them. Exit status 0 when every scenario passed.
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+
+const BIN = process.env.SSE_MIO_BIN;
+const WWW = process.env.SSE_MIO_WWW;
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const OUT = process.env.E2E_OUT || "target/e2e";
+const FLAGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+/// How long any single wait in a scenario may take.
+const WAIT = 15_000;
+
+const servers = new Set();
+
+/// Starts sse-mio with `args` on `port` (0: any) and resolves once its log
+/// names the address.
+function startServer(args, port = 0) {
+  const proc = spawn(BIN, ["--addr", `127.0.0.1:${port}`, "--www", WWW, ...args], {
+    env: { ...process.env, RUST_LOG: "info" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  servers.add(proc);
+  let log = "";
+  const exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal })));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), WAIT);
+    proc.stderr.on("data", (chunk) => {
+      log += chunk;
+      const match = /http:\/\/(127\.0\.0\.1:(\d+))/.exec(log);
+      if (match && timer) {
+        clearTimeout(timer);
+        resolve({
+          url: `http://${match[1]}/`,
+          port: Number(match[2]),
+          log: () => log,
+          // SIGTERM, and the exit status of the graceful shutdown.
+          async stop() {
+            proc.kill("SIGTERM");
+            const status = await withTimeout(exited, WAIT, "server shutdown");
+            servers.delete(proc);
+            return status;
+          },
+        });
+      }
+    });
+    proc.on("exit", () => reject(new Error(`server exited:\n${log}`)));
+  });
+}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/// Installed in every page before its scripts run: records every id the
+/// page's /sse EventSource delivers and every text the #state element
+/// shows, so a test can check what the page went through, not only where
+/// it ended up.
+function recorder() {
+  window.__e2e = { ids: [], states: [] };
+  const Native = window.EventSource;
+  window.EventSource = class extends Native {
+    constructor(url, init) {
+      super(url, init);
+      if (new URL(url, location.href).pathname === "/sse") {
+        this.addEventListener("message", (event) => window.__e2e.ids.push(Number(event.lastEventId)));
+      }
+    }
+  };
+  document.addEventListener("DOMContentLoaded", () => {
+    const state = document.getElementById("state");
+    if (!state) return;
+    window.__e2e.states.push(state.textContent);
+    new MutationObserver(() => window.__e2e.states.push(state.textContent))
+      .observe(state, { childList: true, characterData: true, subtree: true });
+  });
+}
+
+/// A page with its console errors, uncaught exceptions and dialogs counted.
+async function openPage(context, url) {
+  const page = await context.newPage();
+  page.problems = [];
+  page.dialogs = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") page.problems.push(`console: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => page.problems.push(`exception: ${error.message}`));
+  page.on("dialog", async (dialog) => {
+    page.dialogs.push(dialog.message());
+    await dialog.dismiss();
+  });
+  await page.goto(url);
+  await waitState(page, "open");
+  return page;
+}
+
+const waitState = (page, name) =>
+  page.waitForFunction((n) => document.getElementById("state").textContent === n, name, { timeout: WAIT });
+
+const ids = (page) => page.evaluate(() => window.__e2e.ids.slice());
+
+/// The ids the page shows: the ticker (newest first) and the chat log.
+const shownIds = (page) =>
+  page.evaluate(() => ({
+    ticks: [...document.querySelectorAll("#messages li .id")].map((e) => Number(e.textContent)),
+    chat: [...document.querySelectorAll("#chat-log li[data-id]")].map((e) => Number(e.dataset.id)),
+  }));
+
+/// Sends a chat message through the page's form.
+async function say(page, user, text, { enter = false } = {}) {
+  await page.fill("#chat-user", user);
+  await page.fill("#chat-text", text);
+  if (enter) await page.press("#chat-text", "Enter");
+  else await page.click("#chat-send");
+}
+
+/// Waits for a chat message with `text` and returns its id, user and text.
+async function chatEntry(page, text) {
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll("#chat-log li .body")].some((b) => b.textContent === t),
+    text,
+    { timeout: WAIT },
+  );
+  return page.evaluate((t) => {
+    const item = [...document.querySelectorAll("#chat-log li")]
+      .find((li) => li.querySelector(".body")?.textContent === t);
+    return {
+      id: item.dataset.id,
+      user: item.querySelector(".user").textContent,
+      text: item.querySelector(".body").textContent,
+    };
+  }, text);
+}
+
+function assertConsecutive(list, what) {
+  for (let i = 1; i < list.length; i++) {
+    assert.equal(list[i], list[i - 1] + 1, `${what}: ${list[i - 1]} then ${list[i]} in ${list.join(",")}`);
+  }
+}
+
+// ---- scenarios ------------------------------------------------------------
+
+async function pageLoadsAndStreams(context, server) {
+  const page = await openPage(context, server.url);
+  await page.waitForFunction(() => document.querySelectorAll("#messages li").length >= 2, null, { timeout: WAIT });
+  const { ticks } = await shownIds(page);
+  // Newest first on the page.
+  assert.ok(ticks.length >= 2, `ticks shown: ${ticks}`);
+  for (let i = 1; i < ticks.length; i++) assert.ok(ticks[i - 1] > ticks[i], `increasing ids: ${ticks}`);
+  assert.equal(await page.textContent("#last-id"), String(ticks[0]));
+  assert.deepEqual(page.problems, [], "no console errors");
+  return page;
+}
+
+async function chatReachesBothPages(context, server, first) {
+  const second = await openPage(context, server.url);
+  const text = `hello from the first page ${Date.now()}`;
+  await say(first, "alice", text);
+  const [a, b] = await Promise.all([chatEntry(first, text), chatEntry(second, text)]);
+  assert.deepEqual(a, b, "the same message on both pages");
+  assert.equal(a.user, "alice");
+  assert.ok(Number(a.id) > 0);
+  assert.equal(await first.inputValue("#chat-text"), "", "the form is cleared after sending");
+  mkdirSync(OUT, { recursive: true });
+  await first.screenshot({ path: join(OUT, "page.png"), fullPage: true });
+  assert.deepEqual(second.problems, []);
+  return second;
+}
+
+async function markupIsText(first, second) {
+  const text = "<img src=x onerror=alert(1)>";
+  await say(first, "mallory", text, { enter: true });
+  for (const page of [first, second]) {
+    const entry = await chatEntry(page, text);
+    assert.equal(entry.text, text);
+    assert.equal(await page.locator("#chat-log img").count(), 0, "no element was made from the text");
+    assert.deepEqual(page.dialogs, [], "no dialog opened");
+  }
+}
+
+async function dashboardUpdates(page) {
+  const uptime = () => page.textContent("#dash-uptime");
+  await page.waitForFunction(() => /^\d+ s$/.test(document.getElementById("dash-uptime").textContent), null, { timeout: WAIT });
+  const before = await uptime();
+  await page.waitForFunction((b) => document.getElementById("dash-uptime").textContent !== b, before, { timeout: WAIT });
+  const streams = Number(await page.textContent("#dash-streams"));
+  assert.ok(streams >= 2, `streams on the dashboard: ${streams}`);
+  assert.match(await page.textContent("#dash-fanout"), /^\d+\.\d\d ms$/);
+  assert.equal(await page.textContent("#dash-state"), "live");
+  assert.equal(await page.locator("#spark-connections polyline").count(), 1);
+}
+
+async function restartOnTheSamePort(page, server, args) {
+  const before = await ids(page);
+  const status = await server.stop();
+  assert.equal(status.code, 0, `graceful exit:\n${server.log()}`);
+  await page.waitForFunction(() => window.__e2e.states.at(-1) === "reconnecting", null, { timeout: WAIT });
+  const restarted = await startServer(args, server.port);
+  await waitState(page, "open");
+  const last = before.at(-1);
+  await page.waitForFunction((l) => window.__e2e.ids.at(-1) > l, last, { timeout: WAIT });
+  const states = await page.evaluate(() => window.__e2e.states.slice());
+  const reconnecting = states.lastIndexOf("reconnecting");
+  assert.ok(reconnecting >= 0 && states.indexOf("open", reconnecting) > reconnecting, `states: ${states}`);
+  return restarted;
+}
+
+async function resumeWithoutLoss(context) {
+  const server = await startServer(["--interval", "200ms", "--retry", "100ms", "--stream-lifetime", "1s"]);
+  try {
+    const page = await openPage(context, server.url);
+    const reconnects = () => page.evaluate(() => window.__e2e.states.filter((s) => s === "reconnecting").length);
+    // Chat messages in between, posted from the page.
+    for (let i = 0; i < 3; i++) {
+      await page.waitForFunction((n) => window.__e2e.states.filter((s) => s === "reconnecting").length >= n, i + 1, { timeout: WAIT });
+      const status = await page.evaluate((n) => fetch("/messages", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ user: "resume", text: `message ${n}` }),
+      }).then((r) => r.status), i);
+      assert.equal(status, 202);
+    }
+    await page.waitForFunction(() => window.__e2e.states.filter((s) => s === "reconnecting").length >= 4, null, { timeout: WAIT });
+    await waitState(page, "open");
+    const got = await ids(page);
+    assertConsecutive(got, "ids delivered to the page");
+    const shown = await shownIds(page);
+    assert.equal(shown.chat.length, 3, `chat shown: ${shown.chat}`);
+    const all = [...shown.ticks, ...shown.chat].sort((a, b) => a - b);
+    assertConsecutive(all, "ids shown on the page");
+    assert.deepEqual(all, got, "the page shows every id it received, once");
+    assert.equal(await page.locator("#chat-log .notice").count(), 0, "no reset notice");
+    assert.deepEqual(page.problems, []);
+    return { reconnects: await reconnects(), ids: got.length };
+  } finally {
+    await server.stop();
+  }
+}
+
+// ---- runner -----------------------------------------------------------------
+
+async function main() {
+  assert.ok(BIN && WWW, "SSE_MIO_BIN and SSE_MIO_WWW must be set");
+  const userDataDir = mkdtempSync(join(tmpdir(), "sse-mio-e2e-"));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: FLAGS,
+  });
+  await context.addInitScript(recorder);
+  const args = ["--interval", "200ms", "--retry", "200ms"];
+  let server = await startServer(args);
+  const results = [];
+  const run = async (name, body) => {
+    const start = Date.now();
+    const detail = await body();
+    results.push({ name, ms: Date.now() - start, detail });
+    console.log(`ok   ${name} (${Date.now() - start} ms)${detail ? " " + JSON.stringify(detail) : ""}`);
+    return detail;
+  };
+  const started = Date.now();
+  try {
+    let first, second;
+    await run("1. the page loads, the stream opens, ticks appear", async () => {
+      first = await pageLoadsAndStreams(context, server);
+    });
+    await run("2. a message from one page appears on both (7. screenshot)", async () => {
+      second = await chatReachesBothPages(context, server, first);
+    });
+    await run("3. markup in a message shows as text, no dialog", () => markupIsText(first, second));
+    await run("6. the dashboard's figures update", () => dashboardUpdates(first));
+    await run("5. a restart on the same port: reconnecting, then open", async () => {
+      server = await restartOnTheSamePort(first, server, args);
+    });
+    await second.close();
+    await first.close();
+    await run("4. resume without loss across stream lifetimes", () => resumeWithoutLoss(context));
+  } finally {
+    await context.close().catch(() => {});
+    rmSync(userDataDir, { recursive: true, force: true });
+    await server.stop().catch(() => {});
+  }
+  console.log(`all ${results.length} scenarios passed in ${Date.now() - started} ms; screenshot: ${join(OUT, "page.png")}`);
+}
+
+process.on("exit", () => {
+  for (const proc of servers) proc.kill("SIGKILL");
+});
+
+main().catch((error) => {
+  console.error(`FAILED: ${error.stack || error}`);
+  process.exit(1);
+});
