@@ -102,6 +102,12 @@ pub const RESERVED_FDS: usize = 100;
 /// enough and costs a walk over the slab, microseconds per thousand streams.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
+/// Give freed memory back to the OS ([`limits::release_free_memory`]) once
+/// this many connections have closed since the last peak, at most every
+/// `TRIM_PERIOD`.
+const TRIM_AFTER_CLOSES: usize = 256;
+const TRIM_PERIOD: Duration = Duration::from_secs(10);
+
 /// How often a `stats` frame goes to `/stats` streams.
 const STATS_PERIOD: Duration = Duration::from_secs(1);
 
@@ -208,6 +214,9 @@ pub struct Server {
     drain_deadline: Option<Instant>,
     /// Connections cut at the shutdown timeout.
     cut_at_shutdown: usize,
+    /// Most connections open since memory was last given back, and when.
+    trim_peak: usize,
+    trimmed_at: Instant,
 }
 
 /// The server's state that connections use: see [`Ctx`].
@@ -364,6 +373,8 @@ impl Server {
             shutdown_timeout: config.shutdown_timeout,
             drain_deadline: None,
             cut_at_shutdown: 0,
+            trim_peak: 0,
+            trimmed_at: now,
         })
     }
 
@@ -805,6 +816,27 @@ impl Server {
         }
         self.core.gauges = gauges;
         self.close_dead();
+        self.trim_after_burst(now);
+    }
+
+    /// After a burst of connections has come and gone, gives the memory
+    /// they used back to the OS, so RSS follows the load down again.
+    fn trim_after_burst(&mut self, now: Instant) {
+        let open = self.conns.len();
+        self.trim_peak = self.trim_peak.max(open);
+        if self.trim_peak >= open + TRIM_AFTER_CLOSES
+            && now.duration_since(self.trimmed_at) >= TRIM_PERIOD
+        {
+            let before = metrics::resident_bytes();
+            limits::release_free_memory();
+            debug!(
+                "{} connections closed since the peak: RSS {before} -> {} bytes",
+                self.trim_peak - open,
+                metrics::resident_bytes()
+            );
+            self.trim_peak = open;
+            self.trimmed_at = now;
+        }
     }
 
     /// Closes every connection collected in `dead`.
