@@ -10,10 +10,11 @@
 //! `target/macro/plot.svg` (RSS per connection and fan-out spread against
 //! connections), and prints the table.
 
+mod common;
+
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// One row of the report.
 struct Row {
@@ -26,43 +27,8 @@ struct Row {
     cpu_percent: f64,
 }
 
-/// The server, stopped however the benchmark ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server() -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sse-mio"))
-        .args([
-            "--addr",
-            "127.0.0.1:0",
-            "--www",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/www"),
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("server log").expect("utf-8 log");
-        if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Server(child), addr)
-}
-
 fn measure(connections: u64, hold: &str, out: &Path) -> Row {
-    let (server, addr) = start_server();
+    let (server, addr) = common::start_server(&[]);
     let json = out.join(format!("load-{connections}.json"));
     let status = Command::new(env!("CARGO_BIN_EXE_sse-load"))
         .args(["--url", &format!("http://{addr}/sse")])

@@ -24,11 +24,15 @@
 //!
 //! Writes `target/soak/report.md` and exits non-zero if a check failed.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
+
+use common::Killed;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -39,16 +43,6 @@ const RESETTERS: usize = 1_000;
 const SLOWLORIS: usize = 200;
 const NON_READERS: usize = 200;
 const PIPELINED: usize = 500;
-
-/// A child process, killed however the soak ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Status codes the hostile clients were answered with.
 #[derive(Default)]
@@ -66,33 +60,6 @@ impl Tally {
     fn wrong(&self, what: String) {
         self.wrong.lock().unwrap().push(what);
     }
-}
-
-fn start_server() -> (Killed, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sse-mio"))
-        .args(["--addr", "127.0.0.1:0", "--www"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/www"))
-        // A 4 KiB send buffer (8 KiB after the kernel doubles it) so the
-        // non-readers fill theirs within seconds and are closed by the
-        // stall timeout while the soak runs.
-        .args(["--interval", "50ms", "--stall-timeout", "5s"])
-        .args(["--send-buffer", "4096"])
-        .args(["--header-timeout", "10s", "--stats-interval", "0"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("server log").expect("utf-8 log");
-        if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    thread::spawn(move || for _ in lines {});
-    (Killed(child), addr.parse().expect("address"))
 }
 
 fn rss(pid: u32) -> u64 {
@@ -387,7 +354,21 @@ fn main() -> ExitCode {
         .max(15);
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/soak");
     std::fs::create_dir_all(&out).expect("target/soak");
-    let (server, addr) = start_server();
+    // A 4 KiB send buffer (8 KiB after the kernel doubles it) so the
+    // non-readers fill theirs within seconds and are closed by the stall
+    // timeout while the soak runs.
+    let (server, addr) = common::start_server(&[
+        "--interval",
+        "50ms",
+        "--stall-timeout",
+        "5s",
+        "--send-buffer",
+        "4096",
+        "--header-timeout",
+        "10s",
+        "--stats-interval",
+        "0",
+    ]);
     let pid = server.0.id();
     println!("soak: server pid {pid} on {addr}, {secs} s");
 

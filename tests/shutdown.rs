@@ -26,6 +26,29 @@ fn ids_to_end(client: &mut SseClient) -> Vec<u64> {
     ids
 }
 
+/// Flags for a server where a client that does not read is soon stuck
+/// behind: a tick every millisecond, a 4 KiB send buffer, and a ring long
+/// enough that it does not lag off it.
+const STUCK: [&str; 6] = [
+    "--interval",
+    "1ms",
+    "--send-buffer",
+    "4096",
+    "--history",
+    "100000",
+];
+
+/// Opens a client that never reads and a healthy one, and reads the
+/// healthy one until the other must be stuck behind: 40 KB of frames, far
+/// more than its buffers hold. Returns both.
+fn stuck_and_healthy(addr: std::net::SocketAddr) -> (TcpStream, SseClient) {
+    let stalled = stalled_client(addr);
+    let mut healthy = SseClient::open(addr, &[]);
+    let first = healthy.next_id();
+    while healthy.next_id() < first + 1000 {}
+    (stalled, healthy)
+}
+
 #[test]
 fn streams_get_their_frames_then_a_goodbye_with_a_jittered_retry() {
     let server = TestServer::start(&["--interval", "20ms", "--retry", "1s"]);
@@ -101,23 +124,8 @@ fn a_download_in_flight_finishes_and_idle_connections_close() {
 
 #[test]
 fn a_client_that_does_not_read_is_cut_at_the_shutdown_timeout() {
-    let server = TestServer::start(&[
-        "--interval",
-        "1ms",
-        "--send-buffer",
-        "4096",
-        "--history",
-        "100000",
-        "--stall-timeout",
-        "60s",
-        "--shutdown-timeout",
-        "1s",
-    ]);
-    let mut stalled = stalled_client(server.addr);
-    let mut healthy = server.sse();
-    let first = healthy.next_id();
-    // 40 KB of frames: far more than the stalled client's buffers hold.
-    while healthy.next_id() < first + 1000 {}
+    let server = TestServer::start(&[&STUCK[..], &["--shutdown-timeout", "1s"]].concat());
+    let (mut stalled, mut healthy) = stuck_and_healthy(server.addr);
     let start = Instant::now();
     server.begin_shutdown();
     ids_to_end(&mut healthy);
@@ -142,20 +150,8 @@ fn a_client_that_does_not_read_is_cut_at_the_shutdown_timeout() {
 
 #[test]
 fn a_second_shutdown_request_stops_at_once() {
-    let server = TestServer::start(&[
-        "--interval",
-        "1ms",
-        "--send-buffer",
-        "4096",
-        "--history",
-        "100000",
-        "--shutdown-timeout",
-        "60s",
-    ]);
-    let _stalled = stalled_client(server.addr);
-    let mut healthy = server.sse();
-    let first = healthy.next_id();
-    while healthy.next_id() < first + 1000 {}
+    let server = TestServer::start(&[&STUCK[..], &["--shutdown-timeout", "60s"]].concat());
+    let (_stalled, mut healthy) = stuck_and_healthy(server.addr);
     server.begin_shutdown();
     ids_to_end(&mut healthy);
     let start = Instant::now();
@@ -200,22 +196,10 @@ fn sigterm_drains_and_exits_zero_with_a_summary() {
 #[test]
 fn a_second_sigint_exits_at_once_with_130() {
     let mut server = ChildServer::spawn(
-        &[
-            "--interval",
-            "1ms",
-            "--send-buffer",
-            "4096",
-            "--history",
-            "100000",
-            "--shutdown-timeout",
-            "60s",
-        ],
+        &[&STUCK[..], &["--shutdown-timeout", "60s"]].concat(),
         |_| {},
     );
-    let mut stalled = stalled_client(server.addr);
-    let mut healthy = SseClient::open(server.addr, &[]);
-    let first = healthy.next_id();
-    while healthy.next_id() < first + 1000 {}
+    let (mut stalled, _healthy) = stuck_and_healthy(server.addr);
     server.signal(libc::SIGINT);
     server.read_log_until("SIGINT: shutting down");
     server.read_log_until("still finishing");
