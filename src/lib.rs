@@ -35,7 +35,9 @@
 //! only a cursor into the ring: each tick appends a frame and writes it to
 //! every caught-up stream; a stream whose socket is full waits for its
 //! writable event and catches up from the ring. It ends when the client
-//! closes, resets, or falls off the ring.
+//! resets, falls off the ring or stalls, or when the server shuts down: on
+//! SIGINT/SIGTERM every stream gets the frames it is owed and a goodbye
+//! with a jittered `retry:` (see [`server`]).
 
 pub mod chat;
 pub mod config;
@@ -52,4 +54,4 @@ pub mod stats;
 pub mod timers;
 
 pub use config::Config;
-pub use server::{Handle, Server};
+pub use server::{Handle, Server, Stopped};

@@ -5,7 +5,7 @@
 //! 1. `poll` with a timeout that ends at the next deadline (tick, timer, or
 //!    the end of an accept pause), or zero if some connection yielded.
 //! 2. For each event: the listener accepts until `WouldBlock`
-//!    ([`Server::accept_all`]); a connection is driven
+//!    (`Server::accept_all`); a connection is driven
 //!    ([`Connection::drive`]) and says wait, yield or close.
 //! 3. Connections that asked to close are closed *after* the batch: slab
 //!    keys are reused at once, so closing mid-batch could hand a later event
@@ -13,7 +13,7 @@
 //! 4. Yielded connections get another turn, due timers fire.
 //! 5. When the tick is due: one random string, encoded once into the ring,
 //!    written to every streaming connection that is caught up
-//!    ([`Server::tick`]). Connections still busy with an earlier frame are
+//!    (`Server::tick`). Connections still busy with an earlier frame are
 //!    left alone; they catch up from the ring on their next writable event.
 //! 6. Four times a second, housekeeping walks the streams: heartbeats when
 //!    nothing was sent for `--heartbeat`, and closes for streams stuck
@@ -21,7 +21,7 @@
 //!
 //! Shutting down (SIGINT/SIGTERM through `signal-hook-mio`, which turns a
 //! signal into a readiness event on this same poll, or [`Handle::shutdown`])
-//! is a state of the same loop ([`Server::begin_drain`]): the listener is
+//! is a state of the same loop (`Server::begin_drain`): the listener is
 //! closed and the ticker stopped, idle connections are closed, responses in
 //! flight finish, every stream gets the frames it is owed and a goodbye with
 //! a jittered `retry:`. The loop ends when the slab is empty or at
