@@ -268,12 +268,28 @@ pub fn finish_post(
 
 /// A JSON response.
 fn json(status: u16, body: &str, date: &str, after: After, extra: &[(&str, &str)]) -> Response {
+    let content = ("application/json", Some("no-store"));
+    short(status, content, body, date, after, extra)
+}
+
+/// A response whose whole body is `body` and a newline, head and body in
+/// one buffer. `content` is the type and, if any, the `Cache-Control`.
+fn short(
+    status: u16,
+    content: (&str, Option<&str>),
+    body: &str,
+    date: &str,
+    after: After,
+    extra: &[(&str, &str)],
+) -> Response {
     let mut bytes = Vec::with_capacity(256 + body.len());
     let mut head = Head::new(&mut bytes, status, date);
-    head.header("Content-Type", "application/json")
-        .header("X-Content-Type-Options", "nosniff")
-        .header("Cache-Control", "no-store")
-        .content_length(body.len() as u64 + 1);
+    head.header("Content-Type", content.0)
+        .header("X-Content-Type-Options", "nosniff");
+    if let Some(cache) = content.1 {
+        head.header("Cache-Control", cache);
+    }
+    head.content_length(body.len() as u64 + 1);
     for (name, value) in extra {
         head.header(name, value);
     }
@@ -319,25 +335,9 @@ pub fn refuse(error_: HttpError, date: &str) -> Response {
 
 /// An error response with a short text body; the connection closes after it.
 pub fn error(status: u16, message: &str, date: &str, extra: &[(&str, &str)]) -> Response {
-    let mut bytes = Vec::with_capacity(256 + message.len());
-    let body_len = message.len() as u64 + 1;
-    let mut head = Head::new(&mut bytes, status, date);
-    head.header("Content-Type", "text/plain; charset=utf-8")
-        .header("X-Content-Type-Options", "nosniff")
-        .header("Connection", "close")
-        .content_length(body_len);
-    for (name, value) in extra {
-        head.header(name, value);
-    }
-    head.finish();
-    bytes.extend_from_slice(message.as_bytes());
-    bytes.push(b'\n');
-    Response {
-        status,
-        bytes,
-        body: Body::Empty,
-        after: After::Close(CloseReason::Done),
-    }
+    let content = ("text/plain; charset=utf-8", None);
+    let after = After::Close(CloseReason::Done);
+    short(status, content, message, date, after, extra)
 }
 
 /// Adds the `Connection` header a keep-alive decision needs.
