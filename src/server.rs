@@ -68,6 +68,15 @@ const RUNNING: u8 = 0;
 const DRAIN: u8 = 1;
 const STOP_NOW: u8 = 2;
 
+/// One more shutdown request: running becomes draining, draining becomes
+/// stopping at once. Returns the level before.
+fn escalate(stop: &AtomicU8) -> u8 {
+    stop.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+        Some((v + 1).min(STOP_NOW))
+    })
+    .unwrap_or(STOP_NOW)
+}
+
 /// TCP keepalive probes after `--tcp-keepalive` of silence: this many, this
 /// far apart, so an unreachable peer is dropped `KEEPALIVE_PROBES *
 /// KEEPALIVE_INTERVAL` (30 s) after the first probe.
@@ -139,11 +148,7 @@ impl Handle {
     /// Shuts down gracefully, as SIGTERM does; a second call is like a
     /// second signal and stops at once.
     pub fn shutdown(&self) {
-        let _ = self
-            .stop
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-                Some((v + 1).min(STOP_NOW))
-            });
+        escalate(&self.stop);
         let _ = self.waker.wake();
     }
 
@@ -210,8 +215,6 @@ pub struct Server {
     /// The last signal received, for the log and the exit status.
     last_signal: Option<i32>,
     shutdown_timeout: Duration,
-    /// While shutting down: when the remaining connections are cut.
-    drain_deadline: Option<Instant>,
     /// Connections cut at the shutdown timeout.
     cut_at_shutdown: usize,
     /// Most connections open since memory was last given back, and when.
@@ -234,8 +237,9 @@ struct Core {
     limiter: RateLimiter,
     /// Chat messages accepted in the current turn, not yet broadcast.
     outbox: Vec<String>,
-    /// Shutting down (see [`Ctx::draining`]).
-    draining: bool,
+    /// While shutting down: when the remaining connections are cut.
+    /// Connections see only that it is set ([`Ctx::draining`]).
+    drain_deadline: Option<Instant>,
 }
 
 impl Core {
@@ -255,7 +259,7 @@ impl Core {
             timers: &mut self.timers,
             limiter: &mut self.limiter,
             outbox: &mut self.outbox,
-            draining: self.draining,
+            draining: self.drain_deadline.is_some(),
         }
     }
 }
@@ -346,7 +350,7 @@ impl Server {
                 started: now,
                 limiter: RateLimiter::new(config.post_rate, config.post_burst),
                 outbox: Vec::new(),
-                draining: false,
+                drain_deadline: None,
             },
             interval,
             next_tick: interval.map(|i| now + i),
@@ -371,7 +375,6 @@ impl Server {
             signals: None,
             last_signal: None,
             shutdown_timeout: config.shutdown_timeout,
-            drain_deadline: None,
             cut_at_shutdown: 0,
             trim_peak: 0,
             trimmed_at: now,
@@ -471,10 +474,10 @@ impl Server {
                         signal: self.last_signal,
                     });
                 }
-                DRAIN if self.drain_deadline.is_none() => self.begin_drain(),
+                DRAIN if self.core.drain_deadline.is_none() => self.begin_drain(),
                 _ => {}
             }
-            if let Some(at) = self.drain_deadline
+            if let Some(at) = self.core.drain_deadline
                 && (self.conns.is_empty() || Instant::now() >= at)
             {
                 self.finish_drain();
@@ -489,7 +492,7 @@ impl Server {
             if now >= self.next_housekeeping {
                 self.housekeeping(now);
             }
-            if now >= self.next_stats && !self.core.draining {
+            if now >= self.next_stats && self.core.drain_deadline.is_none() {
                 self.publish_stats(now);
             }
         }
@@ -502,7 +505,7 @@ impl Server {
         }
         [
             self.next_tick,
-            self.drain_deadline,
+            self.core.drain_deadline,
             self.core.timers.next(),
             self.accept_paused_until,
             Some(self.next_housekeeping),
@@ -885,13 +888,7 @@ impl Server {
             } else {
                 "SIGTERM"
             };
-            let level = self
-                .stop
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-                    Some((v + 1).min(STOP_NOW))
-                })
-                .unwrap_or(STOP_NOW);
-            if level == RUNNING {
+            if escalate(&self.stop) == RUNNING {
                 info!(
                     "{name}: shutting down (up to {:?}); {name} again stops at once",
                     self.shutdown_timeout
@@ -908,12 +905,11 @@ impl Server {
     /// the goodbye) within `--shutdown-timeout`.
     fn begin_drain(&mut self) {
         let now = Instant::now();
-        self.drain_deadline = Some(now + self.shutdown_timeout);
+        self.core.drain_deadline = Some(now + self.shutdown_timeout);
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.next_tick = None;
-        self.core.draining = true;
         let open = self.conns.len();
         let mut ctx = self.core.ctx(0, now);
         for (key, conn) in self.conns.iter_mut() {
@@ -963,11 +959,6 @@ impl Server {
             s.goodbyes,
             self.cut_at_shutdown
         );
-    }
-
-    /// Whether a graceful shutdown is under way.
-    pub fn is_draining(&self) -> bool {
-        self.drain_deadline.is_some()
     }
 
     /// How many connections are open, and how many of them are streams.
