@@ -7,14 +7,14 @@ use std::process::Command;
 
 use support::*;
 
-#[test]
-fn sse_load_holds_200_connections_with_full_coverage() {
-    let server = TestServer::start(&["--interval", "100ms"]);
+/// Runs sse-load against `server`'s /sse with `args` and `--json`, asserts
+/// it succeeded, and returns its report and its printed table.
+fn run_sse_load(server: &TestServer, args: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("report.json");
     let output = Command::new(env!("CARGO_BIN_EXE_sse-load"))
         .args(["--url", &format!("http://{}/sse", server.addr)])
-        .args(["-c", "200", "--hold", "2s", "--ramp", "2000/s", "--quiet"])
+        .args(args)
         .arg("--json")
         .arg(&json_path)
         .output()
@@ -24,8 +24,17 @@ fn sse_load_holds_200_connections_with_full_coverage() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let report = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    (report, String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn sse_load_holds_200_connections_with_full_coverage() {
+    let server = TestServer::start(&["--interval", "100ms"]);
+    let (report, stdout) = run_sse_load(
+        &server,
+        &["-c", "200", "--hold", "2s", "--ramp", "2000/s", "--quiet"],
+    );
     assert_eq!(report["connected"], 200, "{report}");
     assert_eq!(report["failures"].as_object().unwrap().len(), 0, "{report}");
     let ids = report["ids_counted"].as_u64().unwrap();
@@ -38,7 +47,6 @@ fn sse_load_holds_200_connections_with_full_coverage() {
     assert_eq!(report["missing_ids"], 0, "{report}");
     assert_eq!(report["out_of_order_ids"], 0, "{report}");
     assert!(report["events_per_connection"].as_f64().unwrap() >= 15.0);
-    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("connected                200 of 200"),
         "{stdout}"
@@ -84,13 +92,11 @@ fn sse_load_reports_failures_by_reason() {
 #[test]
 fn sse_load_spreads_over_worker_processes_and_merges_them() {
     let server = TestServer::start(&["--interval", "100ms"]);
-    let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("report.json");
     // 250 connections at 100 per process: three workers, each with its own
     // source address.
-    let output = Command::new(env!("CARGO_BIN_EXE_sse-load"))
-        .args(["--url", &format!("http://{}/sse", server.addr)])
-        .args([
+    let (report, _) = run_sse_load(
+        &server,
+        &[
             "-c",
             "250",
             "--per-process",
@@ -98,19 +104,10 @@ fn sse_load_spreads_over_worker_processes_and_merges_them() {
             "--hold",
             "2s",
             "--quiet",
-        ])
-        .args(["--sources", "127.0.0.1-127.0.0.3"])
-        .arg("--json")
-        .arg(&json_path)
-        .output()
-        .expect("sse-load runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+            "--sources",
+            "127.0.0.1-127.0.0.3",
+        ],
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(report["processes"], 3, "{report}");
     assert_eq!(report["connected"], 250, "{report}");
     assert_eq!(
@@ -118,4 +115,5 @@ fn sse_load_spreads_over_worker_processes_and_merges_them() {
         "ids merged across workers: {report}"
     );
     assert!(report["ids_counted"].as_u64().unwrap() >= 15, "{report}");
+    assert_eq!(report["missing_ids"], 0, "{report}");
 }

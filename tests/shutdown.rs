@@ -45,7 +45,7 @@ fn stuck_and_healthy(addr: std::net::SocketAddr) -> (TcpStream, SseClient) {
     let stalled = stalled_client(addr);
     let mut healthy = SseClient::open(addr, &[]);
     let first = healthy.next_id();
-    while healthy.next_id() < first + 1000 {}
+    healthy.consecutive_ids(first, 1000);
     (stalled, healthy)
 }
 

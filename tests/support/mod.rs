@@ -320,6 +320,18 @@ impl SseClient {
         }
     }
 
+    /// Reads `n` events and asserts each id follows the one before,
+    /// starting right after `after`; returns the last id.
+    pub fn consecutive_ids(&mut self, after: u64, n: usize) -> u64 {
+        let mut previous = after;
+        for _ in 0..n {
+            let id = self.next_id();
+            assert_eq!(id, previous + 1, "an id was missed or repeated");
+            previous = id;
+        }
+        previous
+    }
+
     /// The next event's id as a number.
     pub fn next_id(&mut self) -> u64 {
         let event = self.next_event().expect("stream ended");
