@@ -227,10 +227,15 @@ async function resumeWithoutLoss(context) {
   const server = await startServer(["--interval", "200ms", "--retry", "100ms", "--stream-lifetime", "1s"]);
   try {
     const page = await openPage(context, server.url);
-    const reconnects = () => page.evaluate(() => window.__e2e.states.filter((s) => s === "reconnecting").length);
+    // Waits until the page has shown "reconnecting" at least `n` times.
+    const reconnected = (n) => page.waitForFunction(
+      (m) => window.__e2e.states.filter((s) => s === "reconnecting").length >= m,
+      n,
+      { timeout: WAIT },
+    );
     // Chat messages in between, posted from the page.
     for (let i = 0; i < 3; i++) {
-      await page.waitForFunction((n) => window.__e2e.states.filter((s) => s === "reconnecting").length >= n, i + 1, { timeout: WAIT });
+      await reconnected(i + 1);
       const status = await page.evaluate((n) => fetch("/messages", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
@@ -238,7 +243,7 @@ async function resumeWithoutLoss(context) {
       }).then((r) => r.status), i);
       assert.equal(status, 202);
     }
-    await page.waitForFunction(() => window.__e2e.states.filter((s) => s === "reconnecting").length >= 4, null, { timeout: WAIT });
+    await reconnected(4);
     await waitState(page, "open");
     const got = await ids(page);
     assertConsecutive(got, "ids delivered to the page");
@@ -249,7 +254,8 @@ async function resumeWithoutLoss(context) {
     assert.deepEqual(all, got, "the page shows every id it received, once");
     assert.equal(await page.locator("#chat-log .notice").count(), 0, "no reset notice");
     assert.deepEqual(page.problems, []);
-    return { reconnects: await reconnects(), ids: got.length };
+    const states = await page.evaluate(() => window.__e2e.states);
+    return { reconnects: states.filter((s) => s === "reconnecting").length, ids: got.length };
   } finally {
     await server.stop();
   }
