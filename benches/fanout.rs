@@ -2,8 +2,9 @@
 //!
 //! In one run, against the same N connected loopback streams (held by an
 //! `sse-load` child process that reads them, as real clients would):
-//! - (a) the server's fan-out: `Server::broadcast`, which encodes one frame
-//!   into the ring and walks the slab writing it to every caught-up stream;
+//! - (a) the server's fan-out: `Server::broadcast` (an `internals` hook),
+//!   which publishes one event through the hub as a tick would: encoded
+//!   once into the ring, written to every caught-up stream;
 //! - (b) the floor: a bare loop of one `write(2)` per socket of a frame of
 //!   the same length (a comment line, so the clients' id accounting is not
 //!   disturbed), to the same sockets.
@@ -38,7 +39,7 @@ fn main() {
     let connections = numbers.first().copied().unwrap_or(10_000);
     let rounds = numbers.get(1).copied().unwrap_or(30).max(1);
 
-    let _ = sse_mio::limits::raise_open_files_limit();
+    let _ = sse_mio::raise_open_files_limit();
     let www = concat!(env!("CARGO_MANIFEST_DIR"), "/www");
     let config = Config::parse_from([
         "sse-mio",
@@ -93,7 +94,7 @@ fn main() {
     let mut floor_short = 0usize;
     for _ in 0..rounds {
         let start = Instant::now();
-        let id = server.broadcast(None, data);
+        let id = server.broadcast(data);
         fan_out.push(start.elapsed());
         server
             .run_until(Some(Instant::now() + Duration::from_millis(150)))
@@ -144,7 +145,7 @@ fn main() {
         "(min fan-out {:.2?}, min floor {:.2?}; floor writes not taken whole: {floor_short}; server stats: {} short writes, {} WouldBlock)",
         fan_out[0],
         floor[0],
-        server.stats().short_writes,
-        server.stats().would_block
+        server.write_counts().0,
+        server.write_counts().1
     );
 }

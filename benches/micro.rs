@@ -5,9 +5,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sse_mio::http::parse_request;
-use sse_mio::sse::{Ring, encode_event};
-use sse_mio::static_files::resolve_path;
+use sse_mio::internals::{Ring, encode_event, parse_request, resolve_path};
 
 /// A browser's request for the stream, as Chromium sends it.
 const BROWSER_HEAD: &[u8] = b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1:3000\r\nConnection: keep-alive\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36\r\nSec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: cors\r\nSec-Fetch-Dest: empty\r\nReferer: http://127.0.0.1:3000/\r\nAccept-Encoding: gzip, deflate, br, zstd\r\nAccept-Language: en-US,en;q=0.9\r\nLast-Event-ID: 1795510658247\r\n\r\n";
@@ -44,7 +42,10 @@ fn encoding(c: &mut Criterion) {
     });
     let mut ring = Ring::new(256, 1);
     c.bench_function("ring/push_event", |b| {
-        b.iter(|| ring.push_event(None, black_box("a1B2c3D4e5F6g7H8")))
+        b.iter(|| {
+            let id = ring.next_id();
+            ring.push_event(id, None, black_box("a1B2c3D4e5F6g7H8"))
+        })
     });
 }
 

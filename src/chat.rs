@@ -13,19 +13,25 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::http::{Refusal, percent_decode};
+
 /// The path messages are posted to.
-pub const MESSAGES_PATH: &str = "/messages";
+pub(crate) const MESSAGES_PATH: &str = "/messages";
 
 /// Longest user name, in characters.
-pub const MAX_USER_CHARS: usize = 32;
+pub(crate) const MAX_USER_CHARS: usize = 32;
 
 /// Name shown for a message posted without one.
-pub const ANONYMOUS: &str = "anonymous";
+pub(crate) const ANONYMOUS: &str = "anonymous";
+
+/// What a post of another content type is told (415).
+pub(crate) const UNSUPPORTED_TYPE: &str =
+    "use application/json or application/x-www-form-urlencoded";
 
 /// Most clients the rate limiter tracks at once. A bucket that has refilled
 /// is forgotten at the next housekeeping; past this many busy clients, new
 /// ones are refused (429) rather than letting the table grow without bound.
-pub const MAX_BUCKETS: usize = 65_536;
+pub(crate) const MAX_BUCKETS: usize = 65_536;
 
 /// A message as posted, before validation.
 #[derive(Debug, Default, Deserialize)]
@@ -36,28 +42,18 @@ struct Posted {
 
 /// A valid message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Message {
-    pub user: String,
-    pub text: String,
+pub(crate) struct Message {
+    pub(crate) user: String,
+    pub(crate) text: String,
 }
 
-/// Why a posted body is refused: 400 or 415, with a reason for the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Invalid {
-    pub status: u16,
-    pub reason: &'static str,
-}
-
-const fn invalid(reason: &'static str) -> Invalid {
-    Invalid {
-        status: 400,
-        reason,
-    }
+const fn invalid(reason: &'static str) -> Refusal {
+    Refusal::new(400, reason)
 }
 
 /// Whether a `Content-Type` (already lowercased, without parameters) is
 /// one we read.
-pub fn accepted_type(content_type: Option<&str>) -> bool {
+pub(crate) fn accepted_type(content_type: Option<&str>) -> bool {
     matches!(
         content_type,
         Some("application/json" | "application/x-www-form-urlencoded")
@@ -65,17 +61,14 @@ pub fn accepted_type(content_type: Option<&str>) -> bool {
 }
 
 /// Validates a posted body of the given content type.
-pub fn parse_message(content_type: Option<&str>, body: &[u8]) -> Result<Message, Invalid> {
+pub(crate) fn parse_message(content_type: Option<&str>, body: &[u8]) -> Result<Message, Refusal> {
     let text = std::str::from_utf8(body).map_err(|_| invalid("body is not valid UTF-8"))?;
     let posted = match content_type {
         Some("application/json") => serde_json::from_str::<Posted>(text)
             .map_err(|_| invalid("body is not a JSON object with user and text"))?,
         Some("application/x-www-form-urlencoded") => parse_form(text)?,
         _ => {
-            return Err(Invalid {
-                status: 415,
-                reason: "use application/json or application/x-www-form-urlencoded",
-            });
+            return Err(Refusal::new(415, UNSUPPORTED_TYPE));
         }
     };
     let text = posted.text.ok_or(invalid("missing text"))?;
@@ -98,12 +91,12 @@ pub fn parse_message(content_type: Option<&str>, body: &[u8]) -> Result<Message,
 }
 
 /// `user=...&text=...`, with `+` for spaces and percent escapes.
-fn parse_form(body: &str) -> Result<Posted, Invalid> {
+fn parse_form(body: &str) -> Result<Posted, Refusal> {
     let mut posted = Posted::default();
     for pair in body.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let decode = |s: &str| {
-            let bytes = crate::static_files::percent_decode(&s.replace('+', " "))
+            let bytes = percent_decode(&s.replace('+', " "))
                 .map_err(|_| invalid("malformed percent escape in form"))?;
             String::from_utf8(bytes).map_err(|_| invalid("form value is not valid UTF-8"))
         };
@@ -119,7 +112,7 @@ fn parse_form(body: &str) -> Result<Posted, Invalid> {
 /// The data of the `event: message` for a message: one line of JSON
 /// (`serde_json` escapes line breaks inside strings), `{"user","text","at"}`
 /// with `at` the server time in milliseconds.
-pub fn event_data(message: &Message, at_ms: u64) -> String {
+pub(crate) fn event_data(message: &Message, at_ms: u64) -> String {
     #[derive(Serialize)]
     struct Data<'a> {
         user: &'a str,
@@ -137,7 +130,7 @@ pub fn event_data(message: &Message, at_ms: u64) -> String {
 /// A token bucket per client address: `rate` messages per second on
 /// average, up to `burst` at once.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     burst: f64,
     buckets: HashMap<IpAddr, Bucket>,
@@ -150,7 +143,7 @@ struct Bucket {
 }
 
 impl RateLimiter {
-    pub fn new(rate: f64, burst: u32) -> RateLimiter {
+    pub(crate) fn new(rate: f64, burst: u32) -> RateLimiter {
         RateLimiter {
             rate: rate.max(f64::MIN_POSITIVE),
             burst: f64::from(burst.max(1)),
@@ -159,7 +152,7 @@ impl RateLimiter {
     }
 
     /// Takes a token for `ip`, or says how long until one is available.
-    pub fn take(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn take(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         if !self.buckets.contains_key(&ip) && self.buckets.len() >= MAX_BUCKETS {
             self.forget_idle(now);
             if self.buckets.len() >= MAX_BUCKETS {
@@ -183,14 +176,15 @@ impl RateLimiter {
     }
 
     /// Forgets clients whose buckets have refilled: they are as if new.
-    pub fn forget_idle(&mut self, now: Instant) {
+    pub(crate) fn forget_idle(&mut self, now: Instant) {
         let (rate, burst) = (self.rate, self.burst);
         self.buckets.retain(|_, b| {
             b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * rate < burst
         });
     }
 
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.buckets.len()
     }
 }

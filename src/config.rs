@@ -1,8 +1,11 @@
-//! Command-line flags and the server's configuration.
+//! Command-line flags and the server's configuration: the lowest layer,
+//! which imports nothing else of the crate.
 //!
-//! `Config` is both what `clap` parses from the command line and what
+//! [`Config`] is both what `clap` parses from the command line and what
 //! [`Server::bind`](crate::Server::bind) takes, so the integration tests start
 //! a server in-process with exactly the flags a user would type.
+//! [`Settings`] is the part connections consult while they run, checked and
+//! derived once at start-up.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,6 +103,40 @@ pub struct Config {
     /// 0 turns it off.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub tcp_keepalive: Duration,
+}
+
+/// What connections need to know from the configuration, checked once by
+/// `Server::bind`.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// The canonical www root.
+    pub(crate) root: PathBuf,
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    /// Sent in each stream's `retry:` field.
+    pub(crate) retry: Duration,
+    pub(crate) stall_timeout: Duration,
+    pub(crate) stream_lifetime: Option<Duration>,
+    /// `--cors-origin` values; empty means no CORS headers.
+    pub(crate) cors_origins: Vec<String>,
+    /// Largest chat message body, in bytes.
+    pub(crate) max_message: u32,
+}
+
+impl Settings {
+    /// The settings of `config`, serving files from the canonical `root`.
+    pub(crate) fn new(config: &Config, root: PathBuf) -> Settings {
+        Settings {
+            root,
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+            retry: config.retry,
+            stall_timeout: config.stall_timeout,
+            stream_lifetime: config.stream_lifetime,
+            cors_origins: config.cors_origins.clone(),
+            max_message: config.max_message,
+        }
+    }
 }
 
 /// Parses `1s`, `250ms`, `2m`, `1h`, `1.5s` or a bare number of seconds.

@@ -1,149 +1,63 @@
-//! One client connection and its state machine.
+//! One client connection, and the moment it changes from an HTTP exchange
+//! into an event stream.
 //!
 //! ```text
 //!            accept
 //!              │
 //!              ▼
-//!   ┌────► Reading ──── bad head / timeout ───┐
-//!   │          │ complete head                │
-//!   │          ▼                              ▼
-//!   └──── Responding ── Connection: close ──► Lingering ──► closed
-//!  keep-alive  │
-//!              │ GET /sse
+//!     Http { socket, Box<Exchange> }   requests and responses: see `exchange`
+//!              │ Progress::Stream(cursor)
 //!              ▼
-//!          Streaming ─── reset / lagged / stalled ──► closed
+//!     Streaming { socket, Stream }     a cursor into the ring, two stamps
+//!              │
+//!              └── reset / lagged / stalled / lifetime / shutdown ──► closed
 //! ```
 //!
-//! - **Reading**: bytes accumulate in a buffer of at most
-//!   [`MAX_HEAD_BYTES`](crate::http::MAX_HEAD_BYTES) (a
-//!   [`RequestReader`]); after every read the buffer is parsed again, and
-//!   httparse's `Partial` simply means "wait for more". Pipelined requests
-//!   stay in the buffer and are answered one after another, in order.
-//! - **Responding**: the head (and small body) is written from a byte buffer,
-//!   a file body in chunks read with `pread` into the server's shared scratch
-//!   buffer, so the connection holds no file data between events. A short
-//!   write just advances the offsets.
-//! - **Lingering**: after an error response we shut down our sending side and
-//!   read (and discard) what the client still sends, for a short while, so
-//!   the kernel does not answer those bytes with a reset that would destroy
-//!   our response before the client reads it.
-//! - **Streaming**: the connection is now only a socket and a [`Stream`]: a
-//!   [`Cursor`] into the server's ring of frames and two 4-byte stamps.
-//!   Everything an HTTP connection needed lives in a `Box` that is dropped
-//!   here, which is why an idle SSE connection costs the server a few dozen
-//!   bytes.
+//! A streaming connection is only a socket and a [`Stream`]: everything an
+//! HTTP connection needed lives in the boxed [`Exchange`], which is dropped
+//! at the switch. That is why an idle SSE connection costs the server 32
+//! bytes in the slab and nothing on the heap.
 //!
-//! Readiness is edge-triggered: every handler reads or writes until
-//! `WouldBlock` (or until it has a reason to stop and remembers to come
-//! back), otherwise the next edge might never come.
+//! The loop calls in here for everything that happens to a connection: a
+//! readiness event ([`Connection::drive`]), its deadline
+//! ([`Connection::on_timer`]), its chat message's id
+//! ([`Connection::on_published`]), housekeeping
+//! ([`Connection::check_stream`]) and shutdown
+//! ([`Connection::begin_shutdown`]). Each answers with a [`Step`]. The
+//! tick's fan-out writes to streams directly ([`Stream::flush`]), from the
+//! hub.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::net::Shutdown;
-use std::os::unix::fs::FileExt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, trace};
 use mio::net::TcpStream;
 
-use crate::chat::{MESSAGES_PATH, RateLimiter};
-use crate::event_parser::ChunkedDecoder;
-use crate::http::{BodyFraming, Method, Request, RequestReader};
-use crate::routes::{self, After, Body, Env, Response};
-use crate::server::Settings;
-use crate::sse::{self, Channel, Cursor, Flushed, Ring};
-use crate::stats::Gauges;
-use crate::stats::{CloseReason, Stats};
-use crate::timers::Timers;
-
-/// How long a connection that got an error response may keep sending before
-/// we close it anyway.
-pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How much a lingering connection may send before we close it anyway.
-pub const LINGER_MAX_BYTES: usize = 64 * 1024;
-
-/// Most requests answered for one connection before others get a turn;
-/// a pipelined flood must not monopolise the loop.
-pub const REQUESTS_PER_TURN: u32 = 32;
+use crate::counters::CloseReason;
+use crate::exchange::{Activity, Exchange, Progress};
+use crate::http::Refusal;
+use crate::ring::{Channel, Cursor, Flushed, Stream, reached};
+use crate::schedule::Schedule;
+use crate::shared::Ctx;
+use crate::sse;
 
 /// The shutdown goodbye's `retry:` is `--retry` plus up to this much
 /// (uniformly random), so clients come back spread over a few seconds.
-pub const SHUTDOWN_RETRY_SPREAD_MS: u64 = 5_000;
+pub(crate) const SHUTDOWN_RETRY_SPREAD_MS: u64 = 5_000;
 
 /// Most bytes read and discarded from a streaming connection per turn.
-pub const DISCARD_PER_TURN: usize = 64 * 1024;
+const DISCARD_PER_TURN: usize = 64 * 1024;
 
-/// What the server should do with a connection after driving it.
+/// What the loop should do with a connection after driving it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Nothing more to do until the next readiness event, timer or tick.
+pub(crate) enum Step {
+    /// Nothing more to do until the next readiness event, timer or event.
     Wait,
     /// It still has work but used up its turn: drive it again soon.
     Yield,
-    /// Close it.
+    /// Close it, for this reason.
     Close(CloseReason),
-}
-
-/// Everything from the server that a connection needs while it is driven.
-pub struct Ctx<'a> {
-    pub key: usize,
-    pub now: Instant,
-    /// Milliseconds since the server started, wrapping: the coarse clock
-    /// streams stamp themselves with (4 bytes instead of an `Instant`'s 16).
-    pub clock: u32,
-    pub date: &'a str,
-    pub settings: &'a Settings,
-    /// The event stream's ring (ticks and chat).
-    pub ring: &'a Ring,
-    /// The ring of `/stats` frames.
-    pub stats_ring: &'a Ring,
-    /// Figures the loop refreshes four times a second, for `/metrics`.
-    pub gauges: &'a Gauges,
-    /// Shared buffer for reads and file chunks; nothing stays in it between
-    /// calls.
-    pub scratch: &'a mut [u8],
-    pub stats: &'a mut Stats,
-    pub timers: &'a mut Timers,
-    pub limiter: &'a mut RateLimiter,
-    /// Chat messages (event data) accepted during this turn, broadcast by
-    /// the loop right after it; see `routes::finish_post`.
-    pub outbox: &'a mut Vec<String>,
-    /// The server is shutting down: responses end with a close, and a
-    /// stream that has caught up gets the goodbye and is closed.
-    pub draining: bool,
-}
-
-impl Ctx<'_> {
-    /// The ring a stream on `channel` walks.
-    pub fn ring_for(&self, channel: Channel) -> &Ring {
-        match channel {
-            Channel::Events => self.ring,
-            Channel::Stats => self.stats_ring,
-        }
-    }
-}
-
-/// What routes may see of a `Ctx`, borrowed field by field so that the
-/// rate limiter and the outbox stay free to borrow mutably beside it.
-macro_rules! env {
-    ($ctx:expr, $over_limit:expr) => {
-        Env {
-            settings: $ctx.settings,
-            date: $ctx.date,
-            ring: $ctx.ring,
-            stats_ring: $ctx.stats_ring,
-            gauges: $ctx.gauges,
-            stats: &*$ctx.stats,
-            over_limit: $over_limit,
-        }
-    };
-}
-
-/// Whether the wrapping millisecond stamp `at` has been reached at `now`
-/// (valid for stamps less than 24 days apart).
-pub fn reached(now: u32, at: u32) -> bool {
-    (now.wrapping_sub(at) as i32) >= 0
 }
 
 /// A client connection: a socket and where it is in its life.
@@ -151,7 +65,7 @@ pub fn reached(now: u32, at: u32) -> bool {
 /// The socket sits inside each variant rather than beside the enum: that
 /// way the tag and the socket share the first 8 bytes and a streaming
 /// connection packs into 32 bytes.
-pub enum Connection {
+pub(crate) enum Connection {
     /// Reading requests or writing responses. Boxed, so that the common
     /// case, a streaming connection, stays small.
     Http {
@@ -162,240 +76,174 @@ pub enum Connection {
         socket: TcpStream,
         stream: Stream,
     },
-    /// Seen only for the instant in which [`Connection::drive`] moves the
-    /// socket from `Http` to `Streaming`.
+    /// Seen only for the instant in which the socket moves from `Http` to
+    /// `Streaming`.
     Switching,
 }
 
 /// What a connection is doing, as counted on `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Reading,
     Responding,
     Streaming,
-    Stats,
-}
-
-/// A streaming connection's state: where it is in the ring, and two stamps
-/// on the coarse clock.
-#[derive(Debug, Clone, Copy)]
-pub struct Stream {
-    pub cursor: Cursor,
-    /// When it last wrote anything, or was last seen caught up.
-    pub progress_at: u32,
-    /// When `--stream-lifetime` ends it (unused when that is off).
-    pub ends_at: u32,
-}
-
-/// The request/response part of a connection's life.
-pub struct Exchange {
-    /// Distinguishes this connection from a later one under the same slab
-    /// key, for the timer queue.
-    serial: u64,
-    /// Received bytes not yet used: part of a head or body, or pipelined
-    /// requests.
-    buf: RequestReader,
-    phase: Phase,
-    /// When this connection times out in its current phase.
-    deadline: Instant,
-    /// The earliest deadline already queued in the timer heap for us.
-    scheduled: Option<Instant>,
-    /// Accepted while the server was full: gets "come back later".
-    over_limit: bool,
-    /// The client's address, for the chat's flood control.
-    peer: IpAddr,
-}
-
-enum Phase {
-    Reading,
-    /// Reading the body of a `POST /messages`.
-    ReadingBody(BodyRead),
-    Responding(Response, usize),
-    Lingering {
-        discarded: usize,
-        reason: CloseReason,
-    },
-}
-
-/// A request body being read, never more than `--max-message` bytes of it.
-struct BodyRead {
-    request: Request,
-    framing: Framing,
-    body: Vec<u8>,
-    /// Bytes consumed off the wire, chunk framing included, to bound what a
-    /// client can send in chunk extensions and trailers.
-    raw: usize,
-}
-
-enum Framing {
-    /// Bytes still to come.
-    Length(u64),
-    Chunked(ChunkedDecoder),
+    Dashboard,
 }
 
 impl Connection {
-    /// A freshly accepted connection, waiting for its first request.
-    pub fn new(
+    /// A freshly accepted connection: it has `--header-timeout` to send a
+    /// request, and is queued in the schedule for it.
+    pub(crate) fn new(
         socket: TcpStream,
         peer: IpAddr,
         serial: u64,
         over_limit: bool,
-        ctx: &mut Ctx<'_>,
+        key: usize,
+        deadline: Instant,
+        schedule: &mut Schedule,
     ) -> Connection {
-        let mut exchange = Box::new(Exchange {
-            serial,
-            buf: RequestReader::default(),
-            phase: Phase::Reading,
-            deadline: ctx.now,
-            scheduled: None,
-            over_limit,
-            peer,
-        });
-        exchange.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
-        Connection::Http { socket, exchange }
+        let exchange = Exchange::new(serial, peer, over_limit, key, deadline, schedule);
+        Connection::Http {
+            socket,
+            exchange: Box::new(exchange),
+        }
     }
 
-    pub fn socket_mut(&mut self) -> Option<&mut TcpStream> {
+    pub(crate) fn socket_mut(&mut self) -> Option<&mut TcpStream> {
         match self {
             Connection::Http { socket, .. } | Connection::Streaming { socket, .. } => Some(socket),
             Connection::Switching => None,
         }
     }
 
-    pub fn socket(&self) -> Option<&TcpStream> {
+    /// The socket of a streaming connection.
+    #[cfg(feature = "internals")]
+    pub(crate) fn stream_socket(&self) -> Option<&TcpStream> {
         match self {
-            Connection::Http { socket, .. } | Connection::Streaming { socket, .. } => Some(socket),
-            Connection::Switching => None,
+            Connection::Streaming { socket, .. } => Some(socket),
+            _ => None,
         }
     }
 
-    pub fn is_over_limit(&self) -> bool {
-        matches!(self, Connection::Http { exchange, .. } if exchange.over_limit)
-    }
-
-    pub fn is_streaming(&self) -> bool {
-        matches!(self, Connection::Streaming { .. })
+    pub(crate) fn is_over_limit(&self) -> bool {
+        matches!(self, Connection::Http { exchange, .. } if exchange.is_over_limit())
     }
 
     /// What the connection is doing, for the gauges.
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         match self {
-            Connection::Http { exchange, .. } => match exchange.phase {
-                Phase::Reading | Phase::ReadingBody(_) => Kind::Reading,
-                Phase::Responding(..) | Phase::Lingering { .. } => Kind::Responding,
+            Connection::Http { exchange, .. } => match exchange.activity() {
+                Activity::Reading => Kind::Reading,
+                Activity::Responding => Kind::Responding,
             },
             Connection::Streaming { stream, .. } => match stream.cursor.channel {
                 Channel::Events => Kind::Streaming,
-                Channel::Stats => Kind::Stats,
+                Channel::Dashboard => Kind::Dashboard,
             },
             Connection::Switching => Kind::Responding,
         }
     }
 
-    /// The state of a streaming connection.
-    pub fn stream(&self) -> Option<&Stream> {
+    /// The socket and stream state of a streaming connection, for the
+    /// fan-out.
+    pub(crate) fn stream_mut(&mut self) -> Option<(&mut TcpStream, &mut Stream)> {
         match self {
-            Connection::Streaming { stream, .. } => Some(stream),
+            Connection::Streaming { socket, stream } => Some((socket, stream)),
             _ => None,
         }
     }
 
     /// Makes all the progress possible now. Called on every readiness event
-    /// (`readable` says whether the event reported readability), for yielded
-    /// connections, and when a stream has new frames.
-    pub fn drive(&mut self, readable: bool, ctx: &mut Ctx<'_>) -> Step {
-        if let Connection::Http { socket, exchange } = self {
-            let cursor = match exchange.drive(socket, ctx) {
-                Ok(cursor) => cursor,
-                Err(step) => return step,
-            };
-            debug!("#{} streaming from id {}", ctx.key, cursor.next_id);
-            let ends_at = match ctx.settings.stream_lifetime {
-                // Up to 10% jitter, so streams opened together do not all
-                // end (and reconnect) together.
-                Some(lifetime) => {
-                    let ms = lifetime.as_millis() as f64 * rand::random_range(1.0..1.1);
-                    ctx.clock.wrapping_add(ms as u32)
-                }
-                None => 0,
-            };
-            let stream = Stream {
-                cursor,
-                progress_at: ctx.clock,
-                ends_at,
-            };
-            // Move the socket over; the exchange (buffers, timers) is dropped.
-            if let Connection::Http { socket, .. } = std::mem::replace(self, Connection::Switching)
-            {
-                *self = Connection::Streaming { socket, stream };
-            }
-        }
-        let Connection::Streaming { socket, stream } = self else {
-            return Step::Wait;
-        };
-        if readable {
-            match discard_input(socket, ctx) {
-                Step::Wait => {}
-                other => return other,
-            }
-        }
-        let step = flush_stream(socket, stream, ctx);
-        if ctx.draining
-            && step == Step::Wait
-            && stream.cursor.caught_up(ctx.ring_for(stream.cursor.channel))
-        {
-            say_goodbye(socket, ctx);
-            return Step::Close(CloseReason::Shutdown);
-        }
-        step
-    }
-
-    /// The server starts shutting down: an idle connection, or one in the
-    /// middle of a request head, is closed (nothing was promised to it; a
-    /// browser retries a request that got no answer). A chat post whose body
-    /// is still coming gets a 503, since its message could no longer reach
-    /// every stream. A response being written finishes, then closes. A
-    /// stream gets what it has not yet received of the ring, then the
-    /// goodbye ([`sse::encode_goodbye`]).
-    pub fn begin_shutdown(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    /// (`readable` says whether the event reported readability) and for
+    /// connections that yielded.
+    pub(crate) fn drive(&mut self, readable: bool, ctx: &mut Ctx<'_>) -> Step {
         match self {
-            Connection::Http { exchange, .. } => match exchange.phase {
-                Phase::Reading => Step::Close(CloseReason::Shutdown),
-                Phase::ReadingBody(_) => {
-                    exchange.start(routes::shutting_down(ctx.date), CloseReason::Shutdown, ctx);
-                    self.drive(false, ctx)
+            Connection::Http { socket, exchange } => {
+                let progress = exchange.drive(socket, ctx);
+                self.settle(progress, ctx)
+            }
+            Connection::Streaming { socket, stream } => {
+                if readable {
+                    match discard_input(socket, ctx) {
+                        Step::Wait => {}
+                        other => return other,
+                    }
                 }
-                Phase::Responding(..) | Phase::Lingering { .. } => Step::Wait,
-            },
-            Connection::Streaming { .. } => self.drive(false, ctx),
+                flush_or_say_goodbye(socket, stream, ctx)
+            }
             Connection::Switching => Step::Wait,
         }
     }
 
-    /// The tick's fast path: write new frames to a streaming connection.
-    pub fn flush_stream(&mut self, ctx: &mut Ctx<'_>) -> Step {
+    /// Turns an exchange's progress into a step; an exchange that opened an
+    /// event stream becomes one here and gets its first frames.
+    fn settle(&mut self, progress: Progress, ctx: &mut Ctx<'_>) -> Step {
+        let cursor = match progress {
+            Progress::Wait => return Step::Wait,
+            Progress::Yield => return Step::Yield,
+            Progress::Close(reason) => return Step::Close(reason),
+            Progress::Stream(cursor) => cursor,
+        };
+        self.become_stream(cursor, ctx);
         match self {
-            Connection::Streaming { socket, stream } => flush_stream(socket, stream, ctx),
+            Connection::Streaming { socket, stream } => flush_or_say_goodbye(socket, stream, ctx),
             _ => Step::Wait,
+        }
+    }
+
+    /// The switch: the socket moves into `Streaming`, the exchange (buffers,
+    /// timers) is dropped.
+    fn become_stream(&mut self, cursor: Cursor, ctx: &mut Ctx<'_>) {
+        debug!("#{} streaming from id {}", ctx.key, cursor.next_id);
+        let ends_at = match ctx.settings.stream_lifetime {
+            // Up to 10% jitter, so streams opened together do not all
+            // end (and reconnect) together.
+            Some(lifetime) => {
+                let ms = lifetime.as_millis() as f64 * rand::random_range(1.0..1.1);
+                ctx.clock.wrapping_add(ms as u32)
+            }
+            None => 0,
+        };
+        let stream = Stream {
+            cursor,
+            progress_at: ctx.clock,
+            ends_at,
+        };
+        if let Connection::Http { socket, .. } = std::mem::replace(self, Connection::Switching) {
+            *self = Connection::Streaming { socket, stream };
+        }
+    }
+
+    /// The server starts shutting down: see [`Exchange::begin_shutdown`]
+    /// for requests and responses. A stream gets what it has not yet
+    /// received of the ring, then the goodbye.
+    pub(crate) fn begin_shutdown(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match self {
+            Connection::Http { socket, exchange } => {
+                let progress = exchange.begin_shutdown(socket, ctx);
+                self.settle(progress, ctx)
+            }
+            Connection::Streaming { .. } => self.drive(false, ctx),
+            Connection::Switching => Step::Wait,
         }
     }
 
     /// Housekeeping for a stream: ends it when its lifetime is over or when
     /// it has been stuck behind for the stall timeout, and sends it a
     /// heartbeat if `heartbeat` is set and it is idle.
-    pub fn check_stream(&mut self, heartbeat: bool, ctx: &mut Ctx<'_>) -> Step {
+    pub(crate) fn check_stream(&mut self, heartbeat: bool, ctx: &mut Ctx<'_>) -> Step {
         let Connection::Streaming { socket, stream } = self else {
             return Step::Wait;
         };
         if ctx.settings.stream_lifetime.is_some() && reached(ctx.clock, stream.ends_at) {
             return Step::Close(CloseReason::Lifetime);
         }
-        let ring = ctx.ring_for(stream.cursor.channel);
+        let ring = ctx.rings.get(stream.cursor.channel);
         if stream.cursor.caught_up(ring) {
             stream.progress_at = ctx.clock;
             if heartbeat && stream.cursor.start_heartbeat(ring) {
-                ctx.stats.heartbeats += 1;
-                return flush_stream(socket, stream, ctx);
+                ctx.counters.heartbeats += 1;
+                return after_flush(stream.flush(socket, ring, ctx.clock, ctx.counters));
             }
         } else {
             let stalled_ms = ctx.clock.wrapping_sub(stream.progress_at);
@@ -406,378 +254,51 @@ impl Connection {
         Step::Wait
     }
 
-    /// Called when the timer queue says this connection's deadline passed.
-    /// Returns `None` if the entry is stale (another connection, or a
-    /// deadline that moved); the entry is re-queued when needed.
-    pub fn on_timer(&mut self, serial: u64, at: Instant, ctx: &mut Ctx<'_>) -> Option<Step> {
-        let Connection::Http { exchange, .. } = self else {
+    /// The schedule says this connection's deadline may have passed; `None`
+    /// if the entry is stale.
+    pub(crate) fn on_timer(&mut self, serial: u64, at: Instant, ctx: &mut Ctx<'_>) -> Option<Step> {
+        let Connection::Http { socket, exchange } = self else {
             return None;
         };
-        if exchange.serial != serial || exchange.scheduled != Some(at) {
-            return None;
-        }
-        exchange.scheduled = None;
-        if exchange.deadline > ctx.now {
-            let deadline = exchange.deadline;
-            exchange.set_deadline(deadline, ctx);
-            return None;
-        }
-        Some(match exchange.phase {
-            Phase::Reading if !exchange.buf.is_empty() => {
-                debug!("#{} header timeout: 408", ctx.key);
-                let response =
-                    routes::error(408, "request head not received in time", ctx.date, &[]);
-                exchange.start(response, CloseReason::Timeout, ctx);
-                return Some(self.drive(false, ctx));
-            }
-            Phase::Reading => Step::Close(CloseReason::Timeout),
-            Phase::ReadingBody(_) => {
-                debug!("#{} body timeout: 408", ctx.key);
-                let response =
-                    routes::error(408, "request body not received in time", ctx.date, &[]);
-                exchange.start(response, CloseReason::Timeout, ctx);
-                return Some(self.drive(false, ctx));
-            }
-            Phase::Responding(..) => Step::Close(CloseReason::Timeout),
-            Phase::Lingering { reason, .. } => Step::Close(reason),
-        })
-    }
-}
-
-impl Exchange {
-    /// Sets this phase's deadline, queueing a timer only if it is earlier
-    /// than the one already queued (see the `timers` module).
-    fn set_deadline(&mut self, at: Instant, ctx: &mut Ctx<'_>) {
-        self.deadline = at;
-        if self.scheduled.is_none_or(|queued| at < queued) {
-            ctx.timers.push(at, ctx.key, self.serial);
-            self.scheduled = Some(at);
-        }
+        let progress = exchange.on_timer(serial, at, socket, ctx)?;
+        Some(self.settle(progress, ctx))
     }
 
-    /// Starts writing `response`. `reason` is why the connection will close
-    /// if the response asks for a close.
-    fn start(&mut self, mut response: Response, reason: CloseReason, ctx: &mut Ctx<'_>) {
-        if let After::Close(why) = &mut response.after
-            && *why == CloseReason::Done
-        {
-            *why = reason;
-        }
-        ctx.stats.response(response.status);
-        self.set_deadline(ctx.now + ctx.settings.idle_timeout, ctx);
-        self.phase = Phase::Responding(response, 0);
-    }
-
-    /// Decides what a parsed request leads to: a response, or (for a post)
-    /// reading its body first.
-    fn on_request(
+    /// The source answered this connection's chat message: its event's id,
+    /// or a refusal. `None` if the ticket is stale.
+    pub(crate) fn on_published(
         &mut self,
-        request: Request,
-        socket: &mut TcpStream,
+        serial: u64,
+        result: Result<u64, Refusal>,
         ctx: &mut Ctx<'_>,
-    ) -> Result<(), Step> {
-        let is_post = request.method == Method::Post && request.path == MESSAGES_PATH;
-        if !is_post || self.over_limit {
-            let mut resets = 0;
-            let response = routes::respond(&request, &env!(ctx, self.over_limit), &mut resets);
-            ctx.stats.resets += resets;
-            self.start(response, CloseReason::Done, ctx);
-            return Ok(());
-        }
-        let refusal = {
-            let env = env!(ctx, self.over_limit);
-            routes::start_post(&request, &env, self.peer, ctx.limiter, ctx.now)
+    ) -> Option<Step> {
+        let Connection::Http { socket, exchange } = self else {
+            return None;
         };
-        if let Err(response) = refusal {
-            ctx.stats.reject_message(response.status);
-            self.start(response, CloseReason::Done, ctx);
-            return Ok(());
-        }
-        if request.expect_continue && !send_continue(socket) {
-            return Err(Step::Close(CloseReason::Error));
-        }
-        let framing = match request.body {
-            BodyFraming::Length(n) => Framing::Length(n),
-            _ => Framing::Chunked(ChunkedDecoder::new()),
-        };
-        // The body has the header timeout to arrive, like the head.
-        self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
-        self.phase = Phase::ReadingBody(BodyRead {
-            request,
-            framing,
-            body: Vec::new(),
-            raw: 0,
-        });
-        Ok(())
-    }
-
-    /// Runs the request/response phases until the connection must wait,
-    /// close, or becomes a stream (`Ok(cursor)`).
-    fn drive(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Result<Cursor, Step> {
-        let mut turn = 0;
-        loop {
-            match &mut self.phase {
-                Phase::Reading => match self.buf.next_request() {
-                    Ok(Some(request)) => {
-                        debug!(
-                            "#{} {:?} {} HTTP/1.{}",
-                            ctx.key, request.method, request.path, request.version
-                        );
-                        self.on_request(request, socket, ctx)?;
-                        turn += 1;
-                        if turn == REQUESTS_PER_TURN {
-                            return Err(Step::Yield);
-                        }
-                    }
-                    Ok(None) => {
-                        let was_empty = self.buf.is_empty();
-                        match read_some(socket, &mut self.buf, ctx) {
-                            Ok(0) if self.buf.is_empty() => {
-                                return Err(Step::Close(CloseReason::Eof));
-                            }
-                            Ok(0) => {
-                                debug!("#{} closed its side in the middle of a request", ctx.key);
-                                return Err(Step::Close(CloseReason::Eof));
-                            }
-                            Ok(_) if was_empty => {
-                                // The first byte of a request starts its header clock.
-                                self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
-                            }
-                            Ok(_) => {}
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                return Err(Step::Wait);
-                            }
-                            Err(e) => return Err(Step::Close(CloseReason::from_io(&e))),
-                        }
-                    }
-                    Err(refusal) => {
-                        debug!(
-                            "#{} refused: {} {}",
-                            ctx.key, refusal.status, refusal.reason
-                        );
-                        self.start(routes::refuse(refusal, ctx.date), CloseReason::Done, ctx);
-                    }
-                },
-                Phase::ReadingBody(read) => {
-                    if let Some(response) = read.consume(&mut self.buf, ctx.settings.max_message) {
-                        let response = response(ctx.date);
-                        ctx.stats.reject_message(response.status);
-                        self.start(response, CloseReason::Done, ctx);
-                        continue;
-                    }
-                    if read.complete() {
-                        let env = env!(ctx, self.over_limit);
-                        let response =
-                            routes::finish_post(&read.request, &read.body, &env, ctx.outbox);
-                        if response.status >= 400 {
-                            ctx.stats.reject_message(response.status);
-                        }
-                        self.start(response, CloseReason::Done, ctx);
-                        continue;
-                    }
-                    match read_some(socket, &mut self.buf, ctx) {
-                        Ok(0) => {
-                            debug!("#{} closed its side in the middle of a body", ctx.key);
-                            return Err(Step::Close(CloseReason::Eof));
-                        }
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Step::Wait),
-                        Err(e) => return Err(Step::Close(CloseReason::from_io(&e))),
-                    }
-                }
-                Phase::Responding(response, written) => {
-                    match write_response(socket, response, written, ctx) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            // Progress or not, the client has idle_timeout to read on.
-                            self.deadline = ctx.now + ctx.settings.idle_timeout;
-                            return Err(Step::Wait);
-                        }
-                        Err(e) => return Err(Step::Close(CloseReason::from_io(&e))),
-                    }
-                    let after = match response.after {
-                        // Shutting down: finish this response, then close.
-                        After::KeepAlive if ctx.draining => After::Close(CloseReason::Shutdown),
-                        after => after,
-                    };
-                    match after {
-                        After::KeepAlive => {
-                            self.phase = Phase::Reading;
-                            let timeout = if self.buf.is_empty() {
-                                ctx.settings.idle_timeout
-                            } else {
-                                ctx.settings.header_timeout
-                            };
-                            self.set_deadline(ctx.now + timeout, ctx);
-                        }
-                        After::Stream(cursor) => return Ok(cursor),
-                        After::Close(reason) => {
-                            // Nothing more to send; stop reading requests too.
-                            let _ = socket.shutdown(Shutdown::Write);
-                            self.buf.release();
-                            self.phase = Phase::Lingering {
-                                discarded: 0,
-                                reason,
-                            };
-                            self.set_deadline(ctx.now + LINGER_TIMEOUT, ctx);
-                        }
-                    }
-                }
-                Phase::Lingering { discarded, reason } => loop {
-                    match socket.read(ctx.scratch) {
-                        Ok(0) => return Err(Step::Close(*reason)),
-                        Ok(n) => {
-                            *discarded += n;
-                            if *discarded > LINGER_MAX_BYTES {
-                                return Err(Step::Close(*reason));
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            return Err(Step::Wait);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Err(Step::Close(*reason)),
-                    }
-                },
-            }
-        }
+        let progress = exchange.on_published(serial, result, socket, ctx)?;
+        Some(self.settle(progress, ctx))
     }
 }
 
-impl BodyRead {
-    /// Moves body bytes from the connection's buffer into `body`, leaving
-    /// anything after the body (a pipelined request) in the buffer. Returns
-    /// a refusal (413 too large, 400 bad chunks) if there is one.
-    fn consume(&mut self, buf: &mut RequestReader, max: u32) -> Option<fn(&str) -> Response> {
-        let max = max as usize;
-        match &mut self.framing {
-            Framing::Length(left) => {
-                let n = buf.bytes().len().min(*left as usize);
-                self.body.extend_from_slice(&buf.bytes()[..n]);
-                buf.consume(n);
-                *left -= n as u64;
-            }
-            Framing::Chunked(decoder) => match decoder.decode(buf.bytes(), &mut self.body) {
-                Ok(used) => {
-                    buf.consume(used);
-                    self.raw += used;
-                }
-                Err(_) => {
-                    return Some(|date| routes::error(400, "malformed chunked body", date, &[]));
-                }
-            },
-        }
-        if self.body.len() > max || self.raw > 2 * max + 1024 {
-            return Some(|date| routes::error(413, "message body too large", date, &[]));
-        }
-        None
-    }
-
-    fn complete(&self) -> bool {
-        match &self.framing {
-            Framing::Length(left) => *left == 0,
-            Framing::Chunked(decoder) => decoder.is_done(),
-        }
+/// What a flush of a stream means for the connection.
+pub(crate) fn after_flush(result: io::Result<Flushed>) -> Step {
+    match result {
+        Ok(Flushed::CaughtUp) | Ok(Flushed::Blocked) => Step::Wait,
+        Ok(Flushed::Lagged) => Step::Close(CloseReason::Lagged),
+        Err(e) => Step::Close(CloseReason::from_io(&e)),
     }
 }
 
-/// Writes the interim `100 Continue` a client with `Expect: 100-continue`
-/// waits for. It goes out between responses, when the socket's buffer is
-/// empty, so one write takes it all; if not, the connection is closed.
-fn send_continue(socket: &mut TcpStream) -> bool {
-    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-    matches!(socket.write(CONTINUE), Ok(n) if n == CONTINUE.len())
-}
-
-/// Reads once (retrying `EINTR`) into the scratch buffer and appends what
-/// came to the request buffer, never past its room.
-fn read_some(
-    socket: &mut TcpStream,
-    buf: &mut RequestReader,
-    ctx: &mut Ctx<'_>,
-) -> io::Result<usize> {
-    let room = buf.room().min(ctx.scratch.len());
-    if room == 0 {
-        // Callers parse before they read, so a full buffer was refused
-        // already; never mistake a zero-length read for the client's EOF.
-        return Err(io::Error::other("request buffer full"));
+/// Writes the frames a stream has not sent yet; while shutting down, a
+/// stream that has caught up gets the goodbye and is closed.
+fn flush_or_say_goodbye(socket: &mut TcpStream, stream: &mut Stream, ctx: &mut Ctx<'_>) -> Step {
+    let ring = ctx.rings.get(stream.cursor.channel);
+    let step = after_flush(stream.flush(socket, ring, ctx.clock, ctx.counters));
+    if ctx.draining && step == Step::Wait && stream.cursor.caught_up(ring) {
+        say_goodbye(socket, ctx);
+        return Step::Close(CloseReason::Shutdown);
     }
-    loop {
-        match socket.read(&mut ctx.scratch[..room]) {
-            Ok(n) => {
-                trace!("#{} read {n} bytes", ctx.key);
-                buf.push(&ctx.scratch[..n]);
-                return Ok(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    trace!("#{} read: WouldBlock", ctx.key);
-                }
-                return Err(e);
-            }
-        }
-    }
-}
-
-/// Writes as much of a response as the socket takes. `Ok(true)` when all of
-/// it is written, `Ok(false)` on `WouldBlock`.
-fn write_response(
-    socket: &mut TcpStream,
-    response: &mut Response,
-    written: &mut usize,
-    ctx: &mut Ctx<'_>,
-) -> io::Result<bool> {
-    loop {
-        let head = &response.bytes[*written..];
-        let chunk = match &response.body {
-            Body::File { file, offset, end } if offset < end => {
-                let want = ((end - offset) as usize).min(ctx.scratch.len());
-                let n = file.read_at(&mut ctx.scratch[..want], *offset)?;
-                if n == 0 {
-                    // The file shrank under us; we cannot keep the promised length.
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                &ctx.scratch[..n]
-            }
-            _ => &[][..],
-        };
-        let wanted = head.len() + chunk.len();
-        if wanted == 0 {
-            return Ok(true);
-        }
-        let result = match (head.is_empty(), chunk.is_empty()) {
-            (false, true) => socket.write(head),
-            (true, false) => socket.write(chunk),
-            _ => socket.write_vectored(&[IoSlice::new(head), IoSlice::new(chunk)]),
-        };
-        match result {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                if n < wanted {
-                    ctx.stats.short_writes += 1;
-                    trace!("#{} short write: {n} of {wanted} bytes", ctx.key);
-                } else {
-                    trace!("#{} wrote {n} bytes", ctx.key);
-                }
-                let from_head = n.min(head.len());
-                *written += from_head;
-                if let Body::File { offset, .. } = &mut response.body {
-                    *offset += (n - from_head) as u64;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ctx.stats.would_block += 1;
-                trace!(
-                    "#{} write: WouldBlock, waiting for a writable event",
-                    ctx.key
-                );
-                return Ok(false);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    step
 }
 
 /// Reads and throws away what a streaming client sends (it has nothing to
@@ -818,11 +339,11 @@ fn say_goodbye(socket: &mut TcpStream, ctx: &mut Ctx<'_>) {
     let retry = ctx.settings.retry.as_millis() as u64;
     let retry_ms = retry + rand::random_range(0..=SHUTDOWN_RETRY_SPREAD_MS);
     let mut goodbye = Vec::with_capacity(48);
-    sse::encode_goodbye(&mut goodbye, retry_ms);
-    ctx.stats.goodbyes += 1;
+    sse::encode_notice(&mut goodbye, retry_ms, "server shutting down");
+    ctx.counters.goodbyes += 1;
     match socket.write(&goodbye) {
         Ok(n) => {
-            ctx.stats.bytes_written += n as u64;
+            ctx.counters.bytes_written += n as u64;
             trace!(
                 "#{} goodbye: {n} of {} bytes, retry {retry_ms} ms",
                 ctx.key,
@@ -830,24 +351,6 @@ fn say_goodbye(socket: &mut TcpStream, ctx: &mut Ctx<'_>) {
             );
         }
         Err(e) => trace!("#{} goodbye not sent: {e}", ctx.key),
-    }
-}
-
-/// Writes the frames a streaming connection has not sent yet.
-pub fn flush_stream(socket: &mut TcpStream, stream: &mut Stream, ctx: &mut Ctx<'_>) -> Step {
-    let before = stream.cursor;
-    let ring = match stream.cursor.channel {
-        Channel::Events => ctx.ring,
-        Channel::Stats => ctx.stats_ring,
-    };
-    let result = sse::flush(socket, &mut stream.cursor, ring, ctx.stats);
-    if stream.cursor != before {
-        stream.progress_at = ctx.clock;
-    }
-    match result {
-        Ok(Flushed::CaughtUp) | Ok(Flushed::Blocked) => Step::Wait,
-        Ok(Flushed::Lagged) => Step::Close(CloseReason::Lagged),
-        Err(e) => Step::Close(CloseReason::from_io(&e)),
     }
 }
 

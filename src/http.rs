@@ -5,17 +5,20 @@
 //! - [`parse_request`] looks at the bytes a connection has buffered and says
 //!   "need more" (`Ok(None)`, httparse's `Partial`), "here is a request and
 //!   the length of its head", or "answer with this 4xx/5xx and close"
-//!   ([`HttpError`]). It enforces the limits on head size, header count and
+//!   ([`Refusal`]). It enforces the limits on head size, header count and
 //!   URI length, and the message-framing rules of RFC 9112 that stop request
 //!   smuggling (`Content-Length` with `Transfer-Encoding`, differing
 //!   duplicate `Content-Length`s).
+//! - [`Refusal`] is the one way any layer says no: a status and a reason.
+//!   Request parsing, chat validation and static-file resolution all
+//!   return it, and `routes` turns it into a response.
+//! - [`ChunkedDecoder`] reads the chunked transfer coding of request
+//!   bodies; [`percent_decode`] undoes URL escapes (paths, query strings,
+//!   forms).
 //! - [`Head`] writes a status line and headers into a byte buffer; every
 //!   response carries `Date` and `Server`.
 //! - [`DateCache`] formats the `Date` header once per second, not once per
 //!   response.
-
-use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Largest request head (request line + headers) we buffer. Bigger gets 431:
 /// a browser's head is well under 2 KiB, and the limit bounds the memory a
@@ -29,9 +32,6 @@ pub const MAX_HEADERS: usize = 64;
 /// Longest request target (414 beyond). Our paths are short; a 4 KiB target
 /// is an attack or a mistake.
 pub const MAX_URI_BYTES: usize = 4 * 1024;
-
-/// What goes in the `Server` header.
-pub const SERVER: &str = concat!("sse-mio/", env!("CARGO_PKG_VERSION"));
 
 /// The request methods we know by name. Anything else gets 501.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,22 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name as it is written on the wire.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Options => "OPTIONS",
+            Method::Trace => "TRACE",
+            Method::Connect => "CONNECT",
+            Method::Other => "(another method)",
+        }
+    }
+
     fn from_token(token: &str) -> Method {
         match token {
             "GET" => Method::Get,
@@ -101,16 +117,31 @@ pub struct Request {
     pub expect_continue: bool,
 }
 
-/// A request we refuse: the status to answer with, and a short human reason
-/// for the body and the debug log. The connection is closed afterwards.
+mod body;
+mod chunked;
+mod head;
+
+pub(crate) use body::BodyReader;
+pub use chunked::{ChunkError, ChunkedDecoder};
+pub(crate) use head::{DateCache, Head, push_decimal};
+
+/// Something we refuse: the status to answer with, and a short human reason
+/// for the body and the debug log. HTTP parsing, chat validation and static
+/// files all refuse with this one type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpError {
+pub struct Refusal {
     pub status: u16,
     pub reason: &'static str,
 }
 
-const fn refuse(status: u16, reason: &'static str) -> HttpError {
-    HttpError { status, reason }
+impl Refusal {
+    pub(crate) const fn new(status: u16, reason: &'static str) -> Refusal {
+        Refusal { status, reason }
+    }
+}
+
+const fn refuse(status: u16, reason: &'static str) -> Refusal {
+    Refusal::new(status, reason)
 }
 
 /// The bytes a connection has received and not yet used, and the rules for
@@ -137,7 +168,7 @@ impl RequestReader {
     /// The next request, if its head is complete (and removes the head from
     /// the buffer); `Ok(None)` if more bytes are needed; an error to answer
     /// with if the bytes can never become a request.
-    pub fn next_request(&mut self) -> Result<Option<Request>, HttpError> {
+    pub fn next_request(&mut self) -> Result<Option<Request>, Refusal> {
         match parse_request(&self.buf)? {
             Some((request, head_len)) => {
                 self.buf.drain(..head_len);
@@ -174,7 +205,7 @@ impl RequestReader {
 ///   complete head is an error instead, so the caller never buffers more.
 /// - `Ok(Some((request, n)))`: the head is the first `n` bytes.
 /// - `Err(e)`: answer `e.status` and close.
-pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
+pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(buf) {
@@ -227,7 +258,7 @@ fn has_http_version_token(buf: &[u8]) -> bool {
     }
 }
 
-fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, HttpError> {
+fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Refusal> {
     // httparse fills every field of a Complete parse.
     let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
     else {
@@ -341,7 +372,7 @@ fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, HttpE
 /// Reduces the request target to a path starting with `/` (RFC 9112 3.2):
 /// origin-form is kept, absolute-form (`http://host/path`) loses its scheme
 /// and authority, and `*` is only for OPTIONS.
-fn origin_form(target: &str, method: Method) -> Result<&str, HttpError> {
+fn origin_form(target: &str, method: Method) -> Result<&str, Refusal> {
     if target.starts_with('/') {
         return Ok(target);
     }
@@ -374,7 +405,7 @@ fn text(value: &[u8]) -> Option<&str> {
 
 /// `Content-Length` is one or more (comma-separated, identical) runs of
 /// digits, nothing else: no sign, no spaces inside, no overflow.
-fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+fn parse_content_length(value: &[u8]) -> Result<u64, Refusal> {
     let bad = refuse(400, "malformed Content-Length");
     let value = text(value).ok_or(bad)?;
     let mut result: Option<u64> = None;
@@ -391,6 +422,31 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
     result.ok_or(bad)
 }
 
+/// Percent-decodes `text` exactly once (RFC 3986 2.1). A `%` not followed by
+/// two hex digits is refused: there is no right way to guess what it meant.
+pub(crate) fn percent_decode(text: &str) -> Result<Vec<u8>, Refusal> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(high), Some(low)) => out.push((high * 16 + low) as u8),
+                _ => return Err(refuse(400, "malformed percent escape")),
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// The value of `name` in a query string (`a=1&b=2`), percent-decoded
 /// (`+` is a space). The first occurrence wins; undecodable values are None.
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -401,127 +457,15 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .split_once('=')
         .map_or("", |(_, v)| v)
         .replace('+', " ");
-    let bytes = crate::static_files::percent_decode(&raw).ok()?;
+    let bytes = percent_decode(&raw).ok()?;
     String::from_utf8(bytes).ok()
-}
-
-/// The reason phrase for the statuses this server sends.
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        202 => "Accepted",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
-    }
-}
-
-/// A response head being written into a byte buffer.
-///
-/// ```
-/// let mut out = Vec::new();
-/// sse_mio::http::Head::new(&mut out, 204, "Thu, 01 Jan 1970 00:00:00 GMT").finish();
-/// assert!(out.starts_with(b"HTTP/1.1 204 No Content\r\nDate: "));
-/// assert!(out.ends_with(b"\r\n\r\n"));
-/// ```
-pub struct Head<'a> {
-    out: &'a mut Vec<u8>,
-}
-
-impl<'a> Head<'a> {
-    /// Starts a head with its status line, `Date` and `Server`.
-    pub fn new(out: &'a mut Vec<u8>, status: u16, date: &str) -> Head<'a> {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        push_decimal(out, u64::from(status));
-        out.push(b' ');
-        out.extend_from_slice(reason_phrase(status).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        let mut head = Head { out };
-        head.header("Date", date);
-        head.header("Server", SERVER);
-        head
-    }
-
-    pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.extend_from_slice(b": ");
-        self.out.extend_from_slice(value.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-        self
-    }
-
-    pub fn content_length(&mut self, length: u64) -> &mut Self {
-        self.out.extend_from_slice(b"Content-Length: ");
-        push_decimal(self.out, length);
-        self.out.extend_from_slice(b"\r\n");
-        self
-    }
-
-    /// Ends the head with the blank line.
-    pub fn finish(&mut self) {
-        self.out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Appends `n` in decimal without going through `fmt`.
-pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// The `Date` header value, formatted at most once per second.
-#[derive(Default)]
-pub struct DateCache {
-    second: u64,
-    text: String,
-}
-
-impl DateCache {
-    /// The IMF-fixdate for `now`, e.g. `Tue, 24 Nov 2026 08:00:00 GMT`.
-    pub fn get(&mut self, now: SystemTime) -> &str {
-        let second = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        if self.text.is_empty() || second != self.second {
-            self.second = second;
-            self.text.clear();
-            let _ = write!(self.text, "{}", httpdate::HttpDate::from(now));
-        }
-        &self.text
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(bytes: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
+    fn parse(bytes: &[u8]) -> Result<Option<(Request, usize)>, Refusal> {
         parse_request(bytes)
     }
 
@@ -697,35 +641,6 @@ mod tests {
         assert_eq!(query_param(Some("flag"), "flag"), Some("".into()));
         assert_eq!(query_param(Some("a=%zz"), "a"), None);
         assert_eq!(query_param(None, "a"), None);
-    }
-
-    #[test]
-    fn head_writer() {
-        let mut out = Vec::new();
-        Head::new(&mut out, 404, "D")
-            .header("Content-Type", "text/plain")
-            .content_length(10)
-            .finish();
-        let expected = format!(
-            "HTTP/1.1 404 Not Found\r\nDate: D\r\nServer: {SERVER}\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
-        );
-        assert_eq!(String::from_utf8(out).unwrap(), expected);
-    }
-
-    #[test]
-    fn decimal() {
-        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
-            let mut out = Vec::new();
-            push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes());
-        }
-    }
-
-    #[test]
-    fn date_cache_formats_imf_fixdate() {
-        let mut cache = DateCache::default();
-        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        assert_eq!(cache.get(t), "Wed, 18 Nov 2026 11:06:40 GMT");
     }
 }
 

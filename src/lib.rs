@@ -3,55 +3,91 @@
 //! A small Server-Sent Events server on a hand-rolled HTTP/1.1 event loop:
 //! one thread, one `mio::Poll`, no async runtime. It serves files from
 //! `www/` and, on `/sse`, a stream that receives the same random string
-//! every second.
+//! every second, and the chat messages clients post to `/messages`.
 //!
-//! ## Layout
-//! Read in this order to follow a byte from `accept` to the browser:
-//! - [`server`]: the loop. Poll, accept, dispatch events, timers, the tick
-//!   and its fan-out, and the one `close`.
-//! - [`connection`]: one connection's state machine: reading a request,
-//!   responding, lingering after an error, streaming.
-//! - [`sse`]: frame encoding, the ring of recent frames, and the cursor a
-//!   stream keeps into it; partial writes resume from the cursor.
-//! - [`http`]: httparse glue, limits, and response heads.
-//! - [`routes`]: which response a request gets.
-//! - [`chat`]: what `POST /messages` accepts, the event it becomes, and the
-//!   per-client flood control.
-//! - [`static_files`]: safe path resolution under `www/`, content types,
-//!   conditional requests.
-//! - [`event_parser`]: the client side (a WHATWG event-stream parser and a
-//!   chunked decoder), used by `sse-load` and the tests.
-//! - [`metrics`]: `/metrics` (Prometheus) and the `/stats` event.
-//! - [`timers`], [`limits`], [`stats`], [`config`]: the deadline queue, OS
-//!   limits, counters, flags.
+//! ## Reading order
+//! Follow a byte from `accept` to the browser, top layer first (each module
+//! imports only the ones below it; ARCHITECTURE.md draws the graph):
+//! - `server`: the loop. Poll, dispatch by token, the end of each batch,
+//!   the schedule's timers, and the one `close`.
+//! - `admission`: the listener; accepting, limits, socket options.
+//! - `shutdown`: the stop flag, signals, the drain's state, the summary.
+//! - `hub`: every event's way: asked of the source, encoded once into the
+//!   ring, fanned out to the streams.
+//! - `connection`: one connection, and its switch from HTTP to streaming.
+//! - `exchange`: the HTTP half: requests, a chat body, responses, lingering.
+//! - `routes`: which response a request gets (a `Route`).
+//! - `shared`: what the loop lends a connection while driving it.
+//! - `source`: where events come from, the asynchronous seam (today: this
+//!   process, `Local`).
+//! - `ring`: the ring of recent frames, cursors, and flushing a stream.
+//! - `response`: a response ready to write, and the builders routes share.
+//! - `static_files`, `chat`, `metrics`: files under `www/`, chat messages
+//!   and flood control, `/metrics` and the dashboard frame.
+//! - `sse`: the `text/event-stream` format, every byte of it.
+//! - `http`: httparse glue, `Refusal`, the chunked decoder, heads, `Date`.
+//! - `schedule`, `counters`, `limits`, `config`: the one timer queue, the
+//!   counters, OS limits, the flags.
+//! - [`event_parser`]: the client side (a WHATWG event-stream parser), for
+//!   `sse-load`, the tests, and anyone writing a client.
 //!
 //! ## The life of a connection
-//! The listener becomes readable; `accept_all` accepts until `WouldBlock`
-//! and registers each socket for readable and writable edges. Its first
+//! The listener becomes readable; admission accepts until `WouldBlock` and
+//! registers each socket for readable and writable edges. Its first
 //! readable event makes it read into a bounded buffer until httparse finds
-//! a complete head. A file request is answered from `www/` and the
-//! connection goes back to reading (keep-alive) or closes. A `GET /sse`
-//! gets the stream head, then the connection drops its HTTP state and keeps
-//! only a cursor into the ring: each tick appends a frame and writes it to
-//! every caught-up stream; a stream whose socket is full waits for its
-//! writable event and catches up from the ring. It ends when the client
-//! resets, falls off the ring or stalls, or when the server shuts down: on
-//! SIGINT/SIGTERM every stream gets the frames it is owed and a goodbye
-//! with a jittered `retry:` (see [`server`]).
+//! a complete head; `routes::route` says what it gets. A file is answered
+//! from `www/` and the connection goes back to reading (keep-alive) or
+//! closes. A chat post's body is read, its event is asked of the source, and
+//! the `202 {"id": N}` waits until the event comes back. A `GET /sse` gets
+//! the stream head, then the connection drops its HTTP state and keeps only
+//! a cursor into the ring: each event is encoded once into the ring and
+//! written to every caught-up stream; a stream whose socket is full waits
+//! for its writable event and catches up from the ring. It ends when the
+//! client resets, falls off the ring or stalls, or when the server shuts
+//! down: on SIGINT/SIGTERM every stream gets the frames it is owed and a
+//! goodbye with a jittered `retry:`.
+//!
+//! ## The library
+//! [`Server`], [`Config`], [`Handle`] and [`Stopped`] run a server
+//! in-process (the integration tests do); [`event_parser`] reads a stream;
+//! [`raise_open_files_limit`] and [`parse_duration`] serve clients such as
+//! `sse-load`. Everything else is private. The `internals` feature opens a
+//! few insides to the fuzz targets and benchmarks; it is not an API.
 
-pub mod chat;
-pub mod config;
-pub mod connection;
+mod admission;
+mod chat;
+mod config;
+mod connection;
+mod counters;
 pub mod event_parser;
-pub mod http;
-pub mod limits;
-pub mod metrics;
-pub mod routes;
-pub mod server;
-pub mod sse;
-pub mod static_files;
-pub mod stats;
-pub mod timers;
+mod exchange;
+mod http;
+mod hub;
+mod limits;
+mod metrics;
+mod response;
+mod ring;
+mod routes;
+mod schedule;
+mod server;
+mod shared;
+mod shutdown;
+mod source;
+mod sse;
+mod static_files;
 
-pub use config::Config;
-pub use server::{Handle, Server, Stopped};
+pub use config::{Config, parse_duration};
+pub use limits::{NofileLimit, open_files_limit, raise_open_files_limit};
+pub use server::Server;
+pub use shutdown::{Handle, Stopped};
+
+/// The server's insides that the fuzz targets and the benchmarks reach:
+/// the request reader, the path resolver, the ring and the frame encoder.
+/// Behind the `internals` feature; not an API, and not stable.
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::http::{MAX_HEAD_BYTES, Refusal, Request, RequestReader, parse_request};
+    pub use crate::ring::Ring;
+    pub use crate::sse::encode_event;
+    pub use crate::static_files::{Resolved, resolve_path};
+}

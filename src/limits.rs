@@ -10,18 +10,23 @@ use socket2::{Domain, Socket, Type};
 /// Pending connections the kernel may queue before we accept them. Load
 /// tests open thousands per second; the kernel caps this at
 /// `net.core.somaxconn`.
-pub const LISTEN_BACKLOG: i32 = 4096;
+pub(crate) const LISTEN_BACKLOG: i32 = 4096;
 
 /// What happened when we raised the open-files limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NofileLimit {
+    /// The soft limit before.
     pub before: u64,
+    /// The soft limit now.
     pub soft: u64,
+    /// The hard limit, which only root can raise.
     pub hard: u64,
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit. Only root can raise
-/// the hard limit, so the hard limit is where we stop.
+/// Raises this process's soft `RLIMIT_NOFILE` to the hard limit. Only root
+/// can raise the hard limit, so the hard limit is where we stop. Every
+/// connection, on either side, needs a descriptor: the server calls this in
+/// `Server::bind`, and a load client should call it too.
 pub fn raise_open_files_limit() -> io::Result<NofileLimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -64,7 +69,7 @@ pub fn open_files_limit() -> u64 {
 
 /// A non-blocking listener with `SO_REUSEADDR` (a restarted server can bind
 /// while old connections sit in TIME_WAIT) and a deep backlog.
-pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
@@ -78,7 +83,7 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 /// responses) in its heap, and RSS stays at the burst's peak; `malloc_trim`
 /// returns the free pages, including those between chunks still in use.
 /// Other allocators return memory on their own; there this does nothing.
-pub fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions.
     unsafe {

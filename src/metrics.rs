@@ -1,18 +1,18 @@
 //! What the server says about itself: the Prometheus text exposition on
 //! `/metrics` (format 0.0.4, every name prefixed `sse_mio_`), the process
-//! figures read from `/proc/self`, and the once-a-second `stats` event of
-//! the `/stats` stream.
+//! figures read from `/proc/self`, and the data of the once-a-second
+//! `event: stats` frame of the dashboard stream (`/stats`). Both read the
+//! [`Counters`] and [`Gauges`]; neither changes them.
 
 use std::fmt::Write as _;
 
-use crate::sse::Ring;
-use crate::stats::{CloseReason, FANOUT_BUCKETS, Gauges, Stats};
+use crate::counters::{CloseReason, Counters, FANOUT_BUCKETS, Gauges, RejectReason};
 
 /// The content type of the exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// This process's resident memory, from `/proc/self/statm`.
-pub fn resident_bytes() -> u64 {
+pub(crate) fn resident_bytes() -> u64 {
     let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
         return 0;
     };
@@ -27,7 +27,7 @@ pub fn resident_bytes() -> u64 {
 }
 
 /// How many descriptors this process has open, from `/proc/self/fd`.
-pub fn open_fds() -> u64 {
+pub(crate) fn open_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64)
 }
 
@@ -43,8 +43,8 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
     let _ = writeln!(out, "sse_mio_{name} {value}");
 }
 
-/// The whole exposition.
-pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
+/// The whole exposition. `ring_frames`: how many events the ring holds.
+pub(crate) fn render(counters: &Counters, gauges: &Gauges, ring_frames: usize) -> String {
     let mut out = String::with_capacity(8 * 1024);
     describe(
         &mut out,
@@ -56,7 +56,7 @@ pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
         ("reading", gauges.reading),
         ("responding", gauges.responding),
         ("streaming", gauges.streaming),
-        ("stats", gauges.stats_streams),
+        ("stats", gauges.dashboard_streams),
     ] {
         let _ = writeln!(out, "sse_mio_connections{{state=\"{state}\"}} {n}");
     }
@@ -72,14 +72,14 @@ pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
         "connections_accepted_total",
         "counter",
         "Connections accepted.",
-        stats.accepted,
+        counters.accepted,
     );
     single(
         &mut out,
         "connections_turned_away_total",
         "counter",
         "Connections accepted while full and told to come back later.",
-        stats.rejected_full,
+        counters.rejected_full,
     );
     describe(
         &mut out,
@@ -87,7 +87,7 @@ pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
         "counter",
         "Connections closed, by reason (lagged and stalled are slow consumers; unreachable peers were reaped by TCP keepalive).",
     );
-    for (reason, n) in CloseReason::ALL.iter().zip(stats.closed) {
+    for (reason, n) in CloseReason::ALL.iter().zip(counters.closed) {
         let _ = writeln!(
             out,
             "sse_mio_connections_closed_total{{reason=\"{reason}\"}} {n}"
@@ -99,7 +99,7 @@ pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
         "counter",
         "Responses sent, by status code.",
     );
-    for (code, n) in &stats.responses {
+    for (code, n) in &counters.responses {
         let _ = writeln!(out, "sse_mio_requests_total{{code=\"{code}\"}} {n}");
     }
     single(
@@ -107,21 +107,21 @@ pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
         "events_total",
         "counter",
         "Events broadcast (ticks and chat messages).",
-        stats.events,
+        counters.events,
     );
     single(
         &mut out,
         "ticks_total",
         "counter",
         "Ticks of the random-string ticker.",
-        stats.ticks,
+        counters.ticks,
     );
     single(
         &mut out,
         "messages_total",
         "counter",
         "Chat messages accepted and broadcast.",
-        stats.messages,
+        counters.messages,
     );
     describe(
         &mut out,
@@ -129,19 +129,11 @@ pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
         "counter",
         "Chat messages refused, by reason.",
     );
-    for reason in [
-        "invalid",
-        "no_length",
-        "rate_limited",
-        "timeout",
-        "too_large",
-        "unsupported_type",
-        "other",
-    ] {
-        let n = stats.rejected.get(reason).copied().unwrap_or(0);
+    for (reason, n) in RejectReason::ALL.iter().zip(counters.rejected) {
         let _ = writeln!(
             out,
-            "sse_mio_messages_rejected_total{{reason=\"{reason}\"}} {n}"
+            "sse_mio_messages_rejected_total{{reason=\"{}\"}} {n}",
+            reason.as_str()
         );
     }
     single(
@@ -149,56 +141,56 @@ pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
         "stream_bytes_written_total",
         "counter",
         "Bytes written to event streams.",
-        stats.bytes_written,
+        counters.bytes_written,
     );
     single(
         &mut out,
         "short_writes_total",
         "counter",
         "Writes that took fewer bytes than offered.",
-        stats.short_writes,
+        counters.short_writes,
     );
     single(
         &mut out,
         "would_block_total",
         "counter",
         "Writes that found the socket's send buffer full.",
-        stats.would_block,
+        counters.would_block,
     );
     single(
         &mut out,
         "deferred_total",
         "counter",
         "Times a tick found a stream still busy with an earlier frame (it catches up from the ring).",
-        stats.deferred,
+        counters.deferred,
     );
     single(
         &mut out,
         "replayed_frames_total",
         "counter",
         "Frames sent from history: replay after Last-Event-ID, or catching up.",
-        stats.replayed,
+        counters.replayed,
     );
     single(
         &mut out,
         "resets_total",
         "counter",
         "Streams that asked to resume from an id no longer held (event: reset).",
-        stats.resets,
+        counters.resets,
     );
     single(
         &mut out,
         "heartbeats_total",
         "counter",
         "Keep-alive comments sent to idle streams.",
-        stats.heartbeats,
+        counters.heartbeats,
     );
     single(
         &mut out,
         "ring_frames",
         "gauge",
         "Frames held in the event ring for replay.",
-        ring.next_id() - ring.first_id(),
+        ring_frames,
     );
 
     describe(
@@ -208,7 +200,7 @@ pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
         "Time to write one event to every caught-up stream.",
     );
     let mut cumulative = 0;
-    for (bound, n) in FANOUT_BUCKETS.iter().zip(stats.fanout.counts) {
+    for (bound, n) in FANOUT_BUCKETS.iter().zip(counters.fanout.counts) {
         cumulative += n;
         let _ = writeln!(
             out,
@@ -218,17 +210,17 @@ pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
     let _ = writeln!(
         out,
         "sse_mio_fanout_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-        stats.fanout.count
+        counters.fanout.count
     );
     let _ = writeln!(
         out,
         "sse_mio_fanout_duration_seconds_sum {}",
-        stats.fanout.sum
+        counters.fanout.sum
     );
     let _ = writeln!(
         out,
         "sse_mio_fanout_duration_seconds_count {}",
-        stats.fanout.count
+        counters.fanout.count
     );
 
     single(
@@ -262,15 +254,20 @@ pub fn render(stats: &Stats, gauges: &Gauges, ring: &Ring) -> String {
     out
 }
 
-/// The data of one `event: stats` frame: a single line of JSON.
-pub fn stats_event(stats: &Stats, gauges: &Gauges, events_per_second: f64) -> String {
+/// The data of one `event: stats` frame of the dashboard stream: a single
+/// line of JSON.
+pub(crate) fn dashboard_frame(
+    counters: &Counters,
+    gauges: &Gauges,
+    events_per_second: f64,
+) -> String {
     serde_json::json!({
         "connections": gauges.open(),
         "streams": gauges.streaming,
         "eventsPerSecond": (events_per_second * 100.0).round() / 100.0,
-        "fanoutMs": (stats.last_fanout.as_secs_f64() * 1e5).round() / 100.0,
+        "fanoutMs": (counters.last_fanout.as_secs_f64() * 1e5).round() / 100.0,
         "rssBytes": resident_bytes(),
-        "messages": stats.messages,
+        "messages": counters.messages,
         "uptime": (gauges.uptime.as_secs_f64() * 10.0).round() / 10.0,
     })
     .to_string()
@@ -282,18 +279,18 @@ mod tests {
 
     #[test]
     fn exposition_has_help_type_and_cumulative_buckets() {
-        let mut stats = Stats::default();
-        stats.response(200);
-        stats.response(404);
-        stats.closed(CloseReason::Eof);
-        stats.fanout.observe(0.000_2);
-        stats.fanout.observe(0.3);
-        stats.reject_message(429);
+        let mut counters = Counters::default();
+        counters.response(200);
+        counters.response(404);
+        counters.closed(CloseReason::Eof);
+        counters.fanout.observe(0.000_2);
+        counters.fanout.observe(0.3);
+        counters.reject_message(429);
         let gauges = Gauges {
             streaming: 3,
             ..Gauges::default()
         };
-        let text = render(&stats, &gauges, &Ring::new(4, 1));
+        let text = render(&counters, &gauges, 0);
         for line in [
             "# TYPE sse_mio_connections gauge",
             "sse_mio_connections{state=\"streaming\"} 3",

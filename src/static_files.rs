@@ -1,9 +1,10 @@
 //! Static files from the `www/` directory: turning a URL path into a file
-//! that is certainly inside the root, its content type, and the validators
-//! (`ETag`, `Last-Modified`) for conditional requests.
+//! that is certainly inside the root ([`resolve_path`]), its content type,
+//! the validators (`ETag`, `Last-Modified`) for conditional requests, and
+//! the response that serves it ([`serve`]).
 //!
-//! Path safety, in order: percent-decode once; refuse NUL, backslash and `..`
-//! segments (400); join the segments onto the root; canonicalize (which
+//! Path safety, in order: percent-decode once ([`percent_decode`]); refuse
+//! NUL, backslash and `..` segments (400); join the segments onto the root; canonicalize (which
 //! resolves symlinks) and refuse anything whose real path is not under the
 //! canonical root (404); refuse anything that is not a regular file (404).
 //! The file is opened non-blocking, so a FIFO swapped in between the check
@@ -16,103 +17,86 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The file a directory URL serves.
-pub const INDEX: &str = "index.html";
+use crate::config::Settings;
+use crate::http::{Head, Method, Refusal, Request, percent_decode};
+use crate::response::{self, After, Body, Response, connection_header, cors_headers};
 
-/// Why a URL path does not lead to a file.
+/// The file a directory URL serves.
+pub(crate) const INDEX: &str = "index.html";
+
+/// Where a URL path leads, when it leads somewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// The path itself is unacceptable (bad escape, NUL, backslash, `..`): 400.
-    BadPath(&'static str),
-    /// No such file under the root, or not one we serve: 404.
-    NotFound,
+pub enum Resolved {
+    /// A regular file under the root, by its canonical path.
+    File(PathBuf),
     /// A directory asked for without its trailing slash: 301 to this location,
     /// so that relative links in its index.html resolve.
     AddSlash(String),
 }
 
-/// Percent-decodes `path` exactly once. Malformed escapes are refused.
-pub fn percent_decode(path: &str) -> Result<Vec<u8>, Refusal> {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = |b: u8| (b as char).to_digit(16);
-            match (
-                bytes.get(i + 1).and_then(|&b| hex(b)),
-                bytes.get(i + 2).and_then(|&b| hex(b)),
-            ) {
-                (Some(high), Some(low)) => out.push((high * 16 + low) as u8),
-                _ => return Err(Refusal::BadPath("malformed percent escape")),
-            }
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
-}
+/// The answer for a path that leads nowhere we serve: 404.
+const NOT_FOUND: Refusal = Refusal::new(404, "not found");
 
 /// Maps a URL path (as sent, still percent-encoded) to a regular file under
-/// `root`, which must already be canonical.
-pub fn resolve_path(root: &Path, url_path: &str) -> Result<PathBuf, Refusal> {
+/// `root`, which must already be canonical. A path that is itself
+/// unacceptable (a bad escape, NUL, backslash, `..`) is refused with 400;
+/// one that leads outside the root or to no regular file, with 404.
+pub fn resolve_path(root: &Path, url_path: &str) -> Result<Resolved, Refusal> {
     let decoded = percent_decode(url_path)?;
     if decoded.contains(&0) {
-        return Err(Refusal::BadPath("NUL in path"));
+        return Err(Refusal::new(400, "NUL in path"));
     }
     if decoded.contains(&b'\\') {
-        return Err(Refusal::BadPath("backslash in path"));
+        return Err(Refusal::new(400, "backslash in path"));
     }
     let mut path = root.to_path_buf();
     for segment in decoded.split(|&b| b == b'/') {
         match segment {
             b"" | b"." => {}
-            b".." => return Err(Refusal::BadPath("'..' in path")),
+            b".." => return Err(Refusal::new(400, "'..' in path")),
             name => path.push(std::ffi::OsStr::from_bytes(name)),
         }
     }
     let mut real = inside(root, &path)?;
-    let mut metadata = fs::metadata(&real).map_err(|_| Refusal::NotFound)?;
+    let mut metadata = fs::metadata(&real).map_err(|_| NOT_FOUND)?;
     if metadata.is_dir() {
         if !url_path.ends_with('/') {
-            return Err(Refusal::AddSlash(format!("{url_path}/")));
+            return Ok(Resolved::AddSlash(format!("{url_path}/")));
         }
         real = inside(root, &real.join(INDEX))?;
-        metadata = fs::metadata(&real).map_err(|_| Refusal::NotFound)?;
+        metadata = fs::metadata(&real).map_err(|_| NOT_FOUND)?;
     }
     if !metadata.is_file() {
-        return Err(Refusal::NotFound);
+        return Err(NOT_FOUND);
     }
-    Ok(real)
+    Ok(Resolved::File(real))
 }
 
 /// The canonical form of `path`, if it exists and lies under `root`.
 fn inside(root: &Path, path: &Path) -> Result<PathBuf, Refusal> {
-    let real = path.canonicalize().map_err(|_| Refusal::NotFound)?;
+    let real = path.canonicalize().map_err(|_| NOT_FOUND)?;
     if real.starts_with(root) {
         Ok(real)
     } else {
-        Err(Refusal::NotFound)
+        Err(NOT_FOUND)
     }
 }
 
 /// An open file ready to be served, with its validators.
 #[derive(Debug)]
-pub struct StaticFile {
-    pub file: File,
-    pub len: u64,
-    pub content_type: &'static str,
+pub(crate) struct StaticFile {
+    pub(crate) file: File,
+    pub(crate) len: u64,
+    pub(crate) content_type: &'static str,
     /// Strong validator: changes whenever the size, mtime or inode changes.
-    pub etag: String,
+    pub(crate) etag: String,
     /// Modification time, truncated to whole seconds as HTTP dates are.
-    pub modified: SystemTime,
+    pub(crate) modified: SystemTime,
 }
 
 /// Opens a resolved path (non-blocking, see the module doc) and reads its
 /// validators from the open file, not from the path.
-pub fn open(path: &Path) -> io::Result<StaticFile> {
+pub(crate) fn open(path: &Path) -> io::Result<StaticFile> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -140,7 +124,7 @@ pub fn open(path: &Path) -> io::Result<StaticFile> {
 impl StaticFile {
     /// Whether the client's cached copy is current (RFC 9110 13.2.2):
     /// `If-None-Match` decides when present; otherwise `If-Modified-Since`.
-    pub fn not_modified(
+    pub(crate) fn not_modified(
         &self,
         if_none_match: Option<&str>,
         if_modified_since: Option<&str>,
@@ -160,8 +144,72 @@ impl StaticFile {
     }
 }
 
+/// The answer to a `GET` or `HEAD` for a file under the www root: the file
+/// with its validators, `304` when the client's copy is current, or the
+/// refusal (`400`, `403`, `404`, `503` when out of descriptors) or
+/// redirect its path leads to.
+pub(crate) fn serve(request: &Request, settings: &Settings, date: &str, after: After) -> Response {
+    let path = match resolve_path(&settings.root, &request.path) {
+        Ok(Resolved::File(path)) => path,
+        Ok(Resolved::AddSlash(location)) => return response::redirect(&location, date),
+        Err(refusal) => return response::refuse(refusal, date, &[]),
+    };
+    let file = match open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return response::refuse(NOT_FOUND, date, &[]);
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return response::refuse(Refusal::new(403, "forbidden"), date, &[]);
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+            let busy = Refusal::new(503, "out of file descriptors");
+            return response::refuse(busy, date, &[("Retry-After", "1")]);
+        }
+        Err(e) => {
+            log::warn!("cannot open {}: {e}", path.display());
+            return response::refuse(Refusal::new(500, "cannot open file"), date, &[]);
+        }
+    };
+    let not_modified = file.not_modified(
+        request.if_none_match.as_deref(),
+        request.if_modified_since.as_deref(),
+    );
+    let status = if not_modified { 304 } else { 200 };
+    let last_modified = httpdate::fmt_http_date(file.modified);
+    let mut bytes = Vec::with_capacity(384);
+    let mut head = Head::new(&mut bytes, status, date);
+    if !not_modified {
+        head.header("Content-Type", file.content_type);
+    }
+    // A 304 may carry Content-Length only as the length a 200 would have.
+    head.content_length(file.len)
+        .header("ETag", &file.etag)
+        .header("Last-Modified", &last_modified)
+        .header("Cache-Control", "no-cache")
+        .header("X-Content-Type-Options", "nosniff");
+    cors_headers(&mut head, request, settings);
+    connection_header(&mut head, after, request.version == 0);
+    head.finish();
+    let body = if request.method == Method::Get && !not_modified {
+        Body::File {
+            file: file.file,
+            offset: 0,
+            end: file.len,
+        }
+    } else {
+        Body::Empty
+    };
+    Response {
+        status,
+        bytes,
+        body,
+        after,
+    }
+}
+
 /// The `Content-Type` for a file, by its extension.
-pub fn content_type(path: &Path) -> &'static str {
+pub(crate) fn content_type(path: &Path) -> &'static str {
     let extension = path
         .extension()
         .and_then(|e| e.to_str())
@@ -206,34 +254,35 @@ mod tests {
         (dir, root)
     }
 
+    fn file(root: &Path, name: &str) -> Result<Resolved, Refusal> {
+        Ok(Resolved::File(root.join(name)))
+    }
+
     #[test]
     fn resolves_files_and_indexes() {
         let (_dir, root) = fixture();
-        assert_eq!(resolve_path(&root, "/"), Ok(root.join("index.html")));
+        assert_eq!(resolve_path(&root, "/"), file(&root, "index.html"));
         assert_eq!(
             resolve_path(&root, "/index.html"),
-            Ok(root.join("index.html"))
+            file(&root, "index.html")
         );
-        assert_eq!(resolve_path(&root, "/a%20b.txt"), Ok(root.join("a b.txt")));
-        assert_eq!(
-            resolve_path(&root, "//./a%20b.txt"),
-            Ok(root.join("a b.txt"))
-        );
+        assert_eq!(resolve_path(&root, "/a%20b.txt"), file(&root, "a b.txt"));
+        assert_eq!(resolve_path(&root, "//./a%20b.txt"), file(&root, "a b.txt"));
         assert_eq!(
             resolve_path(&root, "/docs/"),
-            Ok(root.join("docs/index.html"))
+            file(&root, "docs/index.html")
         );
         assert_eq!(
             resolve_path(&root, "/docs"),
-            Err(Refusal::AddSlash("/docs/".into()))
+            Ok(Resolved::AddSlash("/docs/".into()))
         );
-        assert_eq!(resolve_path(&root, "/alias.txt"), Ok(root.join("a b.txt")));
+        assert_eq!(resolve_path(&root, "/alias.txt"), file(&root, "a b.txt"));
     }
 
     #[test]
     fn refuses_everything_outside_the_root() {
         let (_dir, root) = fixture();
-        let bad = |p: &str| matches!(resolve_path(&root, p), Err(Refusal::BadPath(_)));
+        let bad = |p: &str| matches!(resolve_path(&root, p), Err(Refusal { status: 400, .. }));
         assert!(bad("/../secret.txt"));
         assert!(bad("/docs/../../secret.txt"));
         assert!(bad("/%2e%2e/secret.txt"));
@@ -242,18 +291,15 @@ mod tests {
         assert!(bad("/a%00.txt"));
         assert!(bad("/%zz"));
         assert!(bad("/%4"));
-        assert_eq!(resolve_path(&root, "/leak.txt"), Err(Refusal::NotFound));
-        assert_eq!(
-            resolve_path(&root, "/up/secret.txt"),
-            Err(Refusal::NotFound)
-        );
-        assert_eq!(resolve_path(&root, "/empty/"), Err(Refusal::NotFound));
-        assert_eq!(resolve_path(&root, "/missing.html"), Err(Refusal::NotFound));
-        assert_eq!(resolve_path(&root, "/index.html/x"), Err(Refusal::NotFound));
+        assert_eq!(resolve_path(&root, "/leak.txt"), Err(NOT_FOUND));
+        assert_eq!(resolve_path(&root, "/up/secret.txt"), Err(NOT_FOUND));
+        assert_eq!(resolve_path(&root, "/empty/"), Err(NOT_FOUND));
+        assert_eq!(resolve_path(&root, "/missing.html"), Err(NOT_FOUND));
+        assert_eq!(resolve_path(&root, "/index.html/x"), Err(NOT_FOUND));
         // Decoded once only: %252e is a file literally named "%2e".
         assert_eq!(
             resolve_path(&root, "/%252e%252e/secret.txt"),
-            Err(Refusal::NotFound)
+            Err(NOT_FOUND)
         );
     }
 
@@ -366,7 +412,7 @@ mod properties {
         #[test]
         fn no_path_leaves_the_root(path in url_path()) {
             let root = root();
-            if let Ok(resolved) = resolve_path(root, &path) {
+            if let Ok(Resolved::File(resolved)) = resolve_path(root, &path) {
                 prop_assert!(resolved.starts_with(root), "{path:?} -> {resolved:?}");
                 prop_assert_eq!(resolved.canonicalize().unwrap(), resolved.clone());
                 prop_assert!(resolved.is_file());

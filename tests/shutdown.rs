@@ -9,7 +9,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use sse_mio::server::Stopped;
+use sse_mio::Stopped;
 use support::*;
 
 /// Reads a stream to its end; returns the ids seen and asserts they are
@@ -189,7 +189,7 @@ fn sigterm_drains_and_exits_zero_with_a_summary() {
         .find(|l| l.contains("stopped:"))
         .unwrap_or_else(|| panic!("a summary line:\n{}", server.log));
     assert!(summary.contains("2 connections served"), "{summary}");
-    assert!(summary.contains("1 streams said goodbye"), "{summary}");
+    assert!(summary.contains("1 stream said goodbye"), "{summary}");
     assert!(!server.log.contains("panicked"), "{}", server.log);
 }
 

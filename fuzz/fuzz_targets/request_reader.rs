@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sse_mio::http::{MAX_HEAD_BYTES, RequestReader};
+use sse_mio::internals::{MAX_HEAD_BYTES, RequestReader};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&piece, mut rest)) = data.split_first() else {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sse_mio::static_files::resolve_path;
+use sse_mio::internals::{Resolved, resolve_path};
 
 fn root() -> &'static PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let root = root();
-    if let Ok(resolved) = resolve_path(root, path) {
+    if let Ok(Resolved::File(resolved)) = resolve_path(root, path) {
         assert!(resolved.starts_with(root), "{path:?} -> {resolved:?}");
         assert!(resolved.is_file());
     }

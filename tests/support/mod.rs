@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sse_mio::server::Stopped;
+use sse_mio::Stopped;
 use sse_mio::{Config, Handle, Server};
 
 /// How long any single read in a test may wait before the test fails.

@@ -1,0 +1,463 @@
+//! One process's connections: opening them at the ramp rate, reading each
+//! response head and stream, and recording every id's arrivals; the loop
+//! that drives them, with a deadline for every phase.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use serde::{Deserialize, Serialize};
+use slab::Slab;
+use socket2::{Domain, Socket, Type};
+
+use sse_mio::event_parser::{ChunkedDecoder, EventParser, Item};
+
+use crate::report::{ServerFigures, proc_cpu_seconds, proc_rss};
+use crate::workers;
+use crate::{Args, Target, mono_ns};
+
+/// After the hold, keep reading this long so the last counted ids can reach
+/// every connection.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Token for the worker's stdin (the parent's "window" line).
+pub(crate) const STDIN: Token = Token(usize::MAX - 1);
+
+/// What one process measured; merged across workers.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Raw {
+    pub(crate) attempted: u64,
+    /// Connections that got a 200 event-stream head.
+    pub(crate) connected: u64,
+    /// Connections open when the window started: the ones measured.
+    pub(crate) open_at_window: u64,
+    pub(crate) failures: BTreeMap<String, u64>,
+    /// id -> (first arrival ns, last arrival ns, receivers)
+    pub(crate) ids: HashMap<String, (u64, u64, u64)>,
+    /// Ids a connection skipped: numeric ids that did not follow the
+    /// previous one it received by exactly 1 are counted as the gap's size.
+    pub(crate) missing: u64,
+    /// Times a connection received an id not greater than its previous one.
+    pub(crate) out_of_order: u64,
+}
+
+impl Raw {
+    fn fail(&mut self, reason: &str) {
+        *self.failures.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    pub(crate) fn merge(&mut self, other: Raw) {
+        self.attempted += other.attempted;
+        self.connected += other.connected;
+        self.open_at_window += other.open_at_window;
+        for (reason, n) in other.failures {
+            *self.failures.entry(reason).or_default() += n;
+        }
+        self.missing += other.missing;
+        self.out_of_order += other.out_of_order;
+        for (id, (first, last, count)) in other.ids {
+            let entry = self.ids.entry(id).or_insert((first, last, 0));
+            entry.0 = entry.0.min(first);
+            entry.1 = entry.1.max(last);
+            entry.2 += count;
+        }
+    }
+}
+
+enum Phase {
+    Connecting,
+    Head,
+    Streaming,
+}
+
+struct Conn {
+    stream: TcpStream,
+    phase: Phase,
+    opened_ns: u64,
+    sent: usize,
+    head: Vec<u8>,
+    chunked: Option<ChunkedDecoder>,
+    parser: EventParser,
+    /// The server said it is full (a comment before it closes).
+    turned_away: bool,
+    /// The last numeric id this connection received.
+    last_id: Option<u64>,
+}
+
+/// The window in which arriving ids are counted.
+#[derive(Clone, Copy)]
+pub(crate) struct Window {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+}
+
+/// One process's connections and loop.
+struct Load<'a> {
+    args: &'a Args,
+    target: &'a Target,
+    sources: Vec<IpAddr>,
+    poll: Poll,
+    conns: Slab<Conn>,
+    raw: Raw,
+    request: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl<'a> Load<'a> {
+    fn open(&mut self, index: usize) {
+        self.raw.attempted += 1;
+        let source = self.sources.get(index % self.sources.len().max(1)).copied();
+        let socket = match connect_socket(self.target.addr, source) {
+            Ok(socket) => socket,
+            Err(e) => {
+                self.raw.fail(&failure_name(&e));
+                return;
+            }
+        };
+        let mut stream = TcpStream::from_std(socket.into());
+        let entry = self.conns.vacant_entry();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(entry.key()),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.raw.fail(&failure_name(&e));
+            return;
+        }
+        entry.insert(Conn {
+            stream,
+            phase: Phase::Connecting,
+            opened_ns: mono_ns(),
+            sent: 0,
+            head: Vec::new(),
+            chunked: None,
+            parser: EventParser::new(),
+            turned_away: false,
+            last_id: None,
+        });
+    }
+
+    /// Drives one connection; returns a failure reason if it is finished.
+    fn drive(&mut self, key: usize, now: u64) -> Option<&'static str> {
+        let conn = self.conns.get_mut(key)?;
+        if let Phase::Connecting = conn.phase {
+            match conn.stream.take_error() {
+                Ok(Some(e)) | Err(e) => return Some(failure_kind(&e)),
+                Ok(None) => {}
+            }
+            if conn.stream.peer_addr().is_err() {
+                return None; // not connected yet
+            }
+            while conn.sent < self.request.len() {
+                match conn.stream.write(&self.request[conn.sent..]) {
+                    Ok(n) => conn.sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Some(failure_kind(&e)),
+                }
+            }
+            conn.phase = Phase::Head;
+        }
+        loop {
+            let n = match conn.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    return Some(match conn.phase {
+                        Phase::Streaming if conn.turned_away => "server full",
+                        Phase::Streaming => "closed early",
+                        _ => "closed before head",
+                    });
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Some(failure_kind(&e)),
+            };
+            let mut bytes = &self.scratch[..n];
+            let owned;
+            if let Phase::Head = conn.phase {
+                conn.head.extend_from_slice(bytes);
+                let mut headers = [httparse::EMPTY_HEADER; 64];
+                let mut response = httparse::Response::new(&mut headers);
+                let head_len = match response.parse(&conn.head) {
+                    Ok(httparse::Status::Complete(len)) => len,
+                    Ok(httparse::Status::Partial) if conn.head.len() < MAX_HEAD => continue,
+                    _ => return Some("bad response"),
+                };
+                if response.code != Some(200) {
+                    return Some("bad status");
+                }
+                let header = |name: &str| {
+                    response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
+                };
+                if !header("content-type").is_some_and(|t| t.starts_with("text/event-stream")) {
+                    return Some("wrong content type");
+                }
+                if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+                    conn.chunked = Some(ChunkedDecoder::new());
+                }
+                conn.phase = Phase::Streaming;
+                self.raw.connected += 1;
+                owned = conn.head.split_off(head_len);
+                conn.head = Vec::new();
+                bytes = &owned;
+            }
+            let decoded;
+            if let Some(decoder) = &mut conn.chunked {
+                let mut out = Vec::with_capacity(bytes.len());
+                if decoder.decode(bytes, &mut out).is_err() {
+                    return Some("bad chunked body");
+                }
+                decoded = out;
+                bytes = &decoded;
+            }
+            let raw = &mut self.raw;
+            let turned_away = &mut conn.turned_away;
+            let last_id = &mut conn.last_id;
+            conn.parser.feed(bytes, &mut |item| match item {
+                Item::Comment(comment) => {
+                    // sse-mio's answer when it is full: come back later.
+                    *turned_away |= comment.contains("server full");
+                }
+                // Every id is recorded from the start; the report counts
+                // those whose first arrival (over all workers) falls in the
+                // window, so an id whose delivery straddles the window's
+                // start is left out rather than counted half.
+                Item::Event(event) if !event.id.is_empty() => {
+                    if let Ok(id) = event.id.parse::<u64>() {
+                        match *last_id {
+                            Some(last) if id <= last => raw.out_of_order += 1,
+                            Some(last) => raw.missing += id - last - 1,
+                            None => {}
+                        }
+                        *last_id = Some(id);
+                    }
+                    let entry = raw.ids.entry(event.id).or_insert((now, now, 0));
+                    entry.1 = now;
+                    entry.2 += 1;
+                }
+                _ => {}
+            });
+        }
+    }
+
+    /// Runs the loop until `until` (ns), or, with `until_ramped`, until every
+    /// connection has its head or has failed. Opens new connections at the
+    /// ramp rate while `to_open` remain; watches `stdin` if given.
+    fn run(
+        &mut self,
+        until: u64,
+        mut ramp: Option<&mut Ramp>,
+        progress: &ProgressBar,
+    ) -> io::Result<bool> {
+        let mut events = Events::with_capacity(4096);
+        loop {
+            let now = mono_ns();
+            if let Some(ramp) = ramp.as_deref_mut() {
+                while ramp.opened < ramp.total && ramp.due(now) {
+                    let index = ramp.opened;
+                    ramp.opened += 1;
+                    self.open(index);
+                }
+                self.expire_connects(now);
+                let settled = self
+                    .conns
+                    .iter()
+                    .all(|(_, c)| matches!(c.phase, Phase::Streaming));
+                progress.set_position(self.raw.connected);
+                if ramp.opened == ramp.total && settled {
+                    return Ok(true);
+                }
+            }
+            if now >= until {
+                return Ok(false);
+            }
+            let timeout = Duration::from_nanos((until - now).min(10_000_000));
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = mono_ns();
+            let mut dead = Vec::new();
+            for event in events.iter() {
+                if event.token() == STDIN {
+                    return Ok(true);
+                }
+                let key = event.token().0;
+                if let Some(reason) = self.drive(key, now) {
+                    dead.push((key, reason));
+                }
+            }
+            for (key, reason) in dead {
+                if let Some(mut conn) = self.conns.try_remove(key) {
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                    self.raw.fail(reason);
+                }
+            }
+        }
+    }
+
+    /// Fails connections that did not get their head in time.
+    fn expire_connects(&mut self, now: u64) {
+        let limit = self.args.connect_timeout.as_nanos() as u64;
+        let late: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                !matches!(c.phase, Phase::Streaming) && now.saturating_sub(c.opened_ns) > limit
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in late {
+            self.conns.remove(key);
+            self.raw.fail("timeout");
+        }
+    }
+}
+
+/// Opens connections at a steady rate.
+struct Ramp {
+    total: usize,
+    opened: usize,
+    start: u64,
+    per_sec: f64,
+}
+
+impl Ramp {
+    fn due(&self, now: u64) -> bool {
+        let elapsed = (now - self.start) as f64 / 1e9;
+        (self.opened as f64) < elapsed * self.per_sec + 1.0
+    }
+}
+
+fn connect_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(source) = source {
+        // Let connect() pick the port for the full 4-tuple, so ports are
+        // shared between destinations instead of reserved at bind().
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int from the pointer we pass.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => Ok(socket),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
+        Err(e) => Err(e),
+    }
+}
+
+fn failure_kind(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "refused",
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => "reset",
+        io::ErrorKind::TimedOut => "timeout",
+        io::ErrorKind::AddrNotAvailable => "no ports left",
+        _ if e.raw_os_error() == Some(libc::EMFILE) => "out of descriptors",
+        _ => "other error",
+    }
+}
+
+fn failure_name(e: &io::Error) -> String {
+    failure_kind(e).to_owned()
+}
+
+/// Runs this process's share: ramp, (wait for the window), hold, grace.
+/// `window` is None for a worker, which learns it from stdin.
+/// Runs this process's share: ramp, (wait for the window), hold, grace.
+/// `window` is None for a worker, which learns it from stdin.
+pub(crate) fn run_share(
+    args: &Args,
+    target: &Target,
+    sources: Vec<IpAddr>,
+    progress: &ProgressBar,
+    server: &mut ServerFigures,
+) -> io::Result<(Raw, Window)> {
+    let poll = Poll::new()?;
+    let mut load = Load {
+        args,
+        target,
+        sources,
+        poll,
+        conns: Slab::with_capacity(args.connections),
+        raw: Raw::default(),
+        request: format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
+            target.path, target.host
+        )
+        .into_bytes(),
+        scratch: vec![0; 64 * 1024],
+    };
+    let mut ramp = Ramp {
+        total: args.connections,
+        opened: 0,
+        start: mono_ns(),
+        per_sec: args.ramp,
+    };
+    let ramp_deadline = mono_ns()
+        + ((args.connections as f64 / args.ramp) * 1e9) as u64
+        + args.connect_timeout.as_nanos() as u64
+        + 1_000_000_000;
+    load.run(ramp_deadline, Some(&mut ramp), progress)?;
+
+    let window = if args.worker {
+        // Tell the parent we are ramped, then wait for the window on stdin,
+        // reading our streams meanwhile.
+        println!("{}", workers::RAMPED);
+        io::stdout().flush()?;
+        let stdin_fd = io::stdin().as_raw_fd();
+        load.poll
+            .registry()
+            .register(&mut SourceFd(&stdin_fd), STDIN, Interest::READABLE)?;
+        let far = mono_ns() + 3600 * 1_000_000_000;
+        load.run(far, None, progress)?;
+        let mut line = String::new();
+        io::stdin().lock().read_line(&mut line)?;
+        workers::parse_window(&line)?
+    } else {
+        let start = mono_ns();
+        Window {
+            start,
+            end: start + args.hold.as_nanos() as u64,
+        }
+    };
+    // Settle until the window starts (a worker may get it slightly ahead).
+    load.run(window.start, None, progress)?;
+    load.raw.open_at_window = load.conns.len() as u64;
+    let pid = if args.worker { None } else { args.server_pid };
+    let cpu_start = pid.and_then(proc_cpu_seconds);
+    load.run(window.end, None, progress)?;
+    // The server's figures at the end of the hold, every connection still open.
+    server.rss_after = pid.and_then(proc_rss);
+    if let (Some(start), Some(end)) = (cpu_start, pid.and_then(proc_cpu_seconds)) {
+        server.cpu_percent =
+            Some((end - start) / ((window.end - window.start) as f64 / 1e9) * 100.0);
+    }
+    load.run(window.end + GRACE.as_nanos() as u64, None, progress)?;
+    // Streams that ended before the window's end count as closed early;
+    // the rest are closed now, by dropping them.
+    Ok((load.raw, window))
+}

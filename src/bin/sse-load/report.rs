@@ -1,0 +1,191 @@
+//! The report: coverage, spread and order over every id counted, the
+//! server's memory and CPU from `/proc`, printed as a table and written as
+//! JSON; and the progress bars.
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::Args;
+use crate::connections::{Raw, Window};
+
+#[derive(Serialize)]
+pub(crate) struct Report {
+    url: String,
+    connections: usize,
+    attempted: u64,
+    /// Streams open when the measurement window started.
+    connected: u64,
+    failures: BTreeMap<String, u64>,
+    processes: usize,
+    hold_s: f64,
+    ids_counted: usize,
+    events_per_connection: f64,
+    coverage_min: f64,
+    coverage_mean: f64,
+    ids_full_coverage: usize,
+    spread_us_p50: u64,
+    spread_us_p99: u64,
+    spread_us_max: u64,
+    /// Ids skipped within connections (0 when every stream was gap-free).
+    missing_ids: u64,
+    /// Ids that arrived at or below a connection's previous id.
+    out_of_order_ids: u64,
+    server_rss_before_bytes: Option<u64>,
+    server_rss_after_bytes: Option<u64>,
+    server_rss_bytes_per_connection: Option<f64>,
+    server_cpu_percent: Option<f64>,
+}
+
+pub(crate) fn proc_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// utime + stime of a process, in seconds.
+pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / ticks)
+}
+
+pub(crate) fn report(
+    args: &Args,
+    raw: &Raw,
+    window: Window,
+    processes: usize,
+    server: ServerFigures,
+) -> Report {
+    let counted: Vec<&(u64, u64, u64)> = raw
+        .ids
+        .values()
+        .filter(|(first, _, _)| *first >= window.start && *first < window.end)
+        .collect();
+    let open = raw.open_at_window.max(1) as f64;
+    let mut spread =
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+    let mut coverage_min: f64 = if counted.is_empty() { 0.0 } else { 1.0 };
+    let mut coverage_sum = 0.0;
+    let mut full = 0;
+    for (first, last, count) in &counted {
+        let _ = spread.record(((last - first) / 1000).max(1));
+        let coverage = *count as f64 / open;
+        coverage_min = coverage_min.min(coverage);
+        coverage_sum += coverage;
+        if *count >= raw.open_at_window {
+            full += 1;
+        }
+    }
+    let n = counted.len();
+    Report {
+        url: args.url.clone(),
+        connections: args.connections,
+        attempted: raw.attempted,
+        connected: raw.open_at_window,
+        failures: raw.failures.clone(),
+        processes,
+        hold_s: (window.end - window.start) as f64 / 1e9,
+        ids_counted: n,
+        events_per_connection: counted.iter().map(|c| c.2).sum::<u64>() as f64 / open,
+        coverage_min,
+        coverage_mean: if n == 0 { 0.0 } else { coverage_sum / n as f64 },
+        ids_full_coverage: full,
+        spread_us_p50: if n == 0 {
+            0
+        } else {
+            spread.value_at_quantile(0.5)
+        },
+        spread_us_p99: if n == 0 {
+            0
+        } else {
+            spread.value_at_quantile(0.99)
+        },
+        spread_us_max: if n == 0 { 0 } else { spread.max() },
+        missing_ids: raw.missing,
+        out_of_order_ids: raw.out_of_order,
+        server_rss_before_bytes: server.rss_before,
+        server_rss_after_bytes: server.rss_after,
+        server_rss_bytes_per_connection: match (server.rss_before, server.rss_after) {
+            (Some(before), Some(after)) if raw.open_at_window > 0 => {
+                Some((after as f64 - before as f64) / raw.open_at_window as f64)
+            }
+            _ => None,
+        },
+        server_cpu_percent: server.cpu_percent,
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct ServerFigures {
+    pub(crate) rss_before: Option<u64>,
+    pub(crate) rss_after: Option<u64>,
+    pub(crate) cpu_percent: Option<f64>,
+}
+
+pub(crate) fn print_report(r: &Report) {
+    println!("url                      {}", r.url);
+    println!("processes                {}", r.processes);
+    println!(
+        "connected                {} of {} ({} attempted)",
+        r.connected, r.connections, r.attempted
+    );
+    if r.failures.is_empty() {
+        println!("failures                 none");
+    } else {
+        for (reason, n) in &r.failures {
+            println!("failures: {reason:<14} {n}");
+        }
+    }
+    println!(
+        "hold                     {:.1} s, {} ids counted",
+        r.hold_s, r.ids_counted
+    );
+    println!("events per connection    {:.2}", r.events_per_connection);
+    println!(
+        "coverage                 min {:.4}, mean {:.4}, {} of {} ids reached every connection",
+        r.coverage_min, r.coverage_mean, r.ids_full_coverage, r.ids_counted
+    );
+    println!(
+        "order within streams     {} ids missing, {} out of order",
+        r.missing_ids, r.out_of_order_ids
+    );
+    println!(
+        "fan-out spread           p50 {} us, p99 {} us, max {} us",
+        r.spread_us_p50, r.spread_us_p99, r.spread_us_max
+    );
+    if let (Some(before), Some(after)) = (r.server_rss_before_bytes, r.server_rss_after_bytes) {
+        println!(
+            "server RSS               {:.1} MiB -> {:.1} MiB ({:.0} bytes per connection)",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            r.server_rss_bytes_per_connection.unwrap_or(0.0)
+        );
+    }
+    if let Some(cpu) = r.server_cpu_percent {
+        println!("server CPU during hold   {cpu:.1} %");
+    }
+}
+
+pub(crate) fn progress_bar(args: &Args, total: u64, message: &str) -> ProgressBar {
+    if args.quiet || args.worker || !io::stdout().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_owned());
+    bar
+}

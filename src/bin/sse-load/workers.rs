@@ -1,0 +1,155 @@
+//! Past one process's open-files limit, `sse-load` starts itself as several
+//! worker processes (`--worker`), each with its share of the connections
+//! and of the source addresses, and merges what they measured.
+//!
+//! The protocol, one line at a time: a worker prints `ramped` on stdout
+//! once its connections are open; the parent, when every worker has,
+//! writes `window <start> <end>` to each one's stdin (CLOCK_MONOTONIC
+//! nanoseconds, the same clock in every process); at the end each worker
+//! prints its raw results as one line of JSON, which the parent merges.
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::connections::{Raw, Window};
+use crate::report::{ServerFigures, proc_cpu_seconds, proc_rss, progress_bar};
+use crate::{Args, mono_ns};
+
+/// What a worker prints when its connections are open.
+pub(crate) const RAMPED: &str = "ramped";
+
+/// The line that tells a worker the measurement window.
+pub(crate) fn window_line(window: Window) -> String {
+    format!("window {} {}", window.start, window.end)
+}
+
+/// Reads a [`window_line`].
+pub(crate) fn parse_window(line: &str) -> io::Result<Window> {
+    let mut parts = line.split_whitespace();
+    let (Some("window"), Some(Ok(start)), Some(Ok(end))) = (
+        parts.next(),
+        parts.next().map(str::parse::<u64>),
+        parts.next().map(str::parse::<u64>),
+    ) else {
+        return Err(io::Error::other(format!("bad window line {line:?}")));
+    };
+    Ok(Window { start, end })
+}
+
+/// Splits the work over `processes` copies of this program and merges
+/// their results.
+pub(crate) fn run_workers(
+    args: &Args,
+    sources: &[IpAddr],
+    processes: usize,
+    server: &mut ServerFigures,
+) -> Result<(Raw, Window), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut children: Vec<Child> = Vec::new();
+    let mut left = args.connections;
+    for i in 0..processes {
+        let share = left / (processes - i);
+        left -= share;
+        // Each worker gets its own slice of the source addresses when
+        // there are enough, otherwise all of them.
+        let mine: Vec<String> = if sources.len() >= processes {
+            sources
+                .iter()
+                .skip(i)
+                .step_by(processes)
+                .map(|a| a.to_string())
+                .collect()
+        } else {
+            sources.iter().map(|a| a.to_string()).collect()
+        };
+        let mut command = Command::new(&exe);
+        command
+            .args(["--worker", "--url", &args.url])
+            .args(["--connections", &share.to_string()])
+            .args(["--ramp", &format!("{}/s", args.ramp / processes as f64)])
+            .args([
+                "--connect-timeout",
+                &format!("{}ms", args.connect_timeout.as_millis()),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if !mine.is_empty() {
+            command.args(["--sources", &mine.join(",")]);
+        }
+        children.push(
+            command
+                .spawn()
+                .map_err(|e| format!("cannot start a worker: {e}"))?,
+        );
+    }
+    let bar = progress_bar(args, processes as u64, "workers");
+    let mut outputs = Vec::new();
+    for child in &mut children {
+        let stdout = child.stdout.take().ok_or("worker without stdout")?;
+        let mut reader = io::BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim() != RAMPED {
+            return Err(format!("a worker failed to ramp: {line:?}"));
+        }
+        bar.inc(1);
+        outputs.push(reader);
+    }
+    bar.finish_and_clear();
+    let start = mono_ns() + 200_000_000;
+    let window = Window {
+        start,
+        end: start + args.hold.as_nanos() as u64,
+    };
+    for child in &mut children {
+        if let Some(stdin) = child.stdin.as_mut() {
+            writeln!(stdin, "{}", window_line(window)).map_err(|e| e.to_string())?;
+        }
+    }
+    let pid = args.server_pid;
+    let cpu_start = pid.and_then(proc_cpu_seconds);
+    let hold_bar = progress_bar(args, args.hold.as_secs().max(1), "hold");
+    while mono_ns() < window.end {
+        std::thread::sleep(Duration::from_millis(200));
+        hold_bar.set_position(
+            ((mono_ns().saturating_sub(window.start)) / 1_000_000_000).min(args.hold.as_secs()),
+        );
+    }
+    hold_bar.finish_and_clear();
+    server.rss_after = pid.and_then(proc_rss);
+    if let (Some(a), Some(b)) = (cpu_start, pid.and_then(proc_cpu_seconds)) {
+        server.cpu_percent = Some((b - a) / args.hold.as_secs_f64().max(0.001) * 100.0);
+    }
+    let mut merged = Raw::default();
+    for (mut reader, mut child) in outputs.into_iter().zip(children) {
+        let mut json = String::new();
+        reader
+            .read_to_string(&mut json)
+            .map_err(|e| e.to_string())?;
+        let raw: Raw =
+            serde_json::from_str(json.trim()).map_err(|e| format!("worker output: {e}"))?;
+        merged.merge(raw);
+        let _ = child.wait();
+    }
+    Ok((merged, window))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_line_round_trips() {
+        let window = Window {
+            start: 5,
+            end: 1_000_000_007,
+        };
+        let back = parse_window(&window_line(window)).unwrap();
+        assert_eq!((back.start, back.end), (5, 1_000_000_007));
+        assert!(parse_window("window 5").is_err());
+        assert!(parse_window("windows 5 6").is_err());
+        assert!(parse_window("window x 6").is_err());
+    }
+}

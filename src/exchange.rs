@@ -1,0 +1,488 @@
+//! The HTTP half of a connection's life: reading requests, reading a chat
+//! message's body, waiting for its event's id, writing responses, and
+//! lingering after an error. An [`Exchange`] is boxed inside the
+//! connection and dropped when the connection becomes a stream.
+//!
+//! ```text
+//!   ┌────► Reading ───────── bad head / timeout ─────────┐
+//!   │        │  complete head: routes::route              │
+//!   │        ├─ Route::ReadMessage ─► ReadingBody          │
+//!   │        │                          │ body complete    │
+//!   │        │                          ▼                  │
+//!   │        │                      AwaitingId (the source │
+//!   │        │                      gives the event its id)│
+//!   │        ▼ Route::Answer            │                  ▼
+//!   └─── Responding ◄───────────────────┘    ┌──────► Lingering ──► closed
+//!  keep-alive │  Connection: close / error ──┘
+//!             │ After::Stream
+//!             ▼
+//!   Progress::Stream(cursor): the connection becomes a stream
+//! ```
+//!
+//! - **Reading**: bytes accumulate in a [`RequestReader`] of at most
+//!   [`MAX_HEAD_BYTES`](crate::http::MAX_HEAD_BYTES); after every read the
+//!   buffer is parsed again, and httparse's `Partial` simply means "wait for
+//!   more". Pipelined requests stay in the buffer and are answered one after
+//!   another, in order.
+//! - **ReadingBody**: a `POST /messages` body, by `Content-Length` or
+//!   chunked, never more than `--max-message` of it.
+//! - **AwaitingId**: the message went to the outbox; the loop hands it to
+//!   the source and, when its event comes back, calls
+//!   [`Exchange::on_published`] with the id: `202 {"id": N}`.
+//! - **Responding**: the head (and small body) is written from a byte
+//!   buffer, a file body in chunks read with `pread` into the shared scratch
+//!   buffer, so the connection holds no file data between events. A short
+//!   write just advances the offsets.
+//! - **Lingering**: after an error response we shut down our sending side
+//!   and read (and discard) what the client still sends, for a short while,
+//!   so the kernel does not answer those bytes with a reset that would
+//!   destroy our response before the client reads it.
+//!
+//! Every handler reads or writes until `WouldBlock` (readiness is
+//! edge-triggered) or until it has a reason to stop and says so in a
+//! [`Progress`].
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown};
+use std::time::{Duration, Instant};
+
+use log::{debug, trace};
+use mio::net::TcpStream;
+
+use crate::counters::CloseReason;
+use crate::http::{BodyReader, Refusal, Request, RequestReader};
+use crate::response::{After, Response, refuse};
+use crate::ring::Cursor;
+use crate::routes::{self, Route};
+use crate::schedule::{Schedule, Timer};
+use crate::shared::Ctx;
+use crate::source::Ticket;
+
+/// How long a connection that got an error response may keep sending before
+/// we close it anyway.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How much a lingering connection may send before we close it anyway.
+const LINGER_MAX_BYTES: usize = 64 * 1024;
+
+/// Most requests answered for one connection before others get a turn;
+/// a pipelined flood must not monopolise the loop.
+const REQUESTS_PER_TURN: u32 = 32;
+
+/// How far an exchange got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Nothing more to do until the next readiness event, timer or event id.
+    Wait,
+    /// It still has work but used up its turn: drive it again soon.
+    Yield,
+    /// Close the connection.
+    Close(CloseReason),
+    /// The response opened an event stream starting at this cursor.
+    Stream(Cursor),
+}
+
+/// The request/response part of a connection's life.
+pub(crate) struct Exchange {
+    /// Distinguishes this connection from a later one under the same slab
+    /// key, for the schedule and for tickets.
+    serial: u64,
+    /// Received bytes not yet used: part of a head or body, or pipelined
+    /// requests.
+    buf: RequestReader,
+    phase: Phase,
+    /// When this connection times out in its current phase.
+    deadline: Instant,
+    /// The earliest deadline already queued in the schedule for us.
+    scheduled: Option<Instant>,
+    /// Accepted while the server was full: gets "come back later".
+    over_limit: bool,
+    /// The client's address, for the chat's flood control.
+    peer: IpAddr,
+}
+
+enum Phase {
+    Reading,
+    ReadingBody(Request, BodyReader),
+    /// The message's event is with the source; answer when its id comes.
+    AwaitingId(After),
+    Responding(Response, usize),
+    Lingering {
+        discarded: usize,
+        reason: CloseReason,
+    },
+}
+
+/// What a connection is doing, as counted on `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activity {
+    Reading,
+    Responding,
+}
+
+impl Exchange {
+    /// A freshly accepted connection, waiting for its first request.
+    pub(crate) fn new(
+        serial: u64,
+        peer: IpAddr,
+        over_limit: bool,
+        key: usize,
+        deadline: Instant,
+        schedule: &mut Schedule,
+    ) -> Exchange {
+        schedule.at(deadline, Timer::Connection { key, serial });
+        Exchange {
+            serial,
+            buf: RequestReader::default(),
+            phase: Phase::Reading,
+            deadline,
+            scheduled: Some(deadline),
+            over_limit,
+            peer,
+        }
+    }
+
+    pub(crate) fn is_over_limit(&self) -> bool {
+        self.over_limit
+    }
+
+    pub(crate) fn activity(&self) -> Activity {
+        match self.phase {
+            Phase::Reading | Phase::ReadingBody(..) | Phase::AwaitingId(_) => Activity::Reading,
+            Phase::Responding(..) | Phase::Lingering { .. } => Activity::Responding,
+        }
+    }
+
+    /// Sets this phase's deadline, queueing a timer only if it is earlier
+    /// than the one already queued (see the `schedule` module).
+    fn set_deadline(&mut self, at: Instant, ctx: &mut Ctx<'_>) {
+        self.deadline = at;
+        if self.scheduled.is_none_or(|queued| at < queued) {
+            let timer = Timer::Connection {
+                key: ctx.key,
+                serial: self.serial,
+            };
+            ctx.schedule.at(at, timer);
+            self.scheduled = Some(at);
+        }
+    }
+
+    /// Starts writing `response`. `reason` is why the connection will close
+    /// if the response asks for a close.
+    fn start(&mut self, mut response: Response, reason: CloseReason, ctx: &mut Ctx<'_>) {
+        if let After::Close(why) = &mut response.after
+            && *why == CloseReason::Done
+        {
+            *why = reason;
+        }
+        ctx.counters.response(response.status);
+        self.set_deadline(ctx.now + ctx.settings.idle_timeout, ctx);
+        self.phase = Phase::Responding(response, 0);
+    }
+
+    /// The event of this connection's chat message came back from the
+    /// source (`Ok(id)`), or the source could not take it. Returns `None`
+    /// if the ticket is stale (another connection under the same key).
+    pub(crate) fn on_published(
+        &mut self,
+        serial: u64,
+        result: Result<u64, Refusal>,
+        socket: &mut TcpStream,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<Progress> {
+        let Phase::AwaitingId(after) = self.phase else {
+            return None;
+        };
+        if serial != self.serial {
+            return None;
+        }
+        let response = match result {
+            Ok(id) => {
+                debug!("#{} chat message is event {id}", ctx.key);
+                routes::accepted(id, after, ctx.date)
+            }
+            Err(refusal) => {
+                let extra = [("Retry-After", "1")];
+                routes::refuse_message(refusal, After::Close(CloseReason::Done), ctx, &extra)
+            }
+        };
+        self.start(response, CloseReason::Done, ctx);
+        Some(self.drive(socket, ctx))
+    }
+
+    /// The schedule says this connection's deadline may have passed.
+    /// Returns `None` if the entry is stale (another connection, or a
+    /// deadline that moved); the entry is queued again when needed.
+    pub(crate) fn on_timer(
+        &mut self,
+        serial: u64,
+        at: Instant,
+        socket: &mut TcpStream,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<Progress> {
+        if self.serial != serial || self.scheduled != Some(at) {
+            return None;
+        }
+        self.scheduled = None;
+        if self.deadline > ctx.now {
+            let deadline = self.deadline;
+            self.set_deadline(deadline, ctx);
+            return None;
+        }
+        let refusal = match &self.phase {
+            Phase::Reading if !self.buf.is_empty() => {
+                Refusal::new(408, "request head not received in time")
+            }
+            Phase::ReadingBody(..) => Refusal::new(408, "request body not received in time"),
+            Phase::AwaitingId(_) => Refusal::new(503, "the event source did not answer in time"),
+            Phase::Reading | Phase::Responding(..) => {
+                return Some(Progress::Close(CloseReason::Timeout));
+            }
+            Phase::Lingering { reason, .. } => return Some(Progress::Close(*reason)),
+        };
+        debug!("#{} timeout: {}", ctx.key, refusal.status);
+        let response = match self.phase {
+            Phase::Reading => refuse(refusal, ctx.date, &[]),
+            _ => routes::refuse_message(refusal, After::Close(CloseReason::Done), ctx, &[]),
+        };
+        self.start(response, CloseReason::Timeout, ctx);
+        Some(self.drive(socket, ctx))
+    }
+
+    /// The server starts shutting down: an idle connection, or one in the
+    /// middle of a request head, is closed (nothing was promised to it; a
+    /// browser retries a request that got no answer). A chat post whose body
+    /// is still coming gets a 503, since its message could no longer reach
+    /// every stream. A response being written finishes, then closes; so does
+    /// the answer to a message whose event is already with the source.
+    pub(crate) fn begin_shutdown(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Progress {
+        match self.phase {
+            Phase::Reading => Progress::Close(CloseReason::Shutdown),
+            Phase::ReadingBody(..) => {
+                let response = routes::shutting_down(ctx.date);
+                self.start(response, CloseReason::Shutdown, ctx);
+                self.drive(socket, ctx)
+            }
+            Phase::AwaitingId(_) | Phase::Responding(..) | Phase::Lingering { .. } => {
+                Progress::Wait
+            }
+        }
+    }
+
+    /// Acts on a parsed request: answers it, or starts reading its body.
+    /// Returns why the connection must close instead, if it must.
+    fn on_request(
+        &mut self,
+        request: Request,
+        socket: &mut TcpStream,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<CloseReason> {
+        match routes::route(&request, ctx, self.peer, self.over_limit) {
+            Route::Answer(response) => self.start(response, CloseReason::Done, ctx),
+            Route::ReadMessage => {
+                if request.expect_continue && !send_continue(socket) {
+                    return Some(CloseReason::Error);
+                }
+                let body = BodyReader::new(request.body, ctx.settings.max_message);
+                // The body has the header timeout to arrive, like the head.
+                self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
+                self.phase = Phase::ReadingBody(request, body);
+            }
+        }
+        None
+    }
+
+    /// A complete chat body: its event goes to the outbox, with a ticket,
+    /// and the connection waits for the id; or it is refused.
+    fn on_body(&mut self, request: Request, body: BodyReader, ctx: &mut Ctx<'_>) {
+        let after = After::for_request(&request);
+        match routes::message(&request, &body.into_body()) {
+            Ok(draft) => {
+                let ticket = Ticket {
+                    key: ctx.key,
+                    serial: self.serial,
+                };
+                ctx.outbox.push((ticket, draft));
+                // The source has the header timeout to give the event its id.
+                self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
+                self.phase = Phase::AwaitingId(after);
+            }
+            Err(refusal) => {
+                let response = routes::refuse_message(refusal, after, ctx, &[]);
+                self.start(response, CloseReason::Done, ctx);
+            }
+        }
+    }
+
+    /// Runs the request/response phases until the connection must wait,
+    /// yield, close, or become a stream.
+    pub(crate) fn drive(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Progress {
+        let mut turn = 0;
+        loop {
+            match &mut self.phase {
+                Phase::Reading => match self.buf.next_request() {
+                    Ok(Some(request)) => {
+                        debug!(
+                            "#{} {} {} HTTP/1.{}",
+                            ctx.key,
+                            request.method.as_str(),
+                            request.path,
+                            request.version
+                        );
+                        if let Some(reason) = self.on_request(request, socket, ctx) {
+                            return Progress::Close(reason);
+                        }
+                        turn += 1;
+                        if turn == REQUESTS_PER_TURN {
+                            return Progress::Yield;
+                        }
+                    }
+                    Ok(None) => {
+                        let was_empty = self.buf.is_empty();
+                        match read_some(socket, &mut self.buf, ctx) {
+                            Ok(0) if self.buf.is_empty() => {
+                                return Progress::Close(CloseReason::Eof);
+                            }
+                            Ok(0) => {
+                                debug!("#{} closed its side in the middle of a request", ctx.key);
+                                return Progress::Close(CloseReason::Eof);
+                            }
+                            Ok(_) if was_empty => {
+                                // The first byte of a request starts its header clock.
+                                self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
+                            }
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                return Progress::Wait;
+                            }
+                            Err(e) => return Progress::Close(CloseReason::from_io(&e)),
+                        }
+                    }
+                    Err(refusal) => {
+                        debug!(
+                            "#{} refused: {} {}",
+                            ctx.key, refusal.status, refusal.reason
+                        );
+                        self.start(refuse(refusal, ctx.date, &[]), CloseReason::Done, ctx);
+                    }
+                },
+                Phase::ReadingBody(_, body) => {
+                    if let Err(refusal) = body.consume(&mut self.buf) {
+                        let close = After::Close(CloseReason::Done);
+                        let response = routes::refuse_message(refusal, close, ctx, &[]);
+                        self.start(response, CloseReason::Done, ctx);
+                        continue;
+                    }
+                    if body.is_complete() {
+                        let phase = std::mem::replace(&mut self.phase, Phase::Reading);
+                        if let Phase::ReadingBody(request, body) = phase {
+                            self.on_body(request, body, ctx);
+                        }
+                        continue;
+                    }
+                    match read_some(socket, &mut self.buf, ctx) {
+                        Ok(0) => {
+                            debug!("#{} closed its side in the middle of a body", ctx.key);
+                            return Progress::Close(CloseReason::Eof);
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Wait,
+                        Err(e) => return Progress::Close(CloseReason::from_io(&e)),
+                    }
+                }
+                Phase::AwaitingId(_) => return Progress::Wait,
+                Phase::Responding(response, written) => {
+                    match response.write_to(socket, written, ctx.scratch, ctx.counters, ctx.key) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Progress or not, the client has idle_timeout to read on.
+                            self.deadline = ctx.now + ctx.settings.idle_timeout;
+                            return Progress::Wait;
+                        }
+                        Err(e) => return Progress::Close(CloseReason::from_io(&e)),
+                    }
+                    let after = match response.after {
+                        // Shutting down: finish this response, then close.
+                        After::KeepAlive if ctx.draining => After::Close(CloseReason::Shutdown),
+                        after => after,
+                    };
+                    match after {
+                        After::KeepAlive => {
+                            self.phase = Phase::Reading;
+                            let timeout = if self.buf.is_empty() {
+                                ctx.settings.idle_timeout
+                            } else {
+                                ctx.settings.header_timeout
+                            };
+                            self.set_deadline(ctx.now + timeout, ctx);
+                        }
+                        After::Stream(cursor) => return Progress::Stream(cursor),
+                        After::Close(reason) => {
+                            // Nothing more to send; stop reading requests too.
+                            let _ = socket.shutdown(Shutdown::Write);
+                            self.buf.release();
+                            self.phase = Phase::Lingering {
+                                discarded: 0,
+                                reason,
+                            };
+                            self.set_deadline(ctx.now + LINGER_TIMEOUT, ctx);
+                        }
+                    }
+                }
+                Phase::Lingering { discarded, reason } => loop {
+                    match socket.read(ctx.scratch) {
+                        Ok(0) => return Progress::Close(*reason),
+                        Ok(n) => {
+                            *discarded += n;
+                            if *discarded > LINGER_MAX_BYTES {
+                                return Progress::Close(*reason);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Wait,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Progress::Close(*reason),
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Writes the interim `100 Continue` a client with `Expect: 100-continue`
+/// waits for. It goes out between responses, when the socket's buffer is
+/// empty, so one write takes it all; if not, the connection is closed.
+fn send_continue(socket: &mut TcpStream) -> bool {
+    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    matches!(socket.write(CONTINUE), Ok(n) if n == CONTINUE.len())
+}
+
+/// Reads once (retrying `EINTR`) into the scratch buffer and appends what
+/// came to the request buffer, never past its room.
+fn read_some(
+    socket: &mut TcpStream,
+    buf: &mut RequestReader,
+    ctx: &mut Ctx<'_>,
+) -> io::Result<usize> {
+    let room = buf.room().min(ctx.scratch.len());
+    if room == 0 {
+        // Callers parse before they read, so a full buffer was refused
+        // already; never mistake a zero-length read for the client's EOF.
+        return Err(io::Error::other("request buffer full"));
+    }
+    loop {
+        match socket.read(&mut ctx.scratch[..room]) {
+            Ok(n) => {
+                trace!("#{} read {n} bytes", ctx.key);
+                buf.push(&ctx.scratch[..n]);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    trace!("#{} read: WouldBlock", ctx.key);
+                }
+                return Err(e);
+            }
+        }
+    }
+}

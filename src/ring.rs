@@ -1,0 +1,508 @@
+//! The ring of recent frames, and the place each stream keeps in it.
+//!
+//! The fan-out rule of this server is "one frame per event, encoded once,
+//! shared by every connection": a frame's bytes live in the [`Ring`] and
+//! nowhere else. A streaming connection owns only a [`Stream`]: a [`Cursor`]
+//! (the id of the next frame it must send and how many bytes of that frame
+//! already went out) and two time stamps. A short write moves the cursor
+//! into the middle of a frame; the next writable event continues with the
+//! same bytes (an event cut in two and restarted would reach the client
+//! garbled). A stream that falls behind catches up from the ring, several
+//! frames per `writev`; one that falls off the ring's tail has lost events
+//! and is closed ([`Flushed::Lagged`]).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use log::trace;
+
+use crate::counters::Counters;
+use crate::sse::{HEARTBEAT, encode_event};
+
+/// Most frames gathered into one `writev` when a connection catches up.
+const MAX_IOVECS: usize = 16;
+
+/// One encoded event and its id.
+struct Frame {
+    id: u64,
+    bytes: Box<[u8]>,
+}
+
+/// The last `capacity` frames, oldest first. Ids are consecutive, so finding
+/// a frame by id is an index computation.
+pub struct Ring {
+    frames: VecDeque<Frame>,
+    capacity: usize,
+    /// The id the next pushed frame gets.
+    next_id: u64,
+}
+
+impl Ring {
+    /// An empty ring whose first frame will get `first_id`.
+    pub fn new(capacity: usize, first_id: u64) -> Ring {
+        Ring {
+            frames: VecDeque::with_capacity(capacity),
+            capacity: capacity.max(1),
+            next_id: first_id,
+        }
+    }
+
+    /// The id the next frame will get: a cursor at this id is caught up.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// The oldest id still held; a cursor below it has lost frames.
+    pub fn first_id(&self) -> u64 {
+        self.frames.front().map_or(self.next_id, |f| f.id)
+    }
+
+    /// How many frames the ring holds.
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Encodes event `id` and stores it, dropping the oldest frame if the
+    /// ring is full; returns `id`.
+    ///
+    /// Ids are consecutive: `id` is normally [`next_id`](Self::next_id). An
+    /// id beyond it means the events in between will never come (a source
+    /// that restarted its sequence, say): the ring forgets everything
+    /// before `id`, so a stream still waiting for those has lagged and is
+    /// closed, and its client resumes with `Last-Event-ID`. An id below it
+    /// is a frame the ring already has and is ignored.
+    pub fn push_event(&mut self, id: u64, event: Option<&str>, data: &str) -> u64 {
+        if id < self.next_id {
+            return id;
+        }
+        if id > self.next_id {
+            self.frames.clear();
+            self.next_id = id;
+        }
+        let mut bytes = Vec::with_capacity(data.len() + 32);
+        encode_event(&mut bytes, event, Some(id), data);
+        if self.frames.len() == self.capacity {
+            self.frames.pop_front();
+        }
+        self.frames.push_back(Frame {
+            id,
+            bytes: bytes.into_boxed_slice(),
+        });
+        self.next_id = id + 1;
+        id
+    }
+
+    /// The bytes of frame `id`, if the ring still holds it.
+    pub fn get(&self, id: u64) -> Option<&[u8]> {
+        let index = id.checked_sub(self.first_id())?;
+        self.frames
+            .get(usize::try_from(index).ok()?)
+            .map(|f| &f.bytes[..])
+    }
+}
+
+/// The server's streams: the events of `/sse` (ticks and chat), or the
+/// once-a-second frames of the dashboard stream, `/stats`. Each has its own
+/// ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Channel {
+    Events,
+    Dashboard,
+}
+
+/// The server's rings, one per [`Channel`].
+pub(crate) struct Rings {
+    /// Ticks and chat: `--history` frames, for replay and slow clients.
+    pub(crate) events: Ring,
+    /// Dashboard frames: a few, since dashboard streams never replay.
+    pub(crate) dashboard: Ring,
+}
+
+impl Rings {
+    /// The ring a stream on `channel` walks.
+    pub(crate) fn get(&self, channel: Channel) -> &Ring {
+        match channel {
+            Channel::Events => &self.events,
+            Channel::Dashboard => &self.dashboard,
+        }
+    }
+}
+
+/// Where a streaming connection is in the ring: the next frame to send and
+/// how many of its bytes were already written, plus how much of a
+/// [`HEARTBEAT`] is still to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub(crate) next_id: u64,
+    pub(crate) offset: u32,
+    /// Bytes of the heartbeat comment not yet written. A heartbeat is only
+    /// started between frames (`offset == 0`) and finished before the next.
+    pub(crate) heartbeat_left: u8,
+    /// Which ring this cursor walks.
+    pub(crate) channel: Channel,
+}
+
+impl Cursor {
+    /// A cursor on the event stream that starts with frame `next_id`.
+    pub(crate) fn at(next_id: u64) -> Cursor {
+        Cursor::on(Channel::Events, next_id)
+    }
+
+    /// A cursor on `channel` that starts with frame `next_id`.
+    pub(crate) fn on(channel: Channel, next_id: u64) -> Cursor {
+        Cursor {
+            next_id,
+            offset: 0,
+            heartbeat_left: 0,
+            channel,
+        }
+    }
+
+    /// Whether everything in the ring has been written.
+    pub(crate) fn caught_up(&self, ring: &Ring) -> bool {
+        self.next_id == ring.next_id() && self.offset == 0 && self.heartbeat_left == 0
+    }
+
+    /// Queues a heartbeat if the cursor sits between frames with nothing
+    /// pending; returns whether it did.
+    pub(crate) fn start_heartbeat(&mut self, ring: &Ring) -> bool {
+        if self.caught_up(ring) {
+            self.heartbeat_left = HEARTBEAT.len() as u8;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Moves past `written` bytes, crossing frame boundaries as needed.
+    fn advance(&mut self, mut written: usize, ring: &Ring) {
+        while written > 0 {
+            let Some(frame) = ring.get(self.next_id) else {
+                return;
+            };
+            let left = frame.len() - self.offset as usize;
+            if written < left {
+                self.offset += written as u32;
+                return;
+            }
+            written -= left;
+            self.next_id += 1;
+            self.offset = 0;
+        }
+    }
+}
+
+/// Whether the wrapping millisecond stamp `at` has been reached at `now`
+/// (valid for stamps less than 24 days apart).
+pub(crate) fn reached(now: u32, at: u32) -> bool {
+    (now.wrapping_sub(at) as i32) >= 0
+}
+
+/// A streaming connection's state: its cursor, and two stamps on the coarse
+/// clock (milliseconds since start, wrapping; 4 bytes instead of an
+/// `Instant`'s 16). This and the socket are all a stream keeps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stream {
+    pub(crate) cursor: Cursor,
+    /// When it last wrote anything, or was last seen caught up.
+    pub(crate) progress_at: u32,
+    /// When `--stream-lifetime` ends it (unused when that is off).
+    pub(crate) ends_at: u32,
+}
+
+impl Stream {
+    /// Writes what this stream has not sent yet ([`flush`]) and notes the
+    /// time if that made progress, for the stall timeout.
+    pub(crate) fn flush<W: Write>(
+        &mut self,
+        socket: &mut W,
+        ring: &Ring,
+        clock: u32,
+        counters: &mut Counters,
+    ) -> io::Result<Flushed> {
+        let before = self.cursor;
+        let result = flush(socket, &mut self.cursor, ring, counters);
+        if self.cursor != before {
+            self.progress_at = clock;
+        }
+        result
+    }
+}
+
+/// How far a flush got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Every frame in the ring went out; the connection waits for the next event.
+    CaughtUp,
+    /// The socket's send buffer is full (`WouldBlock`); a writable event will
+    /// resume from the cursor.
+    Blocked,
+    /// The next frame this connection needs has already left the ring.
+    Lagged,
+}
+
+/// Writes frames from `cursor` on until the connection is caught up or the
+/// socket is full. An I/O error other than `WouldBlock`/`Interrupted` is
+/// returned for the caller to close the connection.
+pub(crate) fn flush<W: Write>(
+    socket: &mut W,
+    cursor: &mut Cursor,
+    ring: &Ring,
+    counters: &mut Counters,
+) -> io::Result<Flushed> {
+    while cursor.heartbeat_left > 0 {
+        let pending = &HEARTBEAT[HEARTBEAT.len() - cursor.heartbeat_left as usize..];
+        match socket.write(pending) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                counters.bytes_written += n as u64;
+                if n < pending.len() {
+                    counters.short_writes += 1;
+                    trace!("short write: {n} of {} heartbeat bytes", pending.len());
+                }
+                cursor.heartbeat_left -= n as u8;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                counters.would_block += 1;
+                trace!("WouldBlock in a heartbeat: waiting for a writable event");
+                return Ok(Flushed::Blocked);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    loop {
+        if cursor.next_id == ring.next_id() {
+            return Ok(Flushed::CaughtUp);
+        }
+        let Some(frame) = ring.get(cursor.next_id) else {
+            return Ok(Flushed::Lagged);
+        };
+        let pending = &frame[cursor.offset as usize..];
+        // The common case, a caught-up connection and one new frame, is one
+        // plain write(2); catching up gathers several frames into a writev(2).
+        let (result, wanted) = if cursor.next_id + 1 == ring.next_id() {
+            (socket.write(pending), pending.len())
+        } else {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            slices[0] = IoSlice::new(pending);
+            let mut count = 1;
+            let mut wanted = pending.len();
+            while count < MAX_IOVECS {
+                let Some(next) = ring.get(cursor.next_id + count as u64) else {
+                    break;
+                };
+                slices[count] = IoSlice::new(next);
+                wanted += next.len();
+                count += 1;
+            }
+            (socket.write_vectored(&slices[..count]), wanted)
+        };
+        match result {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                counters.bytes_written += n as u64;
+                if n < wanted {
+                    counters.short_writes += 1;
+                    trace!(
+                        "short write: {n} of {wanted} bytes at id {} offset {}",
+                        cursor.next_id, cursor.offset
+                    );
+                }
+                let before = cursor.next_id;
+                cursor.advance(n, ring);
+                // Frames older than the newest were sent from history.
+                let newest = ring.next_id() - 1;
+                counters.replayed += cursor.next_id.min(newest).saturating_sub(before);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                counters.would_block += 1;
+                trace!(
+                    "WouldBlock at id {} offset {}: waiting for a writable event",
+                    cursor.next_id, cursor.offset
+                );
+                return Ok(Flushed::Blocked);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pushes an event with the next id.
+    fn push(ring: &mut Ring, data: &str) -> u64 {
+        let id = ring.next_id();
+        ring.push_event(id, None, data)
+    }
+
+    #[test]
+    fn ring_keeps_the_last_frames() {
+        let mut ring = Ring::new(3, 100);
+        assert_eq!(ring.first_id(), 100);
+        assert_eq!(ring.get(100), None);
+        for i in 0..5 {
+            assert_eq!(ring.push_event(100 + i, None, &i.to_string()), 100 + i);
+        }
+        assert_eq!(ring.first_id(), 102);
+        assert_eq!(ring.next_id(), 105);
+        assert_eq!(ring.get(101), None);
+        assert_eq!(ring.get(102), Some(&b"id: 102\ndata: 2\n\n"[..]));
+        assert_eq!(ring.get(104), Some(&b"id: 104\ndata: 4\n\n"[..]));
+        assert_eq!(ring.get(105), None);
+    }
+
+    #[test]
+    fn a_gap_in_the_ids_forgets_the_frames_before_it() {
+        let mut ring = Ring::new(8, 10);
+        push(&mut ring, "a");
+        push(&mut ring, "b");
+        assert_eq!(
+            ring.push_event(11, None, "again"),
+            11,
+            "an old id is ignored"
+        );
+        assert_eq!(ring.get(11), Some(&b"id: 11\ndata: b\n\n"[..]));
+        ring.push_event(20, None, "c");
+        assert_eq!((ring.first_id(), ring.next_id(), ring.len()), (20, 21, 1));
+        let mut cursor = Cursor::at(12);
+        let result = flush(
+            &mut Vec::new(),
+            &mut cursor,
+            &ring,
+            &mut Counters::default(),
+        );
+        assert_eq!(result.unwrap(), Flushed::Lagged);
+    }
+
+    /// A writer that accepts at most `budget` bytes per call, then blocks.
+    struct Trickle {
+        out: Vec<u8>,
+        per_call: usize,
+        calls_left: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.calls_left == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.calls_left -= 1;
+            let n = buf.len().min(self.per_call);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn short_writes_resume_the_same_bytes() {
+        let mut ring = Ring::new(8, 1);
+        push(&mut ring, "hello");
+        push(&mut ring, "world");
+        let mut counters = Counters::default();
+        let mut cursor = Cursor::at(1);
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: 3,
+            calls_left: 2,
+        };
+        assert_eq!(
+            flush(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            Flushed::Blocked
+        );
+        assert_eq!(
+            cursor,
+            Cursor {
+                next_id: 1,
+                offset: 6,
+                heartbeat_left: 0,
+                channel: Channel::Events,
+            }
+        );
+        assert_eq!(counters.would_block, 1);
+        assert_eq!(counters.short_writes, 2);
+        sink.calls_left = usize::MAX;
+        assert_eq!(
+            flush(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            Flushed::CaughtUp
+        );
+        assert_eq!(
+            String::from_utf8(sink.out).unwrap(),
+            "id: 1\ndata: hello\n\nid: 2\ndata: world\n\n"
+        );
+        assert_eq!(cursor, Cursor::at(3));
+    }
+
+    #[test]
+    fn heartbeats_go_between_frames_and_resume_after_short_writes() {
+        let mut ring = Ring::new(8, 1);
+        push(&mut ring, "a");
+        let mut cursor = Cursor::at(1);
+        assert!(
+            !cursor.start_heartbeat(&ring),
+            "not while a frame is pending"
+        );
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: 5,
+            calls_left: usize::MAX,
+        };
+        let mut counters = Counters::default();
+        flush(&mut sink, &mut cursor, &ring, &mut counters).unwrap();
+        assert!(cursor.start_heartbeat(&ring));
+        sink.calls_left = 1;
+        assert_eq!(
+            flush(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            Flushed::Blocked
+        );
+        push(&mut ring, "b");
+        assert!(
+            !cursor.start_heartbeat(&ring),
+            "not while a heartbeat is half written"
+        );
+        sink.calls_left = usize::MAX;
+        assert_eq!(
+            flush(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            Flushed::CaughtUp
+        );
+        assert_eq!(
+            String::from_utf8(sink.out).unwrap(),
+            "id: 1\ndata: a\n\n: keep-alive\n\nid: 2\ndata: b\n\n"
+        );
+    }
+
+    #[test]
+    fn a_cursor_behind_the_ring_has_lagged() {
+        let mut ring = Ring::new(2, 1);
+        for _ in 0..3 {
+            push(&mut ring, "x");
+        }
+        let mut cursor = Cursor::at(1);
+        let mut sink = Vec::new();
+        let result = flush(&mut sink, &mut cursor, &ring, &mut Counters::default()).unwrap();
+        assert_eq!(result, Flushed::Lagged);
+        assert!(sink.is_empty());
+    }
+
+    #[test]
+    fn catching_up_gathers_frames() {
+        let mut ring = Ring::new(64, 1);
+        for i in 0..40 {
+            push(&mut ring, &format!("{i}"));
+        }
+        let mut cursor = Cursor::at(1);
+        let mut sink = Vec::new();
+        let result = flush(&mut sink, &mut cursor, &ring, &mut Counters::default()).unwrap();
+        assert_eq!(result, Flushed::CaughtUp);
+        let expected: String = (0..40)
+            .map(|i| format!("id: {}\ndata: {i}\n\n", i + 1))
+            .collect();
+        assert_eq!(String::from_utf8(sink).unwrap(), expected);
+    }
+}

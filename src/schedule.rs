@@ -1,0 +1,103 @@
+//! The schedule: every deadline the loop keeps, in one queue. The loop never
+//! sleeps past the earliest one: the time until [`Schedule::next`] is
+//! `poll`'s timeout, as redis's `ae.c` computes it from its one timer list.
+//!
+//! What can come due is a [`Timer`]: a connection's timeout (header, idle,
+//! linger, a body or an event id that does not come), the tick, the
+//! housekeeping walk, the dashboard frame, the summary log line, the end of
+//! an accept pause, and the end of the shutdown drain. Periodic timers put
+//! themselves back when they fire.
+//!
+//! Entries are never removed early. A connection keeps its current deadline
+//! itself and queues an entry only when that deadline moves *earlier* than
+//! the one already queued; when an entry comes due, the loop asks the
+//! connection whether it is still the one that queued it (same slab key,
+//! same serial) and whether its deadline really passed, and queues it again
+//! if the deadline moved later. So a busy keep-alive connection costs one
+//! heap entry, not one per request. Likewise a `Tick` that comes due during
+//! shutdown is simply dropped.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+/// What a queued deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// The deadline of the connection under slab key `key`, queued when the
+    /// connection with serial number `serial` held that key.
+    Connection { key: usize, serial: u64 },
+    /// The ticker's next event.
+    Tick,
+    /// The walk over the streams: heartbeats, stalls, lifetimes, gauges.
+    Housekeeping,
+    /// The once-a-second frame of the `/stats` stream.
+    Dashboard,
+    /// The `--stats-interval` summary line in the log.
+    Summary,
+    /// Accepting resumes after running out of descriptors.
+    AcceptResume,
+    /// The shutdown drain ends: whatever is still open is cut.
+    DrainEnd,
+}
+
+/// The queue of deadlines, earliest first.
+#[derive(Default)]
+pub(crate) struct Schedule {
+    heap: BinaryHeap<Reverse<(Instant, Timer)>>,
+}
+
+impl Schedule {
+    /// Queues `timer` to come due at `at`.
+    pub(crate) fn at(&mut self, at: Instant, timer: Timer) {
+        self.heap.push(Reverse((at, timer)));
+    }
+
+    /// The earliest queued deadline: the loop polls at most until then.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Removes and returns the earliest entry if it is due at `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Timer)> {
+        if self.next()? <= now {
+            self.heap.pop().map(|Reverse(entry)| entry)
+        } else {
+            None
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn pops_in_deadline_order_and_only_when_due() {
+        let start = Instant::now();
+        let mut schedule = Schedule::default();
+        schedule.at(start + Duration::from_secs(3), Timer::Tick);
+        schedule.at(
+            start + Duration::from_secs(1),
+            Timer::Connection { key: 2, serial: 20 },
+        );
+        schedule.at(start + Duration::from_secs(2), Timer::Housekeeping);
+        assert_eq!(schedule.next(), Some(start + Duration::from_secs(1)));
+        assert_eq!(schedule.pop_due(start), None);
+        let (at, timer) = schedule.pop_due(start + Duration::from_secs(2)).unwrap();
+        assert_eq!(at, start + Duration::from_secs(1));
+        assert_eq!(timer, Timer::Connection { key: 2, serial: 20 });
+        assert_eq!(
+            schedule.pop_due(start + Duration::from_secs(2)).unwrap().1,
+            Timer::Housekeeping
+        );
+        assert_eq!(schedule.pop_due(start + Duration::from_secs(2)), None);
+        assert_eq!(schedule.len(), 1);
+    }
+}
