@@ -465,3 +465,49 @@ impl Server {
 
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::io::Write;
+
+    fn server() -> Server {
+        let www = concat!(env!("CARGO_MANIFEST_DIR"), "/www");
+        let config = Config::parse_from(["sse-mio", "--addr", "127.0.0.1:0", "--www", www]);
+        Server::bind(&config).unwrap()
+    }
+
+    /// A connection that yielded and then closed (here by a timer, a
+    /// fan-out or housekeeping, after the yielded ones ran) must leave the
+    /// turn's work: the next connection accepted gets its key, and would
+    /// otherwise be driven under the old entry.
+    #[test]
+    fn a_closed_connection_is_never_driven_again() {
+        let mut server = server();
+        let mut client = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        // More pipelined requests than a connection may answer in one turn.
+        let flood = "GET /favicon.svg HTTP/1.1\r\nHost: t\r\n\r\n".repeat(40);
+        client.write_all(flood.as_bytes()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let key = loop {
+            assert!(Instant::now() < deadline, "the flood never made it yield");
+            let registry = server.poll.registry();
+            server
+                .admission
+                .accept_all(registry, &mut server.conns, &mut server.shared);
+            if let Some((key, _)) = server.conns.iter().next() {
+                server.drive(key, true);
+                if server.turn.ready.contains(&key) {
+                    break key;
+                }
+            }
+        };
+        server.close(key, CloseReason::Timeout);
+        assert!(server.conns.is_empty());
+        assert!(
+            !server.turn.ready.contains(&key),
+            "a closed key stays queued for another turn"
+        );
+    }
+}

@@ -30,6 +30,46 @@ fn a_half_closed_client_gets_every_pipelined_answer_then_a_close() {
     assert_closed(&mut stream);
 }
 
+/// More pipelined requests than one connection is answered in a turn: the
+/// connection yields after 32 and must be driven again without any new
+/// event from the client, which is waiting for its answers.
+#[test]
+fn forty_pipelined_requests_in_one_write_get_forty_answers_in_order() {
+    let server = TestServer::start(&["--interval", "1h"]);
+    let files = [
+        ("/index.html", "text/html; charset=utf-8"),
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/style.css", "text/css; charset=utf-8"),
+        ("/favicon.svg", "image/svg+xml; charset=utf-8"),
+        ("/wire.html", "text/html; charset=utf-8"),
+    ];
+    let lengths: Vec<String> = files
+        .iter()
+        .map(|(path, _)| server.get(path).header("Content-Length").unwrap().to_owned())
+        .collect();
+    let order: Vec<usize> = (0..40).map(|i| (i * 3) % files.len()).collect();
+    let flood: String = order
+        .iter()
+        .map(|&i| format!("GET {} HTTP/1.1\r\nHost: t\r\n\r\n", files[i].0))
+        .collect();
+    let mut stream = server.connect();
+    send(&mut stream, &flood);
+    for (n, &i) in order.iter().enumerate() {
+        let response = read_response(&mut stream, false);
+        assert_eq!(response.status, 200, "answer {n}");
+        assert_eq!(response.header("Content-Type"), Some(files[i].1), "answer {n}");
+        assert_eq!(
+            response.header("Content-Length"),
+            Some(lengths[i].as_str()),
+            "answer {n} is for {}",
+            files[i].0
+        );
+    }
+    // The connection is still usable afterwards.
+    send(&mut stream, "GET /app.js HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut stream, false).status, 200);
+}
+
 #[test]
 fn a_half_closed_stream_keeps_streaming() {
     let server = TestServer::start(&["--interval", "10ms"]);
