@@ -62,7 +62,6 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// Readiness events taken from the kernel per `poll` call.
 const EVENTS_PER_POLL: usize = 1024;
 
-
 /// What the current turn of the loop left to do for connections.
 #[derive(Default)]
 struct Turn {
@@ -462,9 +461,7 @@ impl Server {
             _ => debug!("#{key} closed: {reason} ({} open)", self.conns.len()),
         }
     }
-
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -10,16 +10,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::{skip_loudly, wait_or_kill};
+
 /// The whole browser suite must finish within this.
 const LIMIT: Duration = Duration::from_secs(240);
 
+/// `npm ci` must finish within this.
+const NPM_LIMIT: Duration = Duration::from_secs(300);
+
+/// Whether `program` runs and succeeds (within 30 s).
 fn works(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
+    let Ok(mut child) = Command::new(program)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .spawn()
+    else {
+        return false;
+    };
+    wait_or_kill(&mut child, Duration::from_secs(30), program).success()
 }
 
 #[test]
@@ -28,23 +37,21 @@ fn the_demo_page_in_chromium() {
     let e2e = root.join("tests/e2e");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !Path::new(&chromium).exists() {
-        return support::skip_loudly(&format!(
+        return skip_loudly(&format!(
             "no Chromium at {chromium} (apt-get install chromium)"
         ));
     }
     if !works("node", &["--version"]) {
-        return support::skip_loudly("no Node.js (node) on the PATH");
+        return skip_loudly("no Node.js (node) on the PATH");
     }
     if !e2e.join("node_modules/playwright-core").exists() {
         let installed = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&e2e)
-            .status()
-            .is_ok_and(|s| s.success());
+            .spawn()
+            .is_ok_and(|mut npm| wait_or_kill(&mut npm, NPM_LIMIT, "npm ci").success());
         if !installed {
-            return support::skip_loudly(
-                "npm ci in tests/e2e failed (is the npm registry reachable?)",
-            );
+            return skip_loudly("npm ci in tests/e2e failed (is the npm registry reachable?)");
         }
     }
 
@@ -58,17 +65,8 @@ fn the_demo_page_in_chromium() {
         .env("E2E_OUT", &out)
         .spawn()
         .expect("start node");
-    // A watchdog, so a hung browser fails the test instead of hanging it.
-    let (done, watchdog) = std::sync::mpsc::channel::<()>();
-    let pid = child.id() as i32;
-    std::thread::spawn(move || {
-        if watchdog.recv_timeout(LIMIT).is_err() {
-            // SAFETY: kill(2) on our own child, not yet reaped.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    });
-    let status = child.wait().expect("wait for node");
-    let _ = done.send(());
+    // A hung browser fails the test instead of hanging it.
+    let status = wait_or_kill(&mut child, LIMIT, "the browser scenarios");
     assert!(
         status.success(),
         "browser scenarios failed ({status}); see the output above"

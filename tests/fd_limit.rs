@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use support::ChildServer;
+use support::{ChildServer, poll_until};
 
 /// Soft and hard open-files limit for the child server.
 const LIMIT: libc::rlim_t = 48;
@@ -99,25 +99,22 @@ fn a_server_out_of_descriptors_turns_clients_away_without_spinning() {
 
     // Once they are gone, it serves again.
     drop(streams);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        if response.starts_with("HTTP/1.1 200 OK") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server never recovered: {response:?}"
-        );
-    }
+    poll_until(
+        Duration::from_secs(10),
+        "the server never recovered",
+        || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut response = String::new();
+            let _ = stream.read_to_string(&mut response);
+            response.starts_with("HTTP/1.1 200 OK").then_some(())
+        },
+    );
     server.signal(libc::SIGTERM);
     server.wait_exit(Duration::from_secs(10));
     let warnings = server.log.matches("out of file descriptors").count();

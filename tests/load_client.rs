@@ -4,21 +4,27 @@
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use support::*;
+
+/// Every run here holds for at most a few seconds; sse-load stops by
+/// itself, and this is the deadline for it.
+const SSE_LOAD_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs sse-load against `server`'s /sse with `args` and `--json`, asserts
 /// it succeeded, and returns its report and its printed table.
 fn run_sse_load(server: &TestServer, args: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_sse-load"))
-        .args(["--url", &format!("http://{}/sse", server.addr)])
-        .args(args)
-        .arg("--json")
-        .arg(&json_path)
-        .output()
-        .expect("sse-load runs");
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_sse-load"))
+            .args(["--url", &format!("http://{}/sse", server.addr)])
+            .args(args)
+            .arg("--json")
+            .arg(&json_path),
+        SSE_LOAD_LIMIT,
+    );
     assert!(
         output.status.success(),
         "{}",
@@ -57,19 +63,21 @@ fn sse_load_holds_200_connections_with_full_coverage() {
 fn sse_load_reports_failures_by_reason() {
     let server = TestServer::start(&["--interval", "100ms"]);
     // A path that is not an event stream: 404 is a bad status.
-    let output = Command::new(env!("CARGO_BIN_EXE_sse-load"))
-        .args(["--url", &format!("http://{}/nope", server.addr)])
-        .args(["-c", "20", "--hold", "200ms", "--quiet"])
-        .output()
-        .expect("sse-load runs");
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_sse-load"))
+            .args(["--url", &format!("http://{}/nope", server.addr)])
+            .args(["-c", "20", "--hold", "200ms", "--quiet"]),
+        SSE_LOAD_LIMIT,
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("failures: bad status     20"), "{stdout}");
     // index.html is a 200 with the wrong content type.
-    let output = Command::new(env!("CARGO_BIN_EXE_sse-load"))
-        .args(["--url", &format!("http://{}/", server.addr)])
-        .args(["-c", "5", "--hold", "200ms", "--quiet"])
-        .output()
-        .expect("sse-load runs");
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_sse-load"))
+            .args(["--url", &format!("http://{}/", server.addr)])
+            .args(["-c", "5", "--hold", "200ms", "--quiet"]),
+        SSE_LOAD_LIMIT,
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("failures: wrong content type 5"),
@@ -80,11 +88,12 @@ fn sse_load_reports_failures_by_reason() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sse-load"))
-        .args(["--url", &format!("http://{closed}/sse")])
-        .args(["-c", "5", "--hold", "200ms", "--quiet"])
-        .output()
-        .expect("sse-load runs");
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_sse-load"))
+            .args(["--url", &format!("http://{closed}/sse")])
+            .args(["-c", "5", "--hold", "200ms", "--quiet"]),
+        SSE_LOAD_LIMIT,
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("failures: refused        5"), "{stdout}");
 }

@@ -6,15 +6,6 @@ use std::process::Command;
 
 use support::*;
 
-/// The value of a sample line (`name{labels} value`) in an exposition.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn metrics_are_valid_prometheus_text_and_counters_move() {
     let server = TestServer::start(&["--interval", "20ms"]);
@@ -41,17 +32,11 @@ fn metrics_are_valid_prometheus_text_and_counters_move() {
     client.next_event();
 
     // Gauges are refreshed four times a second: wait for the stream to show.
-    let deadline = std::time::Instant::now() + READ_DEADLINE;
-    let after = loop {
+    let after = poll_until(READ_DEADLINE, "the streaming gauge never moved", || {
         let text = server.get("/metrics").text();
-        if sample(&text, "sse_mio_connections{state=\"streaming\"}") >= 1.0 {
-            break text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "streaming gauge never moved"
-        );
-    };
+        let streaming = sample(&text, "sse_mio_connections{state=\"streaming\"}");
+        (streaming >= 1.0).then_some(text)
+    });
     for series in [
         "sse_mio_events_total",
         "sse_mio_ticks_total",

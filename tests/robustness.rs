@@ -45,7 +45,13 @@ fn forty_pipelined_requests_in_one_write_get_forty_answers_in_order() {
     ];
     let lengths: Vec<String> = files
         .iter()
-        .map(|(path, _)| server.get(path).header("Content-Length").unwrap().to_owned())
+        .map(|(path, _)| {
+            server
+                .get(path)
+                .header("Content-Length")
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     let order: Vec<usize> = (0..40).map(|i| (i * 3) % files.len()).collect();
     let flood: String = order
@@ -57,7 +63,11 @@ fn forty_pipelined_requests_in_one_write_get_forty_answers_in_order() {
     for (n, &i) in order.iter().enumerate() {
         let response = read_response(&mut stream, false);
         assert_eq!(response.status, 200, "answer {n}");
-        assert_eq!(response.header("Content-Type"), Some(files[i].1), "answer {n}");
+        assert_eq!(
+            response.header("Content-Type"),
+            Some(files[i].1),
+            "answer {n}"
+        );
         assert_eq!(
             response.header("Content-Length"),
             Some(lengths[i].as_str()),

@@ -230,4 +230,14 @@ fn a_stalled_client_is_closed_after_the_stall_timeout() {
         *ids.last().unwrap() < previous - 500,
         "it was cut off long before the end"
     );
+    // And it was the stall timeout that ended it, not the ring.
+    let metrics = server.get("/metrics").text();
+    let closed = |reason: &str| {
+        sample(
+            &metrics,
+            &format!("sse_mio_connections_closed_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(closed("stalled"), 1.0, "{metrics}");
+    assert_eq!(closed("lagged"), 0.0, "{metrics}");
 }

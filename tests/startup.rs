@@ -1,15 +1,21 @@
 //! The built binary fails to start with one clear line on stderr and a
 //! non-zero status, never a panic; `--help` and `--version` still succeed.
 
+mod support;
+
 use std::net::TcpListener;
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use support::output_within;
+
+/// Runs the binary with `args`; it must end within 10 s. Every failure
+/// case here must fail before binding; a regression that started serving
+/// instead is caught by the deadline, not left hanging.
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sse-mio"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run sse-mio")
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sse-mio"));
+    command.args(args).env("RUST_LOG", "info");
+    output_within(&mut command, Duration::from_secs(10))
 }
 
 /// Asserts the run failed with `code` and exactly one stderr line that
@@ -58,7 +64,13 @@ fn bad_flags() {
             "--stream-lifetime",
         ),
     ] {
-        let output = run(args);
+        // Port 0 unless the case is about the address: a regression that
+        // accepted the flags would bind a free port, never :3000.
+        let mut args = args.to_vec();
+        if !args.contains(&"--addr") {
+            args.extend(["--addr", "127.0.0.1:0"]);
+        }
+        let output = run(&args);
         let code = if args[0] == "--stream-lifetime" { 1 } else { 2 };
         one_line_failure(&output, code, needle);
     }

@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -376,13 +378,73 @@ pub fn ids_until_close(stream: &mut TcpStream) -> Vec<u64> {
     ids
 }
 
+/// How long a child process's log may stay silent while a test waits for
+/// a line.
+pub const LOG_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Waits for `child` to exit, at most `limit`. Past it, the child is killed
+/// through its handle (not reaped yet, so its pid is still its own) and the
+/// test fails.
+pub fn wait_or_kill(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `command` to its end, at most `limit`, and collects its output
+/// (read on threads, so a full pipe never blocks it).
+pub fn output_within(command: &mut Command, limit: Duration) -> Output {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let what = format!("{:?}", command.get_program());
+    let status = wait_or_kill(&mut child, limit, &what);
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
 /// The built `sse-mio` binary as a child process on port 0, killed when
-/// dropped. Its log (stderr) is read line by line to learn the port and to
-/// wait for what it says.
+/// dropped. Its log (stderr) is read line by line on a thread, to learn
+/// the port and to wait (with a deadline) for what it says.
 pub struct ChildServer {
-    pub child: std::process::Child,
+    pub child: Child,
     pub addr: SocketAddr,
-    stderr: io::BufReader<std::process::ChildStderr>,
+    lines: mpsc::Receiver<String>,
     /// Everything read from stderr so far.
     pub log: String,
 }
@@ -390,22 +452,31 @@ pub struct ChildServer {
 impl ChildServer {
     /// Starts the binary with `--addr 127.0.0.1:0 --www <project www>` and
     /// `args`; `configure` may change the command (limits, environment).
-    pub fn spawn(args: &[&str], configure: impl FnOnce(&mut std::process::Command)) -> ChildServer {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sse-mio"));
+    pub fn spawn(args: &[&str], configure: impl FnOnce(&mut Command)) -> ChildServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sse-mio"));
         command
             .args(["--addr", "127.0.0.1:0", "--www"])
             .arg(project_www())
             .args(args)
             .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         configure(&mut command);
         let mut child = command.spawn().expect("spawn sse-mio");
-        let stderr = io::BufReader::new(child.stderr.take().expect("stderr"));
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         let mut server = ChildServer {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
-            stderr,
+            lines,
             log: String::new(),
         };
         let line = server.read_log_until("http://");
@@ -419,18 +490,24 @@ impl ChildServer {
     }
 
     /// Reads log lines until one contains `needle`, and returns it. Fails
-    /// if the server exits first.
+    /// if the server exits first, or says nothing of it for
+    /// [`LOG_DEADLINE`].
     pub fn read_log_until(&mut self, needle: &str) -> String {
-        use std::io::BufRead;
+        let deadline = Instant::now() + LOG_DEADLINE;
         loop {
-            let mut line = String::new();
-            let n = self.stderr.read_line(&mut line).expect("read the log");
-            assert!(
-                n > 0,
-                "server exited before saying {needle:?}:\n{}",
-                self.log
-            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "the server did not say {needle:?} within {LOG_DEADLINE:?}:\n{}",
+                    self.log
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("server exited before saying {needle:?}:\n{}", self.log)
+                }
+            };
             self.log.push_str(&line);
+            self.log.push('\n');
             if line.contains(needle) {
                 return line;
             }
@@ -441,44 +518,64 @@ impl ChildServer {
         self.child.id() as i32
     }
 
-    /// Sends `signal` to the server.
+    /// Sends `signal` to the server (still running: not reaped).
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
+        // SAFETY: kill(2) on our own child, which has not been waited for.
         assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
     }
 
     /// Waits for the server to exit (killing it if it takes longer than
     /// `limit`, which fails the test), then reads the rest of its log.
-    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        use std::os::unix::process::ExitStatusExt;
-        let (done, watchdog) = std::sync::mpsc::channel::<()>();
-        let pid = self.pid();
-        std::thread::spawn(move || {
-            if watchdog.recv_timeout(limit).is_err() {
-                // SAFETY: kill(2) on the child, which has not been reaped.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let status = wait_or_kill(&mut self.child, limit, "the server");
+        let deadline = Instant::now() + LOG_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push_str(&line);
+                    self.log.push('\n');
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return status,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the server's log did not end:\n{}", self.log)
+                }
             }
-        });
-        let status = self.child.wait().expect("wait");
-        let _ = done.send(());
-        let mut rest = String::new();
-        let _ = self.stderr.read_to_string(&mut rest);
-        self.log.push_str(&rest);
-        assert_ne!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "the server did not exit within {limit:?}:\n{}",
-            self.log
-        );
-        status
+        }
     }
 }
 
 impl Drop for ChildServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
+}
+
+/// Asks `check` every 20 ms until it gives an answer, for a state that no
+/// event announces (a gauge refreshed four times a second, a slot freed by
+/// a close); fails with `what` after `limit`.
+pub fn poll_until<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(answer) = check() {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "{what} (waited {limit:?})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value of a sample line (`name{labels} value`) in a Prometheus
+/// exposition.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
 }
 
 /// A test that cannot run here (a tool is missing): under `CI=true` it
