@@ -113,6 +113,15 @@ enum Phase {
     },
 }
 
+/// The timer of connection `key` (a slab key: far below 2^32, since each
+/// connection holds a descriptor).
+fn connection_timer(key: usize, serial: u64) -> Timer {
+    Timer::Connection {
+        key: key as u32,
+        serial,
+    }
+}
+
 /// What a connection is doing, as counted on `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Activity {
@@ -130,7 +139,7 @@ impl Exchange {
         deadline: Instant,
         schedule: &mut Schedule,
     ) -> Exchange {
-        schedule.at(deadline, Timer::Connection { key, serial });
+        schedule.at(deadline, connection_timer(key, serial));
         Exchange {
             serial,
             buf: RequestReader::default(),
@@ -158,11 +167,7 @@ impl Exchange {
     fn set_deadline(&mut self, at: Instant, ctx: &mut Ctx<'_>) {
         self.deadline = at;
         if self.scheduled.is_none_or(|queued| at < queued) {
-            let timer = Timer::Connection {
-                key: ctx.key,
-                serial: self.serial,
-            };
-            ctx.schedule.at(at, timer);
+            ctx.schedule.at(at, connection_timer(ctx.key, self.serial));
             self.scheduled = Some(at);
         }
     }

@@ -16,17 +16,24 @@
 //! if the deadline moved later. So a busy keep-alive connection costs one
 //! heap entry, not one per request. Likewise a `Tick` that comes due during
 //! shutdown is simply dropped.
+//!
+//! Every accepted connection queues one entry (its header timeout), and it
+//! stays queued after the connection becomes a stream, until it comes due:
+//! an entry's size is part of what an idle stream costs. So an entry is 24
+//! bytes: the deadline as nanoseconds since the schedule began (8 bytes,
+//! not an `Instant`'s 16), and a 16-byte [`Timer`].
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a queued deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
     /// The deadline of the connection under slab key `key`, queued when the
-    /// connection with serial number `serial` held that key.
-    Connection { key: usize, serial: u64 },
+    /// connection with serial number `serial` held that key. (Slab keys fit
+    /// in 32 bits: there are never four billion connections open.)
+    Connection { key: u32, serial: u64 },
     /// The ticker's next event.
     Tick,
     /// The walk over the streams: heartbeats, stalls, lifetimes, gauges.
@@ -41,30 +48,53 @@ pub(crate) enum Timer {
     DrainEnd,
 }
 
+/// One queued deadline: nanoseconds since the schedule's epoch, and what.
+type Entry = (u64, Timer);
+
 /// The queue of deadlines, earliest first.
-#[derive(Default)]
 pub(crate) struct Schedule {
-    heap: BinaryHeap<Reverse<(Instant, Timer)>>,
+    heap: BinaryHeap<Reverse<Entry>>,
+    /// The instant that deadlines are counted from.
+    epoch: Instant,
+}
+
+impl Default for Schedule {
+    fn default() -> Schedule {
+        Schedule {
+            heap: BinaryHeap::new(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl Schedule {
-    /// Queues `timer` to come due at `at`.
+    /// Queues `timer` to come due at `at` (a time before the schedule
+    /// began counts as its beginning: due at once).
     pub(crate) fn at(&mut self, at: Instant, timer: Timer) {
-        self.heap.push(Reverse((at, timer)));
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        self.heap
+            .push(Reverse((nanos.min(u64::MAX.into()) as u64, timer)));
     }
 
     /// The earliest queued deadline: the loop polls at most until then.
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        self.heap
+            .peek()
+            .map(|Reverse((nanos, _))| self.instant(*nanos))
     }
 
     /// Removes and returns the earliest entry if it is due at `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Timer)> {
         if self.next()? <= now {
-            self.heap.pop().map(|Reverse(entry)| entry)
+            let Reverse((nanos, timer)) = self.heap.pop()?;
+            Some((self.instant(nanos), timer))
         } else {
             None
         }
+    }
+
+    fn instant(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
     }
 
     #[cfg(test)]
@@ -76,7 +106,26 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    /// An entry is part of what every idle stream costs (see the module
+    /// doc): keep it at 24 bytes.
+    #[test]
+    fn an_entry_is_small() {
+        assert_eq!(std::mem::size_of::<Reverse<Entry>>(), 24);
+    }
+
+    #[test]
+    fn deadlines_come_back_as_the_instants_queued() {
+        let mut schedule = Schedule::default();
+        let at = Instant::now() + Duration::from_millis(1500);
+        schedule.at(at, Timer::Tick);
+        assert_eq!(schedule.next(), Some(at));
+        if let Some(past) = schedule.epoch.checked_sub(Duration::from_secs(1)) {
+            schedule.at(past, Timer::Summary);
+            let due = schedule.pop_due(schedule.epoch);
+            assert_eq!(due, Some((schedule.epoch, Timer::Summary)));
+        }
+    }
 
     #[test]
     fn pops_in_deadline_order_and_only_when_due() {

@@ -387,6 +387,7 @@ impl Server {
         while let Some((at, timer)) = self.shared.schedule.pop_due(now) {
             match timer {
                 Timer::Connection { key, serial } => {
+                    let key = key as usize;
                     let Some(conn) = self.conns.get_mut(key) else {
                         continue;
                     };
