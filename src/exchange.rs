@@ -50,13 +50,13 @@ use log::{debug, trace};
 use mio::net::TcpStream;
 
 use crate::counters::CloseReason;
+use crate::event::Ticket;
 use crate::http::{BodyReader, Refusal, Request, RequestReader};
 use crate::response::{After, Response, refuse};
 use crate::ring::Cursor;
 use crate::routes::{self, Route};
 use crate::schedule::{Schedule, Timer};
 use crate::shared::Ctx;
-use crate::source::Ticket;
 
 /// How long a connection that got an error response may keep sending before
 /// we close it anyway.
@@ -301,7 +301,7 @@ impl Exchange {
     /// and the connection waits for the id; or it is refused.
     fn on_body(&mut self, request: Request, body: BodyReader, ctx: &mut Ctx<'_>) {
         let after = After::for_request(&request);
-        match routes::message(&request, &body.into_body()) {
+        match routes::message(&request, &body.into_body(), self.peer) {
             Ok(draft) => {
                 let ticket = Ticket {
                     key: ctx.key,

@@ -28,9 +28,10 @@ use slab::Slab;
 
 use crate::connection::{Connection, Step, after_flush};
 use crate::counters::{CloseReason, Counters};
+use crate::event::{Draft, Kind, Ticket};
 use crate::http::Refusal;
 use crate::ring::{Channel, Ring, Rings};
-use crate::source::{Draft, Kind, Outcome, Source, Ticket};
+use crate::source::{Outcome, Source};
 
 /// Length of the random string each tick sends.
 pub(crate) const TICK_STRING_LEN: usize = 16;
@@ -99,13 +100,12 @@ impl Hub {
             .take(TICK_STRING_LEN)
             .map(char::from)
             .collect();
-        self.publish(
-            Draft {
-                kind: Kind::Tick,
-                data,
-            },
-            None,
-        );
+        let draft = Draft {
+            kind: Kind::Tick,
+            data,
+            origin: None,
+        };
+        self.publish(draft, None);
     }
 
     /// Asks the source for an event; `ticket` names the connection waiting

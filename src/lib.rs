@@ -59,6 +59,7 @@ mod chat;
 mod config;
 mod connection;
 mod counters;
+mod event;
 pub mod event_parser;
 mod exchange;
 mod http;

@@ -22,12 +22,12 @@ use rand::RngExt;
 
 use crate::chat::{self, MESSAGES_PATH};
 use crate::counters::CloseReason;
+use crate::event::{Draft, Kind};
 use crate::http::{BodyFraming, Head, Method, Refusal, Request, query_param};
 use crate::metrics;
 use crate::response::{self, After, Body, Response, connection_header, cors_headers};
 use crate::ring::{Channel, Cursor, Ring};
 use crate::shared::Ctx;
-use crate::source::{Draft, Kind};
 use crate::sse;
 use crate::static_files;
 
@@ -289,7 +289,7 @@ pub(crate) const TOO_LARGE: Refusal = Refusal::new(413, "message body too large"
 /// `POST /messages` once its body is read: the event a valid message
 /// becomes (`event: message` with one line of JSON, `{user, text, at}`), or
 /// the refusal (400, or 415) to answer with.
-pub(crate) fn message(request: &Request, body: &[u8]) -> Result<Draft, Refusal> {
+pub(crate) fn message(request: &Request, body: &[u8], peer: IpAddr) -> Result<Draft, Refusal> {
     let message = chat::parse_message(request.content_type.as_deref(), body)?;
     let at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -297,6 +297,7 @@ pub(crate) fn message(request: &Request, body: &[u8]) -> Result<Draft, Refusal> 
     Ok(Draft {
         kind: Kind::Message,
         data: chat::event_data(&message, at_ms),
+        origin: Some(peer),
     })
 }
 

@@ -49,17 +49,18 @@ pub(crate) enum Timer {
 }
 
 /// One queued deadline: nanoseconds since the schedule's epoch, and what.
-type Entry = (u64, Timer);
+type Entry<T> = (u64, T);
 
-/// The queue of deadlines, earliest first.
-pub(crate) struct Schedule {
-    heap: BinaryHeap<Reverse<Entry>>,
+/// The queue of deadlines, earliest first. `T` says what each one is for:
+/// the server's [`Timer`], or the supervisor's own.
+pub(crate) struct Schedule<T = Timer> {
+    heap: BinaryHeap<Reverse<Entry<T>>>,
     /// The instant that deadlines are counted from.
     epoch: Instant,
 }
 
-impl Default for Schedule {
-    fn default() -> Schedule {
+impl<T: Ord> Default for Schedule<T> {
+    fn default() -> Schedule<T> {
         Schedule {
             heap: BinaryHeap::new(),
             epoch: Instant::now(),
@@ -67,10 +68,10 @@ impl Default for Schedule {
     }
 }
 
-impl Schedule {
+impl<T: Ord + Copy> Schedule<T> {
     /// Queues `timer` to come due at `at` (a time before the schedule
     /// began counts as its beginning: due at once).
-    pub(crate) fn at(&mut self, at: Instant, timer: Timer) {
+    pub(crate) fn at(&mut self, at: Instant, timer: T) {
         let nanos = at.saturating_duration_since(self.epoch).as_nanos();
         self.heap
             .push(Reverse((nanos.min(u64::MAX.into()) as u64, timer)));
@@ -84,7 +85,7 @@ impl Schedule {
     }
 
     /// Removes and returns the earliest entry if it is due at `now`.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Timer)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, T)> {
         if self.next()? <= now {
             let Reverse((nanos, timer)) = self.heap.pop()?;
             Some((self.instant(nanos), timer))
@@ -111,12 +112,12 @@ mod tests {
     /// doc): keep it at 24 bytes.
     #[test]
     fn an_entry_is_small() {
-        assert_eq!(std::mem::size_of::<Reverse<Entry>>(), 24);
+        assert_eq!(std::mem::size_of::<Reverse<Entry<Timer>>>(), 24);
     }
 
     #[test]
     fn deadlines_come_back_as_the_instants_queued() {
-        let mut schedule = Schedule::default();
+        let mut schedule: Schedule = Schedule::default();
         let at = Instant::now() + Duration::from_millis(1500);
         schedule.at(at, Timer::Tick);
         assert_eq!(schedule.next(), Some(at));
@@ -130,7 +131,7 @@ mod tests {
     #[test]
     fn pops_in_deadline_order_and_only_when_due() {
         let start = Instant::now();
-        let mut schedule = Schedule::default();
+        let mut schedule: Schedule = Schedule::default();
         schedule.at(start + Duration::from_secs(3), Timer::Tick);
         schedule.at(
             start + Duration::from_secs(1),

@@ -14,10 +14,10 @@ use std::time::{Instant, SystemTime};
 use crate::chat::RateLimiter;
 use crate::config::Settings;
 use crate::counters::{Counters, Gauges};
+use crate::event::{Draft, Ticket};
 use crate::http::DateCache;
 use crate::ring::Rings;
 use crate::schedule::Schedule;
-use crate::source::{Draft, Ticket};
 
 /// Size of the shared buffer for socket reads and file chunks.
 const SCRATCH_BYTES: usize = 16 * 1024;

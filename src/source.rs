@@ -20,49 +20,8 @@
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::event::{Draft, Event, Ticket};
 use crate::http::Refusal;
-
-/// What an event is: a tick of the random-string ticker, or a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Tick,
-    Message,
-}
-
-impl Kind {
-    /// The `event:` field the kind travels with (`None`: a plain message
-    /// event, as the tutorial's ticks are).
-    pub(crate) fn event_name(self) -> Option<&'static str> {
-        match self {
-            Kind::Tick => None,
-            Kind::Message => Some("message"),
-        }
-    }
-}
-
-/// An event asked for: what it is and its data, not yet its id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Draft {
-    pub(crate) kind: Kind,
-    pub(crate) data: String,
-}
-
-/// An event with its id, as a source hands it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Event {
-    pub(crate) id: u64,
-    pub(crate) kind: Kind,
-    pub(crate) data: String,
-}
-
-/// Who waits for an event's id: the connection that held slab key `key`
-/// with serial number `serial` when it asked (a key is reused as soon as a
-/// connection closes; the serial tells the new one apart).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Ticket {
-    pub(crate) key: usize,
-    pub(crate) serial: u64,
-}
 
 /// What a source hands back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +108,7 @@ impl Local {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Kind;
 
     #[test]
     fn the_local_source_numbers_events_in_the_order_asked() {
@@ -161,6 +121,7 @@ mod tests {
             Draft {
                 kind: Kind::Tick,
                 data: "a".into(),
+                origin: None,
             },
             None,
         );
@@ -168,6 +129,7 @@ mod tests {
             Draft {
                 kind: Kind::Message,
                 data: "b".into(),
+                origin: None,
             },
             Some(ticket),
         );

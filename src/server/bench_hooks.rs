@@ -3,7 +3,7 @@
 
 use super::Server;
 use crate::connection::Kind;
-use crate::source::{Draft, Kind as EventKind};
+use crate::event::{Draft, Kind as EventKind};
 
 impl Server {
     /// How many connections are open, and how many of them are streams.
@@ -32,6 +32,7 @@ impl Server {
         let draft = Draft {
             kind: EventKind::Tick,
             data: data.to_owned(),
+            origin: None,
         };
         self.hub.publish(draft, None);
         self.end_of_batch();
