@@ -50,8 +50,14 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The listener and the rules for letting connections in.
 pub(crate) struct Admission {
-    /// `None` once shutdown has begun.
+    /// `None` before listening starts (a worker waits for its history) and
+    /// once shutdown has begun.
     listener: Option<TcpListener>,
+    /// A worker's socket, bound (on the port its supervisor holds, with
+    /// `SO_REUSEPORT`) but not yet listening.
+    bound: Option<socket2::Socket>,
+    /// The listener's token.
+    token: Token,
     local_addr: SocketAddr,
     max_connections: usize,
     /// How many open connections were admitted over the limit.
@@ -69,20 +75,22 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// Binds the listener (non-blocking, `SO_REUSEADDR`) and registers it
-    /// under `token`; `--max-connections` is checked against the open-files
-    /// limit.
+    /// Binds the listener (non-blocking, `SO_REUSEADDR`) and, unless this
+    /// is a worker, starts listening and registers it under `token`;
+    /// `--max-connections` is checked against the open-files limit.
     pub(crate) fn bind(
         config: &Config,
         registry: &Registry,
         token: Token,
     ) -> io::Result<Admission> {
-        let listener = limits::listen(config.addr).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr))
-        })?;
-        let mut listener = TcpListener::from_std(listener);
-        let local_addr = listener.local_addr()?;
-        registry.register(&mut listener, token, Interest::READABLE)?;
+        let worker = config.worker.is_some();
+        let addr = config.listen_addr();
+        let socket = limits::bind(addr, worker)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let local_addr = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("the listener has no IP address"))?;
 
         let fd_limit = limits::open_files_limit();
         let allowed = fd_limit.saturating_sub(RESERVED_FDS as u64).max(1) as usize;
@@ -97,8 +105,10 @@ impl Admission {
             Some(wanted) => wanted.max(1),
             None => allowed,
         };
-        Ok(Admission {
-            listener: Some(listener),
+        let mut admission = Admission {
+            listener: None,
+            bound: Some(socket),
+            token,
             local_addr,
             max_connections,
             over_limit: 0,
@@ -107,7 +117,28 @@ impl Admission {
             paused: false,
             warned_emfile: false,
             last_serial: 0,
-        })
+        };
+        if !worker {
+            admission.start_listening(registry)?;
+        }
+        Ok(admission)
+    }
+
+    /// Starts listening (a worker, once its supervisor's history is in).
+    pub(crate) fn start_listening(&mut self, registry: &Registry) -> io::Result<()> {
+        let Some(socket) = self.bound.take() else {
+            return Ok(());
+        };
+        let listener = limits::start_listening(socket).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", self.local_addr),
+            )
+        })?;
+        let mut listener = TcpListener::from_std(listener);
+        registry.register(&mut listener, self.token, Interest::READABLE)?;
+        self.listener = Some(listener);
+        Ok(())
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
@@ -253,6 +284,7 @@ impl Admission {
     /// Stops accepting for good (shutdown): the listener is closed, so new
     /// connections are refused by the kernel.
     pub(crate) fn close_listener(&mut self, registry: &Registry) {
+        self.bound = None;
         if let Some(mut listener) = self.listener.take() {
             let _ = registry.deregister(&mut listener);
         }

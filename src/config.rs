@@ -7,6 +7,7 @@
 //! [`Settings`] is the part connections consult while they run, checked and
 //! derived once at start-up.
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -103,6 +104,62 @@ pub struct Config {
     /// 0 turns it off.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub tcp_keepalive: Duration,
+
+    /// Worker processes, each a single-threaded loop with its own listener on
+    /// the same port (SO_REUSEPORT), under one supervisor that gives every
+    /// event its id. 1: no supervisor, today's single process.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: u32,
+
+    /// Internal: run as worker N of a supervisor.
+    #[arg(long, hide = true, requires = "channel_fd")]
+    pub worker: Option<u32>,
+
+    /// Internal: the descriptor of a worker's socket to its supervisor.
+    #[arg(long, hide = true, requires = "worker")]
+    pub channel_fd: Option<i32>,
+
+    /// Internal: the address (port fixed) a worker listens on, in place of
+    /// `--addr`.
+    #[arg(long, hide = true, requires = "worker")]
+    pub worker_addr: Option<SocketAddr>,
+}
+
+impl Config {
+    /// The address to listen on: a worker's is the one its supervisor
+    /// fixed (`--addr 127.0.0.1:0` still means one port for all).
+    pub(crate) fn listen_addr(&self) -> SocketAddr {
+        self.worker_addr.unwrap_or(self.addr)
+    }
+
+    /// Checks what the flags' own parsers cannot: the www directory exists
+    /// and can be read, and `--stream-lifetime` is sensible. Returns the
+    /// canonical www root. A server and a supervisor both check before they
+    /// start, so a bad configuration fails once, in one line.
+    pub(crate) fn check(&self) -> io::Result<PathBuf> {
+        let root = self.www.canonicalize().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot use www directory {}: {e}", self.www.display()),
+            )
+        })?;
+        std::fs::read_dir(&root).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot read www directory {}: {e}", root.display()),
+            )
+        })?;
+        if self
+            .stream_lifetime
+            .is_some_and(|d| d.is_zero() || d > Duration::from_secs(20 * 86_400))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--stream-lifetime must be more than 0 and at most 20 days",
+            ));
+        }
+        Ok(root)
+    }
 }
 
 /// What connections need to know from the configuration, checked once by
@@ -121,6 +178,8 @@ pub(crate) struct Settings {
     pub(crate) cors_origins: Vec<String>,
     /// Largest chat message body, in bytes.
     pub(crate) max_message: u32,
+    /// This process is worker N of a supervisor (`--workers`).
+    pub(crate) worker: Option<u32>,
 }
 
 impl Settings {
@@ -135,6 +194,7 @@ impl Settings {
             stream_lifetime: config.stream_lifetime,
             cors_origins: config.cors_origins.clone(),
             max_message: config.max_message,
+            worker: config.worker,
         }
     }
 }
@@ -202,5 +262,6 @@ mod tests {
         assert_eq!((config.post_rate, config.post_burst), (5.0, 10));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(config.tcp_keepalive, Duration::from_secs(60));
+        assert_eq!((config.workers, config.worker), (1, None));
     }
 }

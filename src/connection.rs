@@ -20,8 +20,8 @@
 //!
 //! The loop calls in here for everything that happens to a connection: a
 //! readiness event ([`Connection::drive`]), its deadline
-//! ([`Connection::on_timer`]), its chat message's id
-//! ([`Connection::on_published`]), housekeeping
+//! ([`Connection::on_timer`]), the source's answer to what it asked
+//! ([`Connection::on_answer`]), housekeeping
 //! ([`Connection::check_stream`]) and shutdown
 //! ([`Connection::begin_shutdown`]). Each answers with a [`Step`]. The
 //! tick's fan-out writes to streams directly ([`Stream::flush`]), from the
@@ -36,10 +36,10 @@ use mio::net::TcpStream;
 
 use crate::counters::CloseReason;
 use crate::exchange::{Activity, Exchange, Progress};
-use crate::http::Refusal;
 use crate::ring::{Channel, Cursor, Flushed, Stream, reached};
 use crate::schedule::Schedule;
 use crate::shared::Ctx;
+use crate::source::Answer;
 use crate::sse;
 
 /// The shutdown goodbye's `retry:` is `--retry` plus up to this much
@@ -264,18 +264,19 @@ impl Connection {
         Some(self.settle(progress, ctx))
     }
 
-    /// The source answered this connection's chat message: its event's id,
-    /// or a refusal. `None` if the ticket is stale.
-    pub(crate) fn on_published(
+    /// The source answered what this connection asked (its chat message's
+    /// id, a refusal, a worker's whole-server metrics). `None` if the
+    /// ticket is stale.
+    pub(crate) fn on_answer(
         &mut self,
         serial: u64,
-        result: Result<u64, Refusal>,
+        answer: Answer,
         ctx: &mut Ctx<'_>,
     ) -> Option<Step> {
         let Connection::Http { socket, exchange } = self else {
             return None;
         };
-        let progress = exchange.on_published(serial, result, socket, ctx)?;
+        let progress = exchange.on_answer(serial, answer, socket, ctx)?;
         Some(self.settle(progress, ctx))
     }
 }

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Why a connection ended. Every connection that ends is counted with one of
 /// these: through the loop's one close path, or, for a connection turned
 /// away the instant it was accepted (no slot, not even an overflow one), by
@@ -95,7 +97,7 @@ impl fmt::Display for CloseReason {
 }
 
 /// The server's counters.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct Counters {
     pub(crate) accepted: u64,
     /// Responses sent, by status code.
@@ -132,8 +134,10 @@ pub(crate) struct Counters {
     pub(crate) heartbeats: u64,
     /// Streams sent the shutdown goodbye.
     pub(crate) goodbyes: u64,
-    /// Chat messages accepted and broadcast.
+    /// Chat messages delivered to the streams.
     pub(crate) messages: u64,
+    /// Connections cut at the end of the shutdown drain.
+    pub(crate) cut_at_shutdown: u64,
 }
 
 impl Counters {
@@ -221,7 +225,7 @@ pub(crate) const FANOUT_BUCKETS: [f64; 14] = [
 ];
 
 /// A Prometheus-style histogram with fixed buckets.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct Histogram {
     /// Observations per bucket of [`FANOUT_BUCKETS`], plus one for "more".
     pub(crate) counts: [u64; FANOUT_BUCKETS.len() + 1],
@@ -243,7 +247,7 @@ impl Histogram {
 
 /// Figures the loop refreshes by walking the slab four times a second, so
 /// a scrape never has to.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Gauges {
     /// Connections reading a request head or body.
     pub(crate) reading: usize,

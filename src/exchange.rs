@@ -9,8 +9,8 @@
 //!   │        ├─ Route::ReadMessage ─► ReadingBody          │
 //!   │        │                          │ body complete    │
 //!   │        │                          ▼                  │
-//!   │        │                      AwaitingId (the source │
-//!   │        │                      gives the event its id)│
+//!   │        ├─ Route::AskMetrics ──► Awaiting (the source │
+//!   │        │                      answers the ticket)    │
 //!   │        ▼ Route::Answer            │                  ▼
 //!   └─── Responding ◄───────────────────┘    ┌──────► Lingering ──► closed
 //!  keep-alive │  Connection: close / error ──┘
@@ -26,9 +26,11 @@
 //!   another, in order.
 //! - **ReadingBody**: a `POST /messages` body, by `Content-Length` or
 //!   chunked, never more than `--max-message` of it.
-//! - **AwaitingId**: the message went to the outbox; the loop hands it to
+//! - **Awaiting**: the message went to the outbox; the loop hands it to
 //!   the source and, when its event comes back, calls
-//!   [`Exchange::on_published`] with the id: `202 {"id": N}`.
+//!   [`Exchange::on_answer`] with the id: `202 {"id": N}`. A worker's
+//!   `/metrics` waits here too, for the whole server's figures from its
+//!   supervisor.
 //! - **Responding**: the head (and small body) is written from a byte
 //!   buffer, a file body in chunks read with `pread` into the shared scratch
 //!   buffer, so the connection holds no file data between events. A short
@@ -51,12 +53,15 @@ use mio::net::TcpStream;
 
 use crate::counters::CloseReason;
 use crate::event::Ticket;
-use crate::http::{BodyReader, Refusal, Request, RequestReader};
+use crate::http::{BodyReader, Method, Request, RequestReader};
 use crate::response::{After, Response, refuse};
 use crate::ring::Cursor;
 use crate::routes::{self, Route};
 use crate::schedule::{Schedule, Timer};
 use crate::shared::Ctx;
+use crate::source::Ask;
+
+mod notices;
 
 /// How long a connection that got an error response may keep sending before
 /// we close it anyway.
@@ -104,8 +109,9 @@ pub(crate) struct Exchange {
 enum Phase {
     Reading,
     ReadingBody(Request, BodyReader),
-    /// The message's event is with the source; answer when its id comes.
-    AwaitingId(After),
+    /// A question is with the source (under this connection's ticket); the
+    /// response is written when the answer comes.
+    Awaiting(Asked, After),
     Responding(Response, usize),
     Lingering {
         discarded: usize,
@@ -120,6 +126,15 @@ fn connection_timer(key: usize, serial: u64) -> Timer {
         key: key as u32,
         serial,
     }
+}
+
+/// What a connection waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// Its chat message's id.
+    Id,
+    /// The whole server's metrics, for a `GET` (`head_only`: a `HEAD`).
+    Metrics { head_only: bool },
 }
 
 /// What a connection is doing, as counted on `/metrics`.
@@ -157,7 +172,7 @@ impl Exchange {
 
     pub(crate) fn activity(&self) -> Activity {
         match self.phase {
-            Phase::Reading | Phase::ReadingBody(..) | Phase::AwaitingId(_) => Activity::Reading,
+            Phase::Reading | Phase::ReadingBody(..) | Phase::Awaiting(..) => Activity::Reading,
             Phase::Responding(..) | Phase::Lingering { .. } => Activity::Responding,
         }
     }
@@ -185,95 +200,6 @@ impl Exchange {
         self.phase = Phase::Responding(response, 0);
     }
 
-    /// The event of this connection's chat message came back from the
-    /// source (`Ok(id)`), or the source could not take it. Returns `None`
-    /// if the ticket is stale (another connection under the same key).
-    pub(crate) fn on_published(
-        &mut self,
-        serial: u64,
-        result: Result<u64, Refusal>,
-        socket: &mut TcpStream,
-        ctx: &mut Ctx<'_>,
-    ) -> Option<Progress> {
-        let Phase::AwaitingId(after) = self.phase else {
-            return None;
-        };
-        if serial != self.serial {
-            return None;
-        }
-        let response = match result {
-            Ok(id) => {
-                debug!("#{} chat message is event {id}", ctx.key);
-                routes::accepted(id, after, ctx.date)
-            }
-            Err(refusal) => {
-                let extra = [("Retry-After", "1")];
-                routes::refuse_message(refusal, After::Close(CloseReason::Done), ctx, &extra)
-            }
-        };
-        self.start(response, CloseReason::Done, ctx);
-        Some(self.drive(socket, ctx))
-    }
-
-    /// The schedule says this connection's deadline may have passed.
-    /// Returns `None` if the entry is stale (another connection, or a
-    /// deadline that moved); the entry is queued again when needed.
-    pub(crate) fn on_timer(
-        &mut self,
-        serial: u64,
-        at: Instant,
-        socket: &mut TcpStream,
-        ctx: &mut Ctx<'_>,
-    ) -> Option<Progress> {
-        if self.serial != serial || self.scheduled != Some(at) {
-            return None;
-        }
-        self.scheduled = None;
-        if self.deadline > ctx.now {
-            let deadline = self.deadline;
-            self.set_deadline(deadline, ctx);
-            return None;
-        }
-        let refusal = match &self.phase {
-            Phase::Reading if !self.buf.is_empty() => {
-                Refusal::new(408, "request head not received in time")
-            }
-            Phase::ReadingBody(..) => Refusal::new(408, "request body not received in time"),
-            Phase::AwaitingId(_) => Refusal::new(503, "the event source did not answer in time"),
-            Phase::Reading | Phase::Responding(..) => {
-                return Some(Progress::Close(CloseReason::Timeout));
-            }
-            Phase::Lingering { reason, .. } => return Some(Progress::Close(*reason)),
-        };
-        debug!("#{} timeout: {}", ctx.key, refusal.status);
-        let response = match self.phase {
-            Phase::Reading => refuse(refusal, ctx.date, &[]),
-            _ => routes::refuse_message(refusal, After::Close(CloseReason::Done), ctx, &[]),
-        };
-        self.start(response, CloseReason::Timeout, ctx);
-        Some(self.drive(socket, ctx))
-    }
-
-    /// The server starts shutting down: an idle connection, or one in the
-    /// middle of a request head, is closed (nothing was promised to it; a
-    /// browser retries a request that got no answer). A chat post whose body
-    /// is still coming gets a 503, since its message could no longer reach
-    /// every stream. A response being written finishes, then closes; so does
-    /// the answer to a message whose event is already with the source.
-    pub(crate) fn begin_shutdown(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Progress {
-        match self.phase {
-            Phase::Reading => Progress::Close(CloseReason::Shutdown),
-            Phase::ReadingBody(..) => {
-                let response = routes::shutting_down(ctx.date);
-                self.start(response, CloseReason::Shutdown, ctx);
-                self.drive(socket, ctx)
-            }
-            Phase::AwaitingId(_) | Phase::Responding(..) | Phase::Lingering { .. } => {
-                Progress::Wait
-            }
-        }
-    }
-
     /// Acts on a parsed request: answers it, or starts reading its body.
     /// Returns why the connection must close instead, if it must.
     fn on_request(
@@ -293,8 +219,25 @@ impl Exchange {
                 self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
                 self.phase = Phase::ReadingBody(request, body);
             }
+            Route::AskMetrics => {
+                let head_only = request.method == Method::Head;
+                self.ask(Ask::Metrics, Asked::Metrics { head_only }, &request, ctx);
+            }
         }
         None
+    }
+
+    /// Puts a question for the source in the outbox, under this
+    /// connection's ticket, and waits for the answer (at most the header
+    /// timeout).
+    fn ask(&mut self, ask: Ask, asked: Asked, request: &Request, ctx: &mut Ctx<'_>) {
+        let ticket = Ticket {
+            key: ctx.key,
+            serial: self.serial,
+        };
+        ctx.outbox.push((ticket, ask));
+        self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
+        self.phase = Phase::Awaiting(asked, After::for_request(request));
     }
 
     /// A complete chat body: its event goes to the outbox, with a ticket,
@@ -302,16 +245,7 @@ impl Exchange {
     fn on_body(&mut self, request: Request, body: BodyReader, ctx: &mut Ctx<'_>) {
         let after = After::for_request(&request);
         match routes::message(&request, &body.into_body(), self.peer) {
-            Ok(draft) => {
-                let ticket = Ticket {
-                    key: ctx.key,
-                    serial: self.serial,
-                };
-                ctx.outbox.push((ticket, draft));
-                // The source has the header timeout to give the event its id.
-                self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
-                self.phase = Phase::AwaitingId(after);
-            }
+            Ok(draft) => self.ask(Ask::Publish(draft), Asked::Id, &request, ctx),
             Err(refusal) => {
                 let response = routes::refuse_message(refusal, after, ctx, &[]);
                 self.start(response, CloseReason::Done, ctx);
@@ -395,7 +329,7 @@ impl Exchange {
                         Err(e) => return Progress::Close(CloseReason::from_io(&e)),
                     }
                 }
-                Phase::AwaitingId(_) => return Progress::Wait,
+                Phase::Awaiting(..) => return Progress::Wait,
                 Phase::Responding(response, written) => {
                     match response.write_to(socket, written, ctx.scratch, ctx.counters, ctx.key) {
                         Ok(true) => {}

@@ -1,25 +1,33 @@
 //! The hub: every event the server sends passes through here, in one
 //! direction. It asks the [`Source`] for events, takes them back with their
 //! ids, encodes each once into the ring, and writes it to every stream that
-//! is ready for it.
+//! is ready for it, a slice at a time.
 //!
 //! The journey of a tick, top to bottom in this file:
 //! 1. [`Hub::tick`]: a random string becomes a [`Draft`], asked of the
 //!    source (a chat message enters the same way, [`Hub::publish`], with
 //!    the ticket of the connection waiting for its id).
 //! 2. [`Hub::deliver`]: the source hands back each event with its id, in
-//!    order; it is encoded once into the ring ([`Ring::push_event`]).
-//! 3. `fan_out`: every stream whose cursor is at that id is written to
-//!    ([`Stream::flush`]: one `write(2)`); a stream still busy with an
-//!    earlier frame is left alone and catches up on its next writable
-//!    event; one whose next frame left the ring is closed (`lagged`).
-//! 4. The ticket, if any, goes back to the loop, which answers the chat
-//!    post with its `202 {"id": N}`.
+//!    order; it is encoded once into the ring ([`Ring::push_event`]), and a
+//!    fan-out *pass* begins (or, if one is under way, it will come round
+//!    again for the streams it already visited).
+//! 3. [`Hub::fan_out_slice`]: the pass walks the slab, at most
+//!    [`SLICE_STREAMS`] writes or [`SLICE_TIME`] per turn of the loop, so
+//!    accepts, files and chat posts are served while a tick goes out to
+//!    tens of thousands of streams. Every stream that was caught up gets
+//!    what is new ([`Stream::flush`]: one `write(2)`); a stream still busy
+//!    with an earlier frame is left alone and catches up on its next
+//!    writable event; one whose next frame left the ring is closed
+//!    (`lagged`).
+//! 4. The ticket, if any, goes back to the loop as a [`Note`], and the chat
+//!    post gets its `202 {"id": N}`.
 //!
-//! The dashboard frames (`/stats`, once a second) take a shorter way: the
-//! loop hands their data straight to [`Hub::publish_dashboard`].
+//! A worker's source also hands over the dashboard frames of the whole
+//! server, the start of its sequence, and answers that are not events; a
+//! single server's dashboard frames come from its own loop
+//! ([`Hub::publish_dashboard`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::debug;
 use rand::RngExt;
@@ -29,9 +37,8 @@ use slab::Slab;
 use crate::connection::{Connection, Step, after_flush};
 use crate::counters::{CloseReason, Counters};
 use crate::event::{Draft, Kind, Ticket};
-use crate::http::Refusal;
 use crate::ring::{Channel, Ring, Rings};
-use crate::source::{Outcome, Source};
+use crate::source::{Answer, Outcome, Source};
 
 /// Length of the random string each tick sends.
 pub(crate) const TICK_STRING_LEN: usize = 16;
@@ -39,15 +46,54 @@ pub(crate) const TICK_STRING_LEN: usize = 16;
 /// Frames kept for the dashboard stream, which never replays.
 const DASHBOARD_FRAMES: usize = 4;
 
-/// A chat post's answer, for the loop to hand to the waiting connection:
-/// its event's id, or the source's refusal.
-pub(crate) type Answer = (Ticket, Result<u64, Refusal>);
+/// Most streams written to in one slice of a fan-out pass: about 10 ms of
+/// loopback writes, so the loop polls again well within a tick.
+pub(crate) const SLICE_STREAMS: usize = 1000;
+
+/// Longest one slice of a fan-out pass runs before the loop polls again.
+pub(crate) const SLICE_TIME: Duration = Duration::from_millis(5);
+
+/// Most slab keys one slice looks at, written to or not, so that a slice
+/// stays short in a large slab of mostly idle or HTTP connections.
+const SLICE_KEYS: usize = 65_536;
+
+/// What the source said that the loop must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Note {
+    /// Tell the connection with this ticket.
+    Answer(Ticket, Answer),
+    /// The recent events are in: start serving.
+    Ready,
+    /// The source is gone: shut down gracefully.
+    Lost,
+}
+
+/// A fan-out of the event ring under way.
+struct Pass {
+    /// A stream whose cursor is at or past this id was caught up when the
+    /// pass began, and gets everything new; one below it was already
+    /// behind and catches up by itself.
+    from: u64,
+    /// The next slab key to visit.
+    next_key: usize,
+    /// A newer event came in the middle of the pass: when it reaches the
+    /// end of the slab, it goes round again, for the streams it visited
+    /// before that event.
+    again: bool,
+    started: Instant,
+    sent: usize,
+    deferred: usize,
+}
 
 /// The events: where they come from, the rings they are kept in, and the
 /// fan-out.
 pub(crate) struct Hub {
     source: Source,
     rings: Rings,
+    /// `--history`, the event ring's size.
+    history: usize,
+    /// The fan-out under way, if any.
+    pass: Option<Pass>,
     /// When an event last went to the streams: heartbeats go out after
     /// `--heartbeat` of quiet.
     quiet_since: Instant,
@@ -74,6 +120,8 @@ impl Hub {
                 events: Ring::new(history, first_id),
                 dashboard: Ring::new(DASHBOARD_FRAMES, 1),
             },
+            history,
+            pass: None,
             quiet_since: now,
         }
     }
@@ -81,6 +129,12 @@ impl Hub {
     /// The rings, for connections to start streams from.
     pub(crate) fn rings(&self) -> &Rings {
         &self.rings
+    }
+
+    /// The source, for what the loop tells it directly (its socket's
+    /// readiness, a worker's reports).
+    pub(crate) fn source_mut(&mut self) -> &mut Source {
+        &mut self.source
     }
 
     /// When an event last went out to the streams.
@@ -91,6 +145,12 @@ impl Hub {
     /// Heartbeats went to every idle stream: that counts as traffic.
     pub(crate) fn heartbeat_sent(&mut self, now: Instant) {
         self.quiet_since = now;
+    }
+
+    /// Whether a fan-out pass is under way (the loop then polls without
+    /// waiting, and gives it another slice).
+    pub(crate) fn fan_out_pending(&self) -> bool {
+        self.pass.is_some()
     }
 
     /// One tick: a new random string, asked of the source.
@@ -114,46 +174,132 @@ impl Hub {
         self.source.publish(draft, ticket);
     }
 
-    /// Takes every outcome the source has ready: each event into the ring
-    /// and out to the streams, in order. Appends the answers for waiting
-    /// connections to `answers`.
+    /// Takes every outcome the source has ready: each event into the ring,
+    /// a fan-out pass begun for it, and what the loop must act on appended
+    /// to `notes`.
     pub(crate) fn deliver(
         &mut self,
         conns: &mut Slab<Connection>,
         ctx: &mut FanOutCtx<'_>,
-        answers: &mut Vec<Answer>,
+        notes: &mut Vec<Note>,
     ) {
         while let Some(outcome) = self.source.next() {
             match outcome {
                 Outcome::Published { event, ticket } => {
-                    let start = Instant::now();
                     let name = event.kind.event_name();
                     let id = self.rings.events.push_event(event.id, name, &event.data);
-                    let (sent, deferred) = self.fan_out(Channel::Events, id, conns, ctx);
-                    self.quiet_since = start;
-                    let took = start.elapsed();
                     let counters = &mut *ctx.counters;
                     counters.events += 1;
                     match event.kind {
                         Kind::Tick => counters.ticks += 1,
                         Kind::Message => counters.messages += 1,
                     }
-                    counters.fanout.observe(took.as_secs_f64());
-                    counters.last_fanout = took;
-                    debug!(
-                        "event {id}: {:.40} to {sent} streams in {took:?} ({deferred} still catching up)",
-                        event.data
-                    );
+                    debug!("event {id}: {:.40}", event.data);
+                    self.begin_pass(id);
                     if let Some(ticket) = ticket {
-                        answers.push((ticket, Ok(id)));
+                        notes.push(Note::Answer(ticket, Answer::Id(id)));
                     }
                 }
-                Outcome::Refused { ticket, refusal } => answers.push((ticket, Err(refusal))),
+                Outcome::Answer { ticket, answer } => notes.push(Note::Answer(ticket, answer)),
+                Outcome::Start { first_id } => {
+                    debug!("the sequence starts at {first_id}");
+                    self.rings.events = Ring::new(self.history, first_id);
+                }
+                Outcome::Ready => notes.push(Note::Ready),
+                Outcome::Dashboard(data) => self.publish_dashboard(&data, conns, ctx),
+                Outcome::Lost => notes.push(Note::Lost),
             }
         }
     }
 
-    /// One frame of the dashboard stream, to every dashboard stream.
+    /// Starts a fan-out pass for event `id`, or, if one is under way,
+    /// makes it come round again for the streams it already visited.
+    fn begin_pass(&mut self, id: u64) {
+        match &mut self.pass {
+            Some(pass) => pass.again = true,
+            None => {
+                let started = Instant::now();
+                self.quiet_since = started;
+                self.pass = Some(Pass {
+                    from: id,
+                    next_key: 0,
+                    again: false,
+                    started,
+                    sent: 0,
+                    deferred: 0,
+                });
+            }
+        }
+    }
+
+    /// One slice of the fan-out pass under way: at most [`SLICE_STREAMS`]
+    /// writes or [`SLICE_TIME`]. Returns whether the pass goes on.
+    pub(crate) fn fan_out_slice(
+        &mut self,
+        conns: &mut Slab<Connection>,
+        ctx: &mut FanOutCtx<'_>,
+    ) -> bool {
+        let Some(pass) = &mut self.pass else {
+            return false;
+        };
+        let ring = &self.rings.events;
+        let first_id = ring.first_id();
+        let slice_start = Instant::now();
+        let (mut written, mut looked) = (0, 0);
+        while written < SLICE_STREAMS && looked < SLICE_KEYS {
+            if pass.next_key >= conns.capacity() {
+                if !pass.again {
+                    break;
+                }
+                pass.again = false;
+                pass.next_key = 0;
+            }
+            let key = pass.next_key;
+            pass.next_key += 1;
+            looked += 1;
+            let Some((socket, stream)) = conns.get_mut(key).and_then(Connection::stream_mut) else {
+                continue;
+            };
+            let cursor = stream.cursor;
+            if cursor.channel != Channel::Events || cursor.caught_up(ring) {
+                continue;
+            }
+            if cursor.next_id < first_id {
+                ctx.dead.push((key, CloseReason::Lagged));
+            } else if cursor.next_id < pass.from {
+                // Already behind before this event: it catches up on its
+                // next writable event, from the ring.
+                pass.deferred += 1;
+            } else {
+                written += 1;
+                let flushed = stream.flush(socket, ring, ctx.clock, ctx.counters);
+                if let Step::Close(reason) = after_flush(flushed) {
+                    ctx.dead.push((key, reason));
+                }
+                if written % 64 == 0 && slice_start.elapsed() >= SLICE_TIME {
+                    break;
+                }
+            }
+        }
+        pass.sent += written;
+        if pass.next_key < conns.capacity() || pass.again {
+            return true;
+        }
+        let took = pass.started.elapsed();
+        let counters = &mut *ctx.counters;
+        counters.fanout.observe(took.as_secs_f64());
+        counters.last_fanout = took;
+        counters.deferred += pass.deferred as u64;
+        debug!(
+            "fan-out to {} streams in {took:?} ({} still catching up)",
+            pass.sent, pass.deferred
+        );
+        self.pass = None;
+        false
+    }
+
+    /// One frame of the dashboard stream, to every dashboard stream at
+    /// once (they are few).
     pub(crate) fn publish_dashboard(
         &mut self,
         data: &str,
@@ -162,47 +308,18 @@ impl Hub {
     ) {
         let ring = &mut self.rings.dashboard;
         let id = ring.push_event(ring.next_id(), Some("stats"), data);
-        self.fan_out(Channel::Dashboard, id, conns, ctx);
-    }
-
-    /// Writes frame `id` (the newest of `channel`'s ring) to every stream
-    /// on that channel that is caught up, and marks the streams that fell
-    /// off the ring for closing. Returns how many streams were written to,
-    /// and how many were still busy with older frames.
-    fn fan_out(
-        &self,
-        channel: Channel,
-        id: u64,
-        conns: &mut Slab<Connection>,
-        ctx: &mut FanOutCtx<'_>,
-    ) -> (usize, usize) {
-        let ring = self.rings.get(channel);
-        let first_id = ring.first_id();
-        let (mut sent, mut deferred) = (0, 0);
+        let ring = &self.rings.dashboard;
         for (key, conn) in conns.iter_mut() {
             let Some((socket, stream)) = conn.stream_mut() else {
                 continue;
             };
-            if stream.cursor.channel != channel {
+            if stream.cursor.channel != Channel::Dashboard || stream.cursor.next_id != id {
                 continue;
             }
-            if stream.cursor.next_id < first_id {
-                ctx.dead.push((key, CloseReason::Lagged));
-                continue;
-            }
-            if stream.cursor.next_id != id {
-                // Still writing an earlier frame: it will catch up on its
-                // next writable event, from the ring.
-                deferred += 1;
-                continue;
-            }
-            sent += 1;
             let flushed = stream.flush(socket, ring, ctx.clock, ctx.counters);
             if let Step::Close(reason) = after_flush(flushed) {
                 ctx.dead.push((key, reason));
             }
         }
-        ctx.counters.deferred += deferred as u64;
-        (sent, deferred)
     }
 }

@@ -64,6 +64,7 @@ pub mod event_parser;
 mod exchange;
 mod http;
 mod hub;
+mod ipc;
 mod limits;
 mod metrics;
 mod response;
@@ -76,11 +77,13 @@ mod shutdown;
 mod source;
 mod sse;
 mod static_files;
+mod supervisor;
 
 pub use config::{Config, parse_duration};
 pub use limits::{NofileLimit, open_files_limit, raise_open_files_limit};
 pub use server::Server;
 pub use shutdown::{Handle, Stopped};
+pub use supervisor::Supervisor;
 
 /// The server's insides that the fuzz targets and the benchmarks reach:
 /// the request reader, the path resolver, the ring and the frame encoder.

@@ -67,13 +67,27 @@ pub fn open_files_limit() -> u64 {
     limit.rlim_cur
 }
 
-/// A non-blocking listener with `SO_REUSEADDR` (a restarted server can bind
-/// while old connections sit in TIME_WAIT) and a deep backlog.
-pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A non-blocking TCP socket bound to `addr` with `SO_REUSEADDR` (a
+/// restarted server can bind while old connections sit in TIME_WAIT), and with
+/// `SO_REUSEPORT` if `shared`: then every process of the same user that
+/// binds the same address the same way shares the port, and the kernel
+/// spreads new connections over those that listen. A bound socket that
+/// does not listen gets no connections: a supervisor holds the port that
+/// way, and a worker binds early (to fail early) but listens only once it
+/// is ready.
+pub(crate) fn bind(addr: SocketAddr, shared: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Starts listening on a socket from [`bind`], with a deep backlog.
+pub(crate) fn start_listening(socket: Socket) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
 }

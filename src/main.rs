@@ -2,12 +2,13 @@
 //! it can fail to start prints one line and exits non-zero (2 for a bad
 //! flag, 1 for anything else); no panic message.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use sse_mio::{Config, Server, Stopped};
+use sse_mio::{Config, Server, Stopped, Supervisor};
 
 fn main() -> ExitCode {
     let config = match Config::try_parse() {
@@ -25,7 +26,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging(&config);
+    if config.workers > 1 && config.worker.is_none() {
+        return supervise(&config);
+    }
 
     let mut server = match Server::bind(&config) {
         Ok(server) => server,
@@ -38,7 +42,9 @@ fn main() -> ExitCode {
         eprintln!("sse-mio: cannot handle signals: {e}");
         return ExitCode::FAILURE;
     }
-    server.log_start_up(&config.www);
+    if config.worker.is_none() {
+        server.log_start_up(&config.www);
+    }
     match server.run() {
         Ok(Stopped::Drained | Stopped::Deadline) => ExitCode::SUCCESS,
         // Stopped by a second signal: the shell's convention, 128 + signal.
@@ -47,6 +53,50 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("sse-mio: event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `env_logger`, at info unless `RUST_LOG` says otherwise. With workers,
+/// every line says which process wrote it (`supervisor`, `worker 3`).
+fn init_logging(config: &Config) {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let who = match config.worker {
+        Some(n) => Some(format!("worker {n}")),
+        None if config.workers > 1 => Some("supervisor".to_owned()),
+        None => None,
+    };
+    if let Some(who) = who {
+        builder.format(move |buf, record| {
+            writeln!(
+                buf,
+                "[{} {:<5} {}] {who}: {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        });
+    }
+    builder.init();
+}
+
+/// `--workers N`: this process supervises N workers.
+fn supervise(config: &Config) -> ExitCode {
+    let args = std::env::args_os().skip(1).collect();
+    let supervisor = match Supervisor::start(config, args) {
+        Ok(supervisor) => supervisor,
+        Err(e) => {
+            eprintln!("sse-mio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match supervisor.run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sse-mio: supervisor loop failed: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,10 +1,18 @@
 //! What the server says about itself: the Prometheus text exposition on
 //! `/metrics` (format 0.0.4, every name prefixed `sse_mio_`), the process
 //! figures read from `/proc/self`, and the data of the once-a-second
-//! `event: stats` frame of the dashboard stream (`/stats`). Both read the
-//! [`Counters`] and [`Gauges`]; neither changes them.
+//! `event: stats` frame of the dashboard stream (`/stats`).
+//!
+//! Both are made from [`Figures`]: one process's counters, gauges and
+//! `/proc` readings. A single server renders its own. With `--workers`,
+//! each worker sends its figures to the supervisor once a second, and the
+//! supervisor renders the whole server: every series once as the total,
+//! then once per process with a `worker` label (`"1"`, `"2"`, ...,
+//! `"supervisor"`), so the totals are the sums of the labelled series.
 
 use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
 
 use crate::counters::{CloseReason, Counters, FANOUT_BUCKETS, Gauges, RejectReason};
 
@@ -31,244 +39,373 @@ pub(crate) fn open_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64)
 }
 
-/// Writes the `# HELP` and `# TYPE` lines of one metric.
-fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP sse_mio_{name} {help}");
-    let _ = writeln!(out, "# TYPE sse_mio_{name} {kind}");
+/// One process's figures.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub(crate) struct Figures {
+    pub(crate) counters: Counters,
+    pub(crate) gauges: Gauges,
+    /// Resident memory, bytes.
+    pub(crate) rss: u64,
+    /// Open descriptors.
+    pub(crate) fds: u64,
+    /// Frames held in the event ring.
+    pub(crate) ring_frames: usize,
 }
 
-/// One metric with a single sample.
-fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    describe(out, name, kind, help);
-    let _ = writeln!(out, "sse_mio_{name} {value}");
-}
-
-/// The whole exposition. `ring_frames`: how many events the ring holds.
-pub(crate) fn render(counters: &Counters, gauges: &Gauges, ring_frames: usize) -> String {
-    let mut out = String::with_capacity(8 * 1024);
-    describe(
-        &mut out,
-        "connections",
-        "gauge",
-        "Open connections by state.",
-    );
-    for (state, n) in [
-        ("reading", gauges.reading),
-        ("responding", gauges.responding),
-        ("streaming", gauges.streaming),
-        ("stats", gauges.dashboard_streams),
-    ] {
-        let _ = writeln!(out, "sse_mio_connections{{state=\"{state}\"}} {n}");
+impl Figures {
+    /// This process's figures now.
+    pub(crate) fn now(counters: &Counters, gauges: &Gauges, ring_frames: usize) -> Figures {
+        Figures {
+            counters: counters.clone(),
+            gauges: *gauges,
+            rss: resident_bytes(),
+            fds: open_fds(),
+            ring_frames,
+        }
     }
-    single(
-        &mut out,
+}
+
+/// The figures of one process of the server, and its `worker` label (none
+/// for a single server).
+pub(crate) struct Part<'a> {
+    pub(crate) worker: Option<String>,
+    pub(crate) figures: &'a Figures,
+}
+
+/// Writes an exposition over one or many processes.
+struct Exposition<'a> {
+    out: String,
+    parts: &'a [Part<'a>],
+}
+
+impl Exposition<'_> {
+    /// `# HELP` and `# TYPE`.
+    fn describe(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP sse_mio_{name} {help}");
+        let _ = writeln!(self.out, "# TYPE sse_mio_{name} {kind}");
+    }
+
+    /// One sample line: `labels` is `key="value",...` or empty.
+    fn line(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "sse_mio_{name} {value}");
+        } else {
+            let _ = writeln!(self.out, "sse_mio_{name}{{{labels}}} {value}");
+        }
+    }
+
+    /// The series with `labels` (possibly none): the total, then each
+    /// process's value with its `worker` label.
+    fn series(&mut self, name: &str, labels: &str, value: impl Fn(&Figures) -> f64) {
+        let parts = self.parts;
+        let total: f64 = parts.iter().map(|p| value(p.figures)).sum();
+        self.line(name, labels, Number(total));
+        for part in parts {
+            let Some(worker) = &part.worker else {
+                continue;
+            };
+            let labels = match labels {
+                "" => format!("worker=\"{worker}\""),
+                _ => format!("{labels},worker=\"{worker}\""),
+            };
+            self.line(name, &labels, Number(value(part.figures)));
+        }
+    }
+
+    /// A metric with one series.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl Fn(&Figures) -> f64) {
+        self.describe(name, kind, help);
+        self.series(name, "", value);
+    }
+}
+
+/// A number as the exposition writes it: integers without a fraction.
+struct Number(f64);
+
+impl std::fmt::Display for Number {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.fract() == 0.0 && self.0.abs() < 1e15 {
+            write!(f, "{}", self.0 as i64)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+/// The whole exposition of the processes in `parts`; `uptime_s` is the
+/// server's.
+pub(crate) fn render(parts: &[Part<'_>], uptime_s: f64) -> String {
+    let mut e = Exposition {
+        out: String::with_capacity(8 * 1024 * parts.len()),
+        parts,
+    };
+    e.describe("connections", "gauge", "Open connections by state.");
+    for state in ["reading", "responding", "streaming", "stats"] {
+        e.series("connections", &format!("state=\"{state}\""), |f| {
+            (match state {
+                "reading" => f.gauges.reading,
+                "responding" => f.gauges.responding,
+                "streaming" => f.gauges.streaming,
+                _ => f.gauges.dashboard_streams,
+            }) as f64
+        });
+    }
+    e.single(
         "max_connections",
         "gauge",
         "Connections served at once before new ones are told to come back later.",
-        gauges.max_connections,
+        |f| f.gauges.max_connections as f64,
     );
-    single(
-        &mut out,
+    e.single(
         "connections_accepted_total",
         "counter",
         "Connections accepted.",
-        counters.accepted,
+        |f| f.counters.accepted as f64,
     );
-    single(
-        &mut out,
+    e.single(
         "connections_turned_away_total",
         "counter",
         "Connections accepted while full and told to come back later.",
-        counters.rejected_full,
+        |f| f.counters.rejected_full as f64,
     );
-    describe(
-        &mut out,
+    e.describe(
         "connections_closed_total",
         "counter",
         "Connections closed, by reason (lagged and stalled are slow consumers; unreachable peers were reaped by TCP keepalive).",
     );
-    for (reason, n) in CloseReason::ALL.iter().zip(counters.closed) {
-        let _ = writeln!(
-            out,
-            "sse_mio_connections_closed_total{{reason=\"{reason}\"}} {n}"
+    for (i, reason) in CloseReason::ALL.iter().enumerate() {
+        e.series(
+            "connections_closed_total",
+            &format!("reason=\"{reason}\""),
+            |f| f.counters.closed[i] as f64,
         );
     }
-    describe(
-        &mut out,
+    e.describe(
         "requests_total",
         "counter",
         "Responses sent, by status code.",
     );
-    for (code, n) in &counters.responses {
-        let _ = writeln!(out, "sse_mio_requests_total{{code=\"{code}\"}} {n}");
+    let mut codes: Vec<u16> = parts
+        .iter()
+        .flat_map(|p| p.figures.counters.responses.keys().copied())
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    for code in codes {
+        e.series("requests_total", &format!("code=\"{code}\""), |f| {
+            f.counters.responses.get(&code).copied().unwrap_or(0) as f64
+        });
     }
-    single(
-        &mut out,
+    e.single(
         "events_total",
         "counter",
-        "Events broadcast (ticks and chat messages).",
-        counters.events,
+        "Events delivered to the streams (ticks and chat messages).",
+        |f| f.counters.events as f64,
     );
-    single(
-        &mut out,
+    e.single(
         "ticks_total",
         "counter",
-        "Ticks of the random-string ticker.",
-        counters.ticks,
+        "Ticks of the random-string ticker delivered.",
+        |f| f.counters.ticks as f64,
     );
-    single(
-        &mut out,
+    e.single(
         "messages_total",
         "counter",
-        "Chat messages accepted and broadcast.",
-        counters.messages,
+        "Chat messages delivered.",
+        |f| f.counters.messages as f64,
     );
-    describe(
-        &mut out,
+    e.describe(
         "messages_rejected_total",
         "counter",
         "Chat messages refused, by reason.",
     );
-    for (reason, n) in RejectReason::ALL.iter().zip(counters.rejected) {
-        let _ = writeln!(
-            out,
-            "sse_mio_messages_rejected_total{{reason=\"{}\"}} {n}",
-            reason.as_str()
+    for (i, reason) in RejectReason::ALL.iter().enumerate() {
+        e.series(
+            "messages_rejected_total",
+            &format!("reason=\"{}\"", reason.as_str()),
+            |f| f.counters.rejected[i] as f64,
         );
     }
-    single(
-        &mut out,
+    let c = |name: &str, help: &str, value: fn(&Counters) -> u64, e: &mut Exposition<'_>| {
+        e.single(name, "counter", help, |f| value(&f.counters) as f64);
+    };
+    c(
         "stream_bytes_written_total",
-        "counter",
         "Bytes written to event streams.",
-        counters.bytes_written,
+        |c| c.bytes_written,
+        &mut e,
     );
-    single(
-        &mut out,
+    c(
         "short_writes_total",
-        "counter",
         "Writes that took fewer bytes than offered.",
-        counters.short_writes,
+        |c| c.short_writes,
+        &mut e,
     );
-    single(
-        &mut out,
+    c(
         "would_block_total",
-        "counter",
         "Writes that found the socket's send buffer full.",
-        counters.would_block,
+        |c| c.would_block,
+        &mut e,
     );
-    single(
-        &mut out,
+    c(
         "deferred_total",
-        "counter",
-        "Times a tick found a stream still busy with an earlier frame (it catches up from the ring).",
-        counters.deferred,
+        "Times a fan-out found a stream still busy with an earlier frame (it catches up from the ring).",
+        |c| c.deferred,
+        &mut e,
     );
-    single(
-        &mut out,
+    c(
         "replayed_frames_total",
-        "counter",
         "Frames sent from history: replay after Last-Event-ID, or catching up.",
-        counters.replayed,
+        |c| c.replayed,
+        &mut e,
     );
-    single(
-        &mut out,
+    c(
         "resets_total",
-        "counter",
         "Streams that asked to resume from an id no longer held (event: reset).",
-        counters.resets,
+        |c| c.resets,
+        &mut e,
     );
-    single(
-        &mut out,
+    c(
         "heartbeats_total",
-        "counter",
         "Keep-alive comments sent to idle streams.",
-        counters.heartbeats,
+        |c| c.heartbeats,
+        &mut e,
     );
-    single(
-        &mut out,
+    e.single(
         "ring_frames",
         "gauge",
         "Frames held in the event ring for replay.",
-        ring_frames,
+        |f| f.ring_frames as f64,
     );
 
-    describe(
-        &mut out,
+    e.describe(
         "fanout_duration_seconds",
         "histogram",
-        "Time to write one event to every caught-up stream.",
+        "Time to write new events to every caught-up stream (one fan-out pass).",
     );
-    let mut cumulative = 0;
-    for (bound, n) in FANOUT_BUCKETS.iter().zip(counters.fanout.counts) {
-        cumulative += n;
-        let _ = writeln!(
-            out,
-            "sse_mio_fanout_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+    let mut labels_of = vec![String::new()];
+    labels_of.extend(
+        parts
+            .iter()
+            .filter_map(|p| p.worker.as_ref())
+            .map(|w| format!("worker=\"{w}\"")),
+    );
+    for labels in labels_of {
+        let chosen: Vec<&Figures> = if labels.is_empty() {
+            parts.iter().map(|p| p.figures).collect()
+        } else {
+            parts
+                .iter()
+                .filter(|p| {
+                    p.worker
+                        .as_ref()
+                        .is_some_and(|w| labels == format!("worker=\"{w}\""))
+                })
+                .map(|p| p.figures)
+                .collect()
+        };
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in FANOUT_BUCKETS.iter().enumerate() {
+            cumulative += chosen
+                .iter()
+                .map(|f| f.counters.fanout.counts[i])
+                .sum::<u64>();
+            e.line(
+                "fanout_duration_seconds_bucket",
+                &format!("le=\"{bound}\"{sep}{labels}"),
+                cumulative,
+            );
+        }
+        let count: u64 = chosen.iter().map(|f| f.counters.fanout.count).sum();
+        let sum: f64 = chosen.iter().map(|f| f.counters.fanout.sum).sum();
+        e.line(
+            "fanout_duration_seconds_bucket",
+            &format!("le=\"+Inf\"{sep}{labels}"),
+            count,
         );
+        e.line("fanout_duration_seconds_sum", &labels, sum);
+        e.line("fanout_duration_seconds_count", &labels, count);
     }
-    let _ = writeln!(
-        out,
-        "sse_mio_fanout_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-        counters.fanout.count
-    );
-    let _ = writeln!(
-        out,
-        "sse_mio_fanout_duration_seconds_sum {}",
-        counters.fanout.sum
-    );
-    let _ = writeln!(
-        out,
-        "sse_mio_fanout_duration_seconds_count {}",
-        counters.fanout.count
-    );
 
-    single(
-        &mut out,
+    e.single(
         "resident_memory_bytes",
         "gauge",
-        "Resident memory of the process (/proc/self/statm).",
-        resident_bytes(),
+        "Resident memory (/proc/<pid>/statm).",
+        |f| f.rss as f64,
     );
-    single(
-        &mut out,
-        "open_fds",
-        "gauge",
-        "Open file descriptors.",
-        open_fds(),
-    );
-    single(
-        &mut out,
-        "max_fds",
-        "gauge",
-        "The open-files limit.",
-        gauges.fd_limit,
-    );
-    single(
-        &mut out,
+    e.single("open_fds", "gauge", "Open file descriptors.", |f| {
+        f.fds as f64
+    });
+    e.single("max_fds", "gauge", "The open-files limit.", |f| {
+        f.gauges.fd_limit as f64
+    });
+    e.describe(
         "uptime_seconds",
         "gauge",
         "Seconds since the server started.",
-        format!("{:.3}", gauges.uptime.as_secs_f64()),
     );
-    out
+    e.line("uptime_seconds", "", format!("{uptime_s:.3}"));
+    e.out
 }
 
-/// The data of one `event: stats` frame of the dashboard stream: a single
-/// line of JSON.
-pub(crate) fn dashboard_frame(
-    counters: &Counters,
-    gauges: &Gauges,
-    events_per_second: f64,
-) -> String {
+/// What only a supervisor knows, appended to the whole server's
+/// exposition: its workers (`workers`: number, serving, restarts) and the
+/// events it gave ids to.
+pub(crate) fn render_supervisor(out: &mut String, workers: &[(u32, bool, u64)], sequenced: u64) {
+    let mut e = Exposition {
+        out: std::mem::take(out),
+        parts: &[],
+    };
+    e.describe("workers", "gauge", "Worker processes serving.");
+    let serving = workers.iter().filter(|(_, serving, _)| *serving).count();
+    e.line("workers", "", serving);
+    e.describe(
+        "worker_restarts_total",
+        "counter",
+        "Workers started again after they died or fell behind.",
+    );
+    e.line(
+        "worker_restarts_total",
+        "",
+        workers.iter().map(|w| w.2).sum::<u64>(),
+    );
+    for (n, _, restarts) in workers {
+        e.line(
+            "worker_restarts_total",
+            &format!("worker=\"{n}\""),
+            restarts,
+        );
+    }
+    e.describe(
+        "sequenced_events_total",
+        "counter",
+        "Events the supervisor gave an id to and sent to every worker.",
+    );
+    e.line("sequenced_events_total", "", sequenced);
+    *out = e.out;
+}
+
+/// The data of one `event: stats` frame of the dashboard stream, for the
+/// processes in `parts`: a single line of JSON.
+pub(crate) fn dashboard_frame(parts: &[Part<'_>], events_per_second: f64, uptime_s: f64) -> String {
+    let sum = |value: fn(&Figures) -> u64| parts.iter().map(|p| value(p.figures)).sum::<u64>();
+    let fanout = parts
+        .iter()
+        .map(|p| p.figures.counters.last_fanout.as_secs_f64())
+        .fold(0.0, f64::max);
+    let workers = parts
+        .iter()
+        .filter(|p| p.worker.as_deref().is_some_and(|w| w != "supervisor"));
     serde_json::json!({
-        "connections": gauges.open(),
-        "streams": gauges.streaming,
+        "connections": sum(|f| f.gauges.open() as u64),
+        "streams": sum(|f| f.gauges.streaming as u64),
         "eventsPerSecond": (events_per_second * 100.0).round() / 100.0,
-        "fanoutMs": (counters.last_fanout.as_secs_f64() * 1e5).round() / 100.0,
-        "rssBytes": resident_bytes(),
-        "messages": counters.messages,
-        "uptime": (gauges.uptime.as_secs_f64() * 10.0).round() / 10.0,
+        "fanoutMs": (fanout * 1e5).round() / 100.0,
+        "rssBytes": sum(|f| f.rss),
+        "messages": parts.iter().map(|p| p.figures.counters.messages).max().unwrap_or(0),
+        "uptime": (uptime_s * 10.0).round() / 10.0,
+        "workers": workers.count(),
     })
     .to_string()
 }
@@ -277,8 +414,7 @@ pub(crate) fn dashboard_frame(
 mod tests {
     use super::*;
 
-    #[test]
-    fn exposition_has_help_type_and_cumulative_buckets() {
+    fn figures() -> Figures {
         let mut counters = Counters::default();
         counters.response(200);
         counters.response(404);
@@ -286,11 +422,28 @@ mod tests {
         counters.fanout.observe(0.000_2);
         counters.fanout.observe(0.3);
         counters.reject_message(429);
-        let gauges = Gauges {
-            streaming: 3,
-            ..Gauges::default()
-        };
-        let text = render(&counters, &gauges, 0);
+        Figures {
+            counters,
+            gauges: Gauges {
+                streaming: 3,
+                ..Gauges::default()
+            },
+            rss: 5_000_000,
+            fds: 10,
+            ring_frames: 7,
+        }
+    }
+
+    #[test]
+    fn exposition_has_help_type_and_cumulative_buckets() {
+        let figures = figures();
+        let text = render(
+            &[Part {
+                worker: None,
+                figures: &figures,
+            }],
+            1.5,
+        );
         for line in [
             "# TYPE sse_mio_connections gauge",
             "sse_mio_connections{state=\"streaming\"} 3",
@@ -302,13 +455,68 @@ mod tests {
             "sse_mio_fanout_duration_seconds_bucket{le=\"0.5\"} 2",
             "sse_mio_fanout_duration_seconds_bucket{le=\"+Inf\"} 2",
             "sse_mio_fanout_duration_seconds_count 2",
+            "sse_mio_ring_frames 7",
+            "sse_mio_uptime_seconds 1.500",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
         }
-        // Every sample line belongs to a metric that has HELP and TYPE.
+        assert!(
+            !text.contains("worker="),
+            "a single server has no worker labels"
+        );
+        every_sample_has_help_and_type(&text);
+    }
+
+    #[test]
+    fn many_processes_give_totals_and_labelled_series() {
+        let (one, two) = (figures(), figures());
+        let supervisor = Figures {
+            rss: 1_000_000,
+            ..Figures::default()
+        };
+        let parts = [
+            Part {
+                worker: Some("1".into()),
+                figures: &one,
+            },
+            Part {
+                worker: Some("2".into()),
+                figures: &two,
+            },
+            Part {
+                worker: Some("supervisor".into()),
+                figures: &supervisor,
+            },
+        ];
+        let text = render(&parts, 3.0);
+        for line in [
+            "sse_mio_connections{state=\"streaming\"} 6",
+            "sse_mio_connections{state=\"streaming\",worker=\"1\"} 3",
+            "sse_mio_connections{state=\"streaming\",worker=\"supervisor\"} 0",
+            "sse_mio_resident_memory_bytes 11000000",
+            "sse_mio_resident_memory_bytes{worker=\"2\"} 5000000",
+            "sse_mio_fanout_duration_seconds_bucket{le=\"+Inf\"} 4",
+            "sse_mio_fanout_duration_seconds_bucket{le=\"+Inf\",worker=\"1\"} 2",
+            "sse_mio_fanout_duration_seconds_count{worker=\"2\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        every_sample_has_help_and_type(&text);
+        let frame: serde_json::Value =
+            serde_json::from_str(&dashboard_frame(&parts, 2.0, 3.0)).unwrap();
+        assert_eq!(frame["streams"], 6);
+        assert_eq!(frame["workers"], 2);
+        assert_eq!(frame["rssBytes"], 11_000_000);
+    }
+
+    /// Every sample line belongs to a metric that has HELP and TYPE.
+    fn every_sample_has_help_and_type(text: &str) {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             let base = name
@@ -320,6 +528,16 @@ mod tests {
                 "{name} has no TYPE"
             );
         }
+    }
+
+    #[test]
+    fn figures_travel_as_json() {
+        let figures = figures();
+        let json = serde_json::to_string(&figures).unwrap();
+        let back: Figures = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.counters.responses, figures.counters.responses);
+        assert_eq!(back.counters.fanout.counts, figures.counters.fanout.counts);
+        assert_eq!(back.gauges.streaming, 3);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::chat::{self, MESSAGES_PATH};
 use crate::counters::CloseReason;
 use crate::event::{Draft, Kind};
 use crate::http::{BodyFraming, Head, Method, Refusal, Request, query_param};
-use crate::metrics;
+use crate::metrics::{self, Figures, Part};
 use crate::response::{self, After, Body, Response, connection_header, cors_headers};
 use crate::ring::{Channel, Cursor, Ring};
 use crate::shared::Ctx;
@@ -56,6 +56,9 @@ pub(crate) enum Route {
     /// `POST /messages` passed every check that needs no body (length,
     /// type, the client's rate): read the body, then [`message`].
     ReadMessage,
+    /// `/metrics` on a worker: the whole server's figures are the
+    /// supervisor's to give; ask it, then [`metrics_text`].
+    AskMetrics,
 }
 
 /// Chooses what a parsed request gets. `over_limit`: the connection was
@@ -88,7 +91,17 @@ pub(crate) fn route(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr, over_lim
         Method::Get | Method::Head => match request.path.as_str() {
             SSE_PATH => event_stream(request, ctx, after),
             DASHBOARD_PATH => dashboard_stream(request, ctx, after),
-            METRICS_PATH => metrics(request, ctx, after),
+            METRICS_PATH if ctx.settings.worker.is_some() => return Route::AskMetrics,
+            METRICS_PATH => {
+                let figures = Figures::now(ctx.counters, ctx.gauges, ctx.rings.events.len());
+                let part = Part {
+                    worker: None,
+                    figures: &figures,
+                };
+                let uptime = ctx.gauges.uptime.as_secs_f64();
+                let text = metrics::render(&[part], uptime);
+                metrics_text(&text, request.method == Method::Head, after, ctx.date)
+            }
             _ => static_files::serve(request, ctx.settings, ctx.date, after),
         },
         Method::Options => options(request, ctx, after),
@@ -162,7 +175,15 @@ fn event_stream(request: &Request, ctx: &mut Ctx<'_>, after: After) -> Response 
     let (start, lost) = resume_point(last_event_id, &ctx.rings.events);
     let after = After::Stream(Cursor::at(start));
     let mut bytes = stream_head(request, ctx, after);
-    sse::encode_notice(&mut bytes, retry_ms(ctx), "connected");
+    match ctx.settings.worker {
+        // Which of the workers SO_REUSEPORT chose, for people (and tests)
+        // watching the spread.
+        Some(worker) => {
+            let comment = format!("connected to worker {worker}");
+            sse::encode_notice(&mut bytes, retry_ms(ctx), &comment);
+        }
+        None => sse::encode_notice(&mut bytes, retry_ms(ctx), "connected"),
+    }
     if let Some(reason) = lost {
         ctx.counters.resets += 1;
         sse::encode_reset(&mut bytes, reason, start);
@@ -210,18 +231,17 @@ pub(crate) fn resume_point(
     }
 }
 
-/// `GET /metrics`: the Prometheus exposition.
-fn metrics(request: &Request, ctx: &Ctx<'_>, after: After) -> Response {
-    let ring_frames = ctx.rings.events.len();
-    let text = metrics::render(ctx.counters, ctx.gauges, ring_frames);
+/// `GET /metrics`: the Prometheus exposition `text` (for `HEAD`, its
+/// head alone).
+pub(crate) fn metrics_text(text: &str, head_only: bool, after: After, date: &str) -> Response {
     let mut bytes = Vec::with_capacity(text.len() + 256);
-    let mut head = Head::new(&mut bytes, 200, ctx.date);
+    let mut head = Head::new(&mut bytes, 200, date);
     head.header("Content-Type", metrics::CONTENT_TYPE)
         .header("Cache-Control", "no-store")
         .content_length(text.len() as u64);
-    connection_header(&mut head, after, request.version == 0);
+    connection_header(&mut head, after, false);
     head.finish();
-    if request.method == Method::Get {
+    if !head_only {
         bytes.extend_from_slice(text.as_bytes());
     }
     bare(bytes, after)
@@ -270,7 +290,11 @@ fn check_post(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr) -> Result<(), 
         );
         return Err(refuse_message(refusal, close, ctx, &[accept]));
     }
-    if let Err(wait) = ctx.limiter.take(peer, ctx.now) {
+    // With workers, the supervisor keeps the one limiter for the whole
+    // server and checks the message when it is published.
+    if let Some(limiter) = ctx.limiter.as_deref_mut()
+        && let Err(wait) = limiter.take(peer, ctx.now)
+    {
         let seconds = wait.as_secs_f64().ceil().max(1.0).to_string();
         let refusal = Refusal::new(429, "too many messages, slow down");
         return Err(refuse_message(

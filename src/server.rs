@@ -26,29 +26,31 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace};
+use log::{debug, error, info, trace, warn};
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::admission::{Admission, RESERVED_FDS};
 use crate::chat::RateLimiter;
 use crate::config::{Config, Settings};
-use crate::connection::{Connection, Step};
+use crate::connection::Connection;
 use crate::counters::{CloseReason, Gauges};
-use crate::hub::{Answer, FanOutCtx, Hub};
+use crate::hub::{FanOutCtx, Hub, Note};
 use crate::limits::{self, NofileLimit};
 use crate::schedule::Timer;
 use crate::shared::Shared;
 use crate::shutdown::{Handle, Shutdown, Stopped, Wanted};
-use crate::source::Source;
+use crate::source::{Ask, Source, Upstream};
 
 mod drain;
 mod periodic;
+mod turn;
 
 #[cfg(feature = "internals")]
 mod bench_hooks;
 
 use periodic::{DASHBOARD_PERIOD, HOUSEKEEPING};
+use turn::Turn;
 
 /// The listener's token. Slab keys count up from 0 and can never get here.
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -59,38 +61,11 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// The token of the signal pipe ([`Server::handle_signals`]).
 const SIGNALS: Token = Token(usize::MAX - 3);
 
+/// The token of the source's socket (a worker's link to its supervisor).
+const SOURCE: Token = Token(usize::MAX - 4);
+
 /// Readiness events taken from the kernel per `poll` call.
 const EVENTS_PER_POLL: usize = 1024;
-
-/// What the current turn of the loop left to do for connections.
-#[derive(Default)]
-struct Turn {
-    /// Connections that used up their turn and want another.
-    ready: Vec<usize>,
-    /// Connections to close once the batch is over.
-    dead: Vec<(usize, CloseReason)>,
-    /// Chat posts whose events came back, to answer.
-    answers: Vec<Answer>,
-}
-
-impl Turn {
-    /// Notes what driving connection `key` left to do.
-    fn note(&mut self, key: usize, step: Step) {
-        match step {
-            Step::Wait => {}
-            Step::Yield => self.ready.push(key),
-            Step::Close(reason) => self.dead.push((key, reason)),
-        }
-    }
-
-    /// A closed connection's key must not be driven again: the next
-    /// connection accepted may get it.
-    fn forget(&mut self, key: usize) {
-        if !self.ready.is_empty() {
-            self.ready.retain(|&k| k != key);
-        }
-    }
-}
 
 /// The server: everything the loop owns.
 pub struct Server {
@@ -115,8 +90,6 @@ pub struct Server {
     events_at_last_summary: u64,
     /// How the open-files limit was raised at start-up.
     nofile: io::Result<NofileLimit>,
-    /// Connections cut at the shutdown timeout.
-    cut_at_shutdown: usize,
     /// Most connections open since memory was last given back, and when.
     trim_peak: usize,
     trimmed_at: Instant,
@@ -128,41 +101,31 @@ impl Server {
     /// everything; [`run`](Self::run) starts serving.
     pub fn bind(config: &Config) -> io::Result<Server> {
         let nofile = limits::raise_open_files_limit();
-        let root = config.www.canonicalize().map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot use www directory {}: {e}", config.www.display()),
-            )
-        })?;
-        std::fs::read_dir(&root).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot read www directory {}: {e}", root.display()),
-            )
-        })?;
-        if config
-            .stream_lifetime
-            .is_some_and(|d| d.is_zero() || d > Duration::from_secs(20 * 86_400))
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "--stream-lifetime must be more than 0 and at most 20 days",
-            ));
-        }
+        let root = config.check()?;
         let poll = Poll::new()?;
         let admission = Admission::bind(config, poll.registry(), LISTENER)?;
-        let shutdown = Shutdown::new(poll.registry(), WAKER, config.shutdown_timeout)?;
+        let worker = config.worker.is_some();
+        let shutdown = Shutdown::new(poll.registry(), WAKER, config.shutdown_timeout, worker)?;
+        let mut source = match config.channel_fd {
+            Some(fd) => Source::Upstream(Upstream::from_fd(fd)?),
+            None => Source::local(),
+        };
+        source.register(poll.registry(), SOURCE)?;
+        // A worker's supervisor runs the ticker, the chat's rate limits and
+        // the summary line for the whole server.
+        let remote = source.is_remote();
         let now = Instant::now();
         let settings = Settings::new(config, root);
-        let limiter = RateLimiter::new(config.post_rate, config.post_burst);
+        let limiter = (!remote).then(|| RateLimiter::new(config.post_rate, config.post_burst));
         let mut shared = Shared::new(settings, limiter, now);
         shared.gauges = Gauges {
             max_connections: admission.max_connections(),
             fd_limit: limits::open_files_limit(),
             ..Gauges::default()
         };
-        let interval = (!config.interval.is_zero()).then_some(config.interval);
-        let summary_interval = (!config.stats_interval.is_zero()).then_some(config.stats_interval);
+        let interval = (!config.interval.is_zero() && !remote).then_some(config.interval);
+        let summary_interval =
+            (!config.stats_interval.is_zero() && !remote).then_some(config.stats_interval);
         let schedule = &mut shared.schedule;
         if let Some(interval) = interval {
             schedule.at(now + interval, Timer::Tick);
@@ -172,7 +135,7 @@ impl Server {
         }
         schedule.at(now + HOUSEKEEPING, Timer::Housekeeping);
         schedule.at(now + DASHBOARD_PERIOD, Timer::Dashboard);
-        let hub = Hub::new(Source::local(), config.history as usize, now);
+        let hub = Hub::new(source, config.history as usize, now);
         Ok(Server {
             poll,
             conns: Slab::with_capacity(admission.max_connections().min(1 << 20)),
@@ -187,7 +150,6 @@ impl Server {
             events_at_last_frame: 0,
             events_at_last_summary: 0,
             nofile,
-            cut_at_shutdown: 0,
             trim_peak: 0,
             trimmed_at: now,
         })
@@ -282,6 +244,10 @@ impl Server {
                     }
                     WAKER => {}
                     SIGNALS => self.shutdown.take_signals(),
+                    SOURCE => {
+                        let scratch = self.shared.scratch_mut();
+                        self.hub.source_mut().on_ready(scratch);
+                    }
                     Token(key) => {
                         trace!(
                             "#{key} event:{}{}{}{}",
@@ -318,12 +284,16 @@ impl Server {
             if self.fire_timers() {
                 return Ok(Stopped::Drained);
             }
+            self.fan_out_slice();
         }
     }
 
     /// Time until the earliest thing we must do without an event.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.turn.ready.is_empty() || !self.shared.outbox.is_empty() {
+        if !self.turn.ready.is_empty()
+            || !self.shared.outbox.is_empty()
+            || self.hub.fan_out_pending()
+        {
             return Some(Duration::ZERO);
         }
         self.shared
@@ -351,13 +321,15 @@ impl Server {
     }
 
     /// After a batch of events, timers or yielded connections: close the
-    /// connections that asked, hand accepted chat messages to the source,
-    /// deliver what it has ready, and answer the posts whose events came
-    /// back.
+    /// connections that asked, hand what connections asked to the source,
+    /// deliver what it has ready, and act on what it said.
     fn end_of_batch(&mut self) {
         self.close_dead();
-        for (ticket, draft) in std::mem::take(&mut self.shared.outbox) {
-            self.hub.publish(draft, Some(ticket));
+        for (ticket, ask) in std::mem::take(&mut self.shared.outbox) {
+            match ask {
+                Ask::Publish(draft) => self.hub.publish(draft, Some(ticket)),
+                Ask::Metrics => self.hub.source_mut().ask_metrics(ticket),
+            }
         }
         let mut ctx = FanOutCtx {
             clock: self.shared.clock(Instant::now()),
@@ -365,19 +337,58 @@ impl Server {
             dead: &mut self.turn.dead,
         };
         self.hub
-            .deliver(&mut self.conns, &mut ctx, &mut self.turn.answers);
+            .deliver(&mut self.conns, &mut ctx, &mut self.turn.notes);
         self.close_dead();
         let now = Instant::now();
-        for (ticket, result) in std::mem::take(&mut self.turn.answers) {
-            let Some(conn) = self.conns.get_mut(ticket.key) else {
-                continue;
-            };
-            let mut ctx = self.shared.ctx(self.hub.rings(), ticket.key, now);
-            if let Some(step) = conn.on_published(ticket.serial, result, &mut ctx) {
-                self.turn.note(ticket.key, step);
+        for note in std::mem::take(&mut self.turn.notes) {
+            match note {
+                Note::Answer(ticket, answer) => {
+                    let Some(conn) = self.conns.get_mut(ticket.key) else {
+                        continue;
+                    };
+                    let mut ctx = self.shared.ctx(self.hub.rings(), ticket.key, now);
+                    if let Some(step) = conn.on_answer(ticket.serial, answer, &mut ctx) {
+                        self.turn.note(ticket.key, step);
+                    }
+                }
+                Note::Ready => self.start_serving(),
+                Note::Lost => {
+                    if !self.shutdown.is_draining() {
+                        warn!("the supervisor is gone: shutting down");
+                        self.shutdown.request_drain();
+                    }
+                }
             }
         }
         self.close_dead();
+    }
+
+    /// A worker's history is in: listen, and tell the supervisor.
+    fn start_serving(&mut self) {
+        if self.shutdown.is_draining() {
+            return;
+        }
+        if let Err(e) = self.admission.start_listening(self.poll.registry()) {
+            error!("{e}; shutting down");
+            self.shutdown.request_drain();
+            return;
+        }
+        let max = self.max_connections();
+        debug!("serving on {} (up to {max} connections)", self.local_addr());
+        self.hub.source_mut().serving(max);
+    }
+
+    /// One slice of the fan-out under way, if any: a turn of the loop never
+    /// writes to more than a slice of the streams before it polls again.
+    fn fan_out_slice(&mut self) {
+        let mut ctx = FanOutCtx {
+            clock: self.shared.clock(Instant::now()),
+            counters: &mut self.shared.counters,
+            dead: &mut self.turn.dead,
+        };
+        if self.hub.fan_out_slice(&mut self.conns, &mut ctx) || !self.turn.dead.is_empty() {
+            self.close_dead();
+        }
     }
 
     /// Fires every timer that is due; returns true when the shutdown drain

@@ -14,10 +14,11 @@ use std::time::{Instant, SystemTime};
 use crate::chat::RateLimiter;
 use crate::config::Settings;
 use crate::counters::{Counters, Gauges};
-use crate::event::{Draft, Ticket};
+use crate::event::Ticket;
 use crate::http::DateCache;
 use crate::ring::Rings;
 use crate::schedule::Schedule;
+use crate::source::Ask;
 
 /// Size of the shared buffer for socket reads and file chunks.
 const SCRATCH_BYTES: usize = 16 * 1024;
@@ -29,10 +30,13 @@ pub(crate) struct Shared {
     /// Figures the loop refreshes four times a second, for `/metrics`.
     pub(crate) gauges: Gauges,
     pub(crate) schedule: Schedule,
-    pub(crate) limiter: RateLimiter,
-    /// Chat messages accepted in the current turn, with the ticket of the
-    /// connection waiting for each one's id, not yet handed to the source.
-    pub(crate) outbox: Vec<(Ticket, Draft)>,
+    /// The chat's flood control (`None` in a worker: its supervisor keeps
+    /// the one limiter for the whole server).
+    pub(crate) limiter: Option<RateLimiter>,
+    /// What connections asked of the source in the current turn (chat
+    /// messages to publish, a worker's `/metrics`), each with the ticket of
+    /// the connection waiting for the answer; not yet handed over.
+    pub(crate) outbox: Vec<(Ticket, Ask)>,
     /// The server is shutting down.
     pub(crate) draining: bool,
     date: DateCache,
@@ -41,7 +45,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(settings: Settings, limiter: RateLimiter, now: Instant) -> Shared {
+    pub(crate) fn new(settings: Settings, limiter: Option<RateLimiter>, now: Instant) -> Shared {
         Shared {
             settings,
             counters: Counters::default(),
@@ -67,6 +71,12 @@ impl Shared {
         now.duration_since(self.started)
     }
 
+    /// The buffer for a read that is not a connection's (the source's
+    /// socket).
+    pub(crate) fn scratch_mut(&mut self) -> &mut [u8] {
+        &mut self.scratch
+    }
+
     /// The context for driving connection `key` at `now`.
     pub(crate) fn ctx<'a>(&'a mut self, rings: &'a Rings, key: usize, now: Instant) -> Ctx<'a> {
         Ctx {
@@ -80,7 +90,7 @@ impl Shared {
             scratch: &mut self.scratch,
             counters: &mut self.counters,
             schedule: &mut self.schedule,
-            limiter: &mut self.limiter,
+            limiter: self.limiter.as_mut(),
             outbox: &mut self.outbox,
             draining: self.draining,
         }
@@ -105,8 +115,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) scratch: &'a mut [u8],
     pub(crate) counters: &'a mut Counters,
     pub(crate) schedule: &'a mut Schedule,
-    pub(crate) limiter: &'a mut RateLimiter,
-    pub(crate) outbox: &'a mut Vec<(Ticket, Draft)>,
+    pub(crate) limiter: Option<&'a mut RateLimiter>,
+    pub(crate) outbox: &'a mut Vec<(Ticket, Ask)>,
     /// The server is shutting down: responses end with a close, and a
     /// stream that has caught up gets the goodbye and is closed.
     pub(crate) draining: bool,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{Level, info, log, warn};
 use mio::{Interest, Registry, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -95,14 +95,19 @@ pub(crate) struct Shutdown {
     timeout: Duration,
     /// While draining: when the remaining connections are cut.
     deadline: Option<Instant>,
+    /// How loudly to tell of it: a worker's shutdown is one of many, and
+    /// its supervisor tells of the whole, so a worker says it at debug.
+    level: Level,
 }
 
 impl Shutdown {
-    /// The stop flag and a waker registered under `waker` in `registry`.
+    /// The stop flag and a waker registered under `waker` in `registry`;
+    /// `worker`: this is one of a supervisor's workers.
     pub(crate) fn new(
         registry: &Registry,
         waker: Token,
         timeout: Duration,
+        worker: bool,
     ) -> io::Result<Shutdown> {
         Ok(Shutdown {
             stop: Arc::new(AtomicU8::new(RUNNING)),
@@ -111,7 +116,13 @@ impl Shutdown {
             last_signal: None,
             timeout,
             deadline: None,
+            level: if worker { Level::Debug } else { Level::Info },
         })
+    }
+
+    /// The level this process tells of its shutdown at.
+    pub(crate) fn level(&self) -> Level {
+        self.level
     }
 
     /// A handle that raises the stop flag from another thread.
@@ -144,7 +155,8 @@ impl Shutdown {
                 "SIGTERM"
             };
             if escalate(&self.stop) == RUNNING {
-                info!(
+                log!(
+                    self.level,
                     "{name}: shutting down (up to {:?}); {name} again stops at once",
                     self.timeout
                 );
@@ -152,6 +164,12 @@ impl Shutdown {
                 warn!("{name} again: stopping at once");
             }
         }
+    }
+
+    /// Asks for a graceful shutdown from inside the loop (a worker whose
+    /// supervisor is gone), as a first signal would.
+    pub(crate) fn request_drain(&self) {
+        self.stop.fetch_max(DRAIN, Ordering::SeqCst);
     }
 
     /// What the stop flag asks for now.
@@ -190,7 +208,7 @@ impl Shutdown {
 
 /// The last line a server logs: what it served, and how its connections
 /// ended.
-pub(crate) fn log_summary(counters: &Counters, cut: usize) {
+pub(crate) fn log_summary(counters: &Counters) {
     let c = counters;
     info!(
         "stopped: {}, {}, {} ({}, {}), {} of events written; {}, {}",
@@ -201,7 +219,7 @@ pub(crate) fn log_summary(counters: &Counters, cut: usize) {
         plural(c.messages, "chat message", "chat messages"),
         plural(c.bytes_written, "byte", "bytes"),
         plural(c.goodbyes, "stream said goodbye", "streams said goodbye"),
-        plural(cut as u64, "connection cut", "connections cut"),
+        plural(c.cut_at_shutdown, "connection cut", "connections cut"),
     );
 }
 

@@ -9,19 +9,55 @@
 //! is ever guessed, and every event enters the ring and the fan-out the same
 //! way, whichever source made it.
 //!
-//! Today's source is [`Local`]: this process is its own sequencer and
-//! answers at once (the outcome is ready when the loop next asks, at the
-//! end of the same turn). Sources that answer after a round trip (a
-//! supervisor process, a shared log in Redis) are further variants of
-//! [`Source`]: they own a socket, which the loop polls like any other, and
-//! hand back outcomes when replies arrive. The loop only ever calls
-//! [`Source::publish`] and [`Source::next`].
+//! Two sources exist:
+//! - [`Local`]: this process is its own sequencer and answers at once (the
+//!   outcome is ready when the loop next asks, at the end of the same
+//!   turn). A single server uses it, and so does a supervisor for all its
+//!   workers.
+//! - [`Upstream`]: a worker's connection to its supervisor, which
+//!   sequences for every worker (`--workers`). It owns a socket that the
+//!   worker's loop polls like any other ([`Source::on_ready`]), and hands
+//!   back outcomes as the supervisor's messages arrive: events (each worker
+//!   gets all of them, in one order, with the same ids), and the answers
+//!   to what its connections asked (a chat message's id, a refusal, the
+//!   whole server's `/metrics`).
+//!
+//! The hub only ever calls [`Source::publish`] and [`Source::next`]; what
+//! a connection may ask is an [`Ask`], and what it is told, an [`Answer`].
 
 use std::collections::VecDeque;
+use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use mio::{Interest, Registry, Token};
 
 use crate::event::{Draft, Event, Ticket};
 use crate::http::Refusal;
+
+mod upstream;
+
+pub(crate) use upstream::Upstream;
+
+/// What a connection asks of the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ask {
+    /// Publish this chat message; answer with its id.
+    Publish(Draft),
+    /// The whole server's `/metrics` (a worker asks its supervisor).
+    Metrics,
+}
+
+/// What a connection is told, for its ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Its message is the event with this id.
+    Id(u64),
+    /// Its message was not taken: answer with the refusal, and
+    /// `Retry-After` this many seconds.
+    Refused(Refusal, u32),
+    /// The whole server's metrics exposition.
+    Metrics(String),
+}
 
 /// What a source hands back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,41 +68,66 @@ pub(crate) enum Outcome {
         event: Event,
         ticket: Option<Ticket>,
     },
-    /// A draft the source could not take (a remote sequencer that is out of
-    /// reach): the connection that asked answers with `refusal`.
-    #[expect(
-        dead_code,
-        reason = "only sources that answer after a round trip refuse"
-    )]
-    Refused { ticket: Ticket, refusal: Refusal },
+    /// An answer that is not an event, for the connection with `ticket`.
+    Answer { ticket: Ticket, answer: Answer },
+    /// The sequence starts (again) at `first_id`: what follows are the
+    /// recent events, then live ones.
+    Start { first_id: u64 },
+    /// The recent events have all come: clients may connect.
+    Ready,
+    /// One frame of the dashboard stream, for the whole server.
+    Dashboard(String),
+    /// The source is gone (the supervisor exited): shut down gracefully.
+    Lost,
 }
 
 /// Where events come from, chosen at start-up.
 pub(crate) enum Source {
     /// This process is its own sequencer.
     Local(Local),
+    /// A supervisor sequences for this worker.
+    Upstream(Upstream),
 }
 
 impl Source {
-    /// A local sequencer whose first event gets the current time in
-    /// milliseconds as its id, so ids keep increasing across restarts (a
-    /// restarted server never reuses an id a client already saw, unless it
-    /// published faster than 1000 events per second).
+    /// A local sequencer (see [`Local::new`]).
     pub(crate) fn local() -> Source {
-        let first_id = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_millis() as u64);
-        Source::Local(Local {
-            next_id: first_id,
-            ready: VecDeque::new(),
-        })
+        Source::Local(Local::new())
     }
 
     /// The id the next event will get, as far as this process knows now:
-    /// where the rings start.
+    /// where the rings start. (A worker learns it from its supervisor's
+    /// first message, [`Outcome::Start`].)
     pub(crate) fn next_id(&self) -> u64 {
         match self {
             Source::Local(local) => local.next_id,
+            Source::Upstream(_) => 0,
+        }
+    }
+
+    /// Whether the events come from another process: then that process
+    /// runs the ticker, the chat's rate limits and the whole server's
+    /// figures, not this one.
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self, Source::Upstream(_))
+    }
+
+    /// Registers the source's socket, if it has one, under `token`.
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        match self {
+            Source::Local(_) => Ok(()),
+            Source::Upstream(upstream) => registry.register(
+                &mut upstream.channel.socket,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ),
+        }
+    }
+
+    /// The source's socket is ready: read what came, write what waits.
+    pub(crate) fn on_ready(&mut self, scratch: &mut [u8]) {
+        if let Source::Upstream(upstream) = self {
+            upstream.on_ready(scratch);
         }
     }
 
@@ -75,26 +136,78 @@ impl Source {
     pub(crate) fn publish(&mut self, draft: Draft, ticket: Option<Ticket>) {
         match self {
             Source::Local(local) => local.publish(draft, ticket),
+            Source::Upstream(upstream) => upstream.ask(Ask::Publish(draft), ticket),
+        }
+    }
+
+    /// Asks for the whole server's metrics, for the connection with
+    /// `ticket` (only an upstream has them; the answer comes from `next`).
+    pub(crate) fn ask_metrics(&mut self, ticket: Ticket) {
+        if let Source::Upstream(upstream) = self {
+            upstream.ask(Ask::Metrics, Some(ticket));
+        }
+    }
+
+    /// Tells the sequencer this process's figures (a worker, once a second).
+    pub(crate) fn report(&mut self, json: String) {
+        if let Source::Upstream(upstream) = self {
+            upstream.report(json);
+        }
+    }
+
+    /// Tells the sequencer this process now serves, with room for
+    /// `max_connections`.
+    pub(crate) fn serving(&mut self, max_connections: usize) {
+        if let Source::Upstream(upstream) = self {
+            upstream.serving(max_connections);
+        }
+    }
+
+    /// The process is about to exit: write what is still queued for the
+    /// sequencer (a worker's last figures), waiting a moment at most.
+    pub(crate) fn finish(&mut self) {
+        if let Source::Upstream(upstream) = self {
+            upstream.finish();
         }
     }
 
     /// The next outcome, in the order the events are to be delivered.
     pub(crate) fn next(&mut self) -> Option<Outcome> {
         match self {
-            Source::Local(local) => local.ready.pop_front(),
+            Source::Local(local) => local.next(),
+            Source::Upstream(upstream) => upstream.ready.pop_front(),
         }
     }
 }
 
-/// The local sequencer: ids are a counter in this process.
+/// The local sequencer: ids are a counter in this process, starting at the
+/// current time in milliseconds, so ids keep increasing across restarts (a
+/// restarted server never reuses an id a client already saw, unless it
+/// published faster than 1000 events per second).
 pub(crate) struct Local {
     next_id: u64,
-    /// Events published and not yet taken by the hub.
+    /// Events published and not yet taken.
     ready: VecDeque<Outcome>,
 }
 
 impl Local {
-    fn publish(&mut self, draft: Draft, ticket: Option<Ticket>) {
+    pub(crate) fn new() -> Local {
+        let first_id = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        Local {
+            next_id: first_id,
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The id the next event gets.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Gives `draft` the next id.
+    pub(crate) fn publish(&mut self, draft: Draft, ticket: Option<Ticket>) {
         let event = Event {
             id: self.next_id,
             kind: draft.kind,
@@ -102,6 +215,11 @@ impl Local {
         };
         self.next_id += 1;
         self.ready.push_back(Outcome::Published { event, ticket });
+    }
+
+    /// The next event published and not yet taken.
+    pub(crate) fn next(&mut self) -> Option<Outcome> {
+        self.ready.pop_front()
     }
 }
 
@@ -136,7 +254,7 @@ mod tests {
         let ids: Vec<(u64, Option<Ticket>)> = std::iter::from_fn(|| source.next())
             .map(|outcome| match outcome {
                 Outcome::Published { event, ticket } => (event.id, ticket),
-                Outcome::Refused { .. } => panic!("the local source refuses nothing"),
+                other => panic!("the local source only publishes: {other:?}"),
             })
             .collect();
         assert_eq!(ids, [(first, None), (first + 1, Some(ticket))]);

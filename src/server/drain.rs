@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use log::info;
+use log::log;
 
 use super::Server;
 use crate::counters::CloseReason;
@@ -30,7 +30,8 @@ impl Server {
             self.turn.note(key, step);
         }
         self.close_dead();
-        info!(
+        log!(
+            self.shutdown.level(),
             "shutting down: stopped accepting; {} open, {} still finishing",
             plural(open as u64, "connection was", "connections were"),
             self.conns.len()
@@ -40,23 +41,32 @@ impl Server {
     /// Ends the graceful shutdown: whatever is still open at the deadline
     /// (a stream that will not read, a slow download) is cut.
     pub(super) fn finish_drain(&mut self) {
-        self.cut_at_shutdown = self.conns.len();
-        if self.cut_at_shutdown > 0 {
-            info!(
+        let cut = self.conns.len() as u64;
+        self.shared.counters.cut_at_shutdown = cut;
+        if cut > 0 {
+            log!(
+                self.shutdown.level(),
                 "shutdown timeout ({:?}): cutting {} still busy",
                 self.shutdown.timeout(),
-                plural(self.cut_at_shutdown as u64, "connection", "connections")
+                plural(cut, "connection", "connections")
             );
         }
         self.stop_now();
     }
 
-    /// Closes everything where it stands and logs the summary.
+    /// Closes everything where it stands and logs the summary (a worker
+    /// sends its last figures to its supervisor instead, which sums them
+    /// up for the whole server).
     pub(super) fn stop_now(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.close(key, CloseReason::Shutdown);
         }
-        log_summary(&self.shared.counters, self.cut_at_shutdown);
+        if self.hub.source_mut().is_remote() {
+            self.report_figures();
+            self.hub.source_mut().finish();
+        } else {
+            log_summary(&self.shared.counters);
+        }
     }
 }

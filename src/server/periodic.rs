@@ -11,7 +11,7 @@ use crate::connection::{Kind, Step};
 use crate::counters::Gauges;
 use crate::hub::FanOutCtx;
 use crate::limits;
-use crate::metrics;
+use crate::metrics::{self, Figures, Part};
 use crate::schedule::Timer;
 use crate::shutdown::plural;
 
@@ -31,23 +31,35 @@ const TRIM_AFTER_CLOSES: usize = 256;
 const TRIM_PERIOD: Duration = Duration::from_secs(10);
 
 impl Server {
-    /// The once-a-second frame of the dashboard streams, if any are open.
+    /// Once a second: the frame of the dashboard streams, if any are open;
+    /// in a worker, its figures for the supervisor instead (which sends
+    /// every worker the whole server's frame).
     pub(super) fn publish_dashboard(&mut self, now: Instant) {
-        if self.shutdown.is_draining() {
-            return;
-        }
         self.shared
             .schedule
             .at(now + DASHBOARD_PERIOD, Timer::Dashboard);
+        self.shared.gauges.uptime = self.shared.uptime(now);
+        if self.hub.source_mut().is_remote() {
+            return self.report_figures();
+        }
         let events = self.shared.counters.events;
         let per_second =
             (events - self.events_at_last_frame) as f64 / DASHBOARD_PERIOD.as_secs_f64();
         self.events_at_last_frame = events;
-        self.shared.gauges.uptime = self.shared.uptime(now);
-        if self.shared.gauges.dashboard_streams == 0 {
+        if self.shared.gauges.dashboard_streams == 0 || self.shutdown.is_draining() {
             return;
         }
-        let data = metrics::dashboard_frame(&self.shared.counters, &self.shared.gauges, per_second);
+        let figures = Figures::now(
+            &self.shared.counters,
+            &self.shared.gauges,
+            self.hub.rings().events.len(),
+        );
+        let part = Part {
+            worker: None,
+            figures: &figures,
+        };
+        let uptime = self.shared.gauges.uptime.as_secs_f64();
+        let data = metrics::dashboard_frame(&[part], per_second, uptime);
         let mut ctx = FanOutCtx {
             clock: self.shared.clock(now),
             counters: &mut self.shared.counters,
@@ -55,6 +67,16 @@ impl Server {
         };
         self.hub.publish_dashboard(&data, &mut self.conns, &mut ctx);
         self.close_dead();
+    }
+
+    /// A worker's figures, to its supervisor.
+    pub(super) fn report_figures(&mut self) {
+        let ring_frames = self.hub.rings().events.len();
+        let figures = Figures::now(&self.shared.counters, &self.shared.gauges, ring_frames);
+        match serde_json::to_string(&figures) {
+            Ok(json) => self.hub.source_mut().report(json),
+            Err(e) => debug!("cannot encode this worker's figures: {e}"),
+        }
     }
 
     /// Every `--stats-interval`: one line with the figures that matter.
@@ -83,7 +105,9 @@ impl Server {
         self.shared
             .schedule
             .at(now + HOUSEKEEPING, Timer::Housekeeping);
-        self.shared.limiter.forget_idle(now);
+        if let Some(limiter) = &mut self.shared.limiter {
+            limiter.forget_idle(now);
+        }
         let heartbeat = self
             .heartbeat
             .is_some_and(|period| now.duration_since(self.hub.quiet_since()) >= period);

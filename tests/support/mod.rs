@@ -282,6 +282,22 @@ impl SseClient {
         }
     }
 
+    /// Reads the stream's opening block (`retry:` and the `: connected`
+    /// comment, up to its blank line), without waiting for an event.
+    pub fn preamble(&mut self) {
+        while let Some(line) = self.line() {
+            if line.is_empty() {
+                return;
+            }
+            if let Some(comment) = line.strip_prefix(':') {
+                self.comments.push(comment.trim_start().to_owned());
+            } else if let Some(retry) = line.strip_prefix("retry: ") {
+                self.retry = retry.parse().ok();
+            }
+        }
+        panic!("the stream ended in its preamble");
+    }
+
     /// The next event with data, or `None` when the stream ends.
     pub fn next_event(&mut self) -> Option<Event> {
         let mut event = Event::default();
@@ -401,12 +417,10 @@ pub fn wait_or_kill(child: &mut Child, limit: Duration, what: &str) -> ExitStatu
 }
 
 /// Runs `command` to its end, at most `limit`, and collects its output
-/// (read on threads, so a full pipe never blocks it).
+/// (read on threads, so a full pipe never blocks it). Its stdin is the
+/// caller's choice (by default, inherited).
 pub fn output_within(command: &mut Command, limit: Duration) -> Output {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().expect("spawn");
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
@@ -576,6 +590,39 @@ pub fn sample(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
         .parse()
         .unwrap()
+}
+
+/// Runs `promtool check metrics` on the exposition. Without promtool the
+/// check is skipped loudly, except in CI, where `.ci/run` installs it.
+pub fn promtool_check(text: &str) {
+    let mut input = tempfile::NamedTempFile::new().unwrap();
+    input.write_all(text.as_bytes()).unwrap();
+    let mut command = Command::new("promtool");
+    command
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(input.path()).unwrap());
+    let probe = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match probe {
+        Ok(mut child) => {
+            wait_or_kill(&mut child, Duration::from_secs(30), "promtool --version");
+        }
+        Err(e) => {
+            return skip_loudly(&format!(
+                "promtool not found ({e}): no `promtool check metrics` (apt-get install prometheus)"
+            ));
+        }
+    }
+    let output = output_within(&mut command, Duration::from_secs(30));
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// A test that cannot run here (a tool is missing): under `CI=true` it

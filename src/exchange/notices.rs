@@ -1,0 +1,119 @@
+//! What comes to an exchange from outside its socket: the source's answer
+//! to what it asked, its deadline, and the server's shutdown. Each may
+//! start a response, which is then driven at once.
+
+use std::time::Instant;
+
+use log::debug;
+use mio::net::TcpStream;
+
+use super::{Asked, Exchange, Phase, Progress};
+use crate::counters::CloseReason;
+use crate::http::Refusal;
+use crate::response::{After, refuse};
+use crate::routes;
+use crate::shared::Ctx;
+use crate::source::Answer;
+
+impl Exchange {
+    /// The source answered what this connection asked: its chat message's
+    /// event id, a refusal, or the whole server's metrics. Returns `None`
+    /// if the ticket is stale (another connection under the same key).
+    pub(crate) fn on_answer(
+        &mut self,
+        serial: u64,
+        answer: Answer,
+        socket: &mut TcpStream,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<Progress> {
+        let Phase::Awaiting(asked, after) = self.phase else {
+            return None;
+        };
+        if serial != self.serial {
+            return None;
+        }
+        let response = match (asked, answer) {
+            (Asked::Id, Answer::Id(id)) => {
+                debug!("#{} chat message is event {id}", ctx.key);
+                routes::accepted(id, after, ctx.date)
+            }
+            (Asked::Id, Answer::Refused(refusal, retry_after_s)) => {
+                let seconds = retry_after_s.max(1).to_string();
+                let extra = [("Retry-After", seconds.as_str())];
+                routes::refuse_message(refusal, after, ctx, &extra)
+            }
+            (Asked::Metrics { head_only }, Answer::Metrics(text)) => {
+                routes::metrics_text(&text, head_only, after, ctx.date)
+            }
+            (_, answer) => {
+                debug!(
+                    "#{} an answer that does not fit the question: {answer:?}",
+                    ctx.key
+                );
+                return None;
+            }
+        };
+        self.start(response, CloseReason::Done, ctx);
+        Some(self.drive(socket, ctx))
+    }
+
+    /// The schedule says this connection's deadline may have passed.
+    /// Returns `None` if the entry is stale (another connection, or a
+    /// deadline that moved); the entry is queued again when needed.
+    pub(crate) fn on_timer(
+        &mut self,
+        serial: u64,
+        at: Instant,
+        socket: &mut TcpStream,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<Progress> {
+        if self.serial != serial || self.scheduled != Some(at) {
+            return None;
+        }
+        self.scheduled = None;
+        if self.deadline > ctx.now {
+            let deadline = self.deadline;
+            self.set_deadline(deadline, ctx);
+            return None;
+        }
+        let refusal = match &self.phase {
+            Phase::Reading if !self.buf.is_empty() => {
+                Refusal::new(408, "request head not received in time")
+            }
+            Phase::ReadingBody(..) => Refusal::new(408, "request body not received in time"),
+            Phase::Awaiting(..) => Refusal::new(503, "the event source did not answer in time"),
+            Phase::Reading | Phase::Responding(..) => {
+                return Some(Progress::Close(CloseReason::Timeout));
+            }
+            Phase::Lingering { reason, .. } => return Some(Progress::Close(*reason)),
+        };
+        debug!("#{} timeout: {}", ctx.key, refusal.status);
+        let close = After::Close(CloseReason::Done);
+        let response = match self.phase {
+            Phase::ReadingBody(..) | Phase::Awaiting(Asked::Id, _) => {
+                routes::refuse_message(refusal, close, ctx, &[])
+            }
+            _ => refuse(refusal, ctx.date, &[]),
+        };
+        self.start(response, CloseReason::Timeout, ctx);
+        Some(self.drive(socket, ctx))
+    }
+
+    /// The server starts shutting down: an idle connection, or one in the
+    /// middle of a request head, is closed (nothing was promised to it; a
+    /// browser retries a request that got no answer). A chat post whose body
+    /// is still coming gets a 503, since its message could no longer reach
+    /// every stream. A response being written finishes, then closes; so does
+    /// the answer to a message whose event is already with the source.
+    pub(crate) fn begin_shutdown(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Progress {
+        match self.phase {
+            Phase::Reading => Progress::Close(CloseReason::Shutdown),
+            Phase::ReadingBody(..) => {
+                let response = routes::shutting_down(ctx.date);
+                self.start(response, CloseReason::Shutdown, ctx);
+                self.drive(socket, ctx)
+            }
+            Phase::Awaiting(..) | Phase::Responding(..) | Phase::Lingering { .. } => Progress::Wait,
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! What one turn of the loop leaves to do for its connections: those
+//! that yielded, those to close once the batch is over, and what the
+//! source said.
+
+use crate::connection::Step;
+use crate::counters::CloseReason;
+use crate::hub::Note;
+
+/// What the current turn of the loop left to do for connections.
+#[derive(Default)]
+pub(super) struct Turn {
+    /// Connections that used up their turn and want another.
+    pub(super) ready: Vec<usize>,
+    /// Connections to close once the batch is over.
+    pub(super) dead: Vec<(usize, CloseReason)>,
+    /// What the source said that the loop must act on.
+    pub(super) notes: Vec<Note>,
+}
+
+impl Turn {
+    /// Notes what driving connection `key` left to do.
+    pub(super) fn note(&mut self, key: usize, step: Step) {
+        match step {
+            Step::Wait => {}
+            Step::Yield => self.ready.push(key),
+            Step::Close(reason) => self.dead.push((key, reason)),
+        }
+    }
+
+    /// A closed connection's key must not be driven again: the next
+    /// connection accepted may get it.
+    pub(super) fn forget(&mut self, key: usize) {
+        if !self.ready.is_empty() {
+            self.ready.retain(|&k| k != key);
+        }
+    }
+}

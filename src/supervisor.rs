@@ -1,0 +1,417 @@
+//! The supervisor: with `--workers N`, the process the user starts. It
+//! serves no client itself. It holds the port, starts N workers (this same
+//! executable again, each a single-threaded server loop with its own
+//! listener on that port, `SO_REUSEPORT`), and is their one sequencer:
+//! it runs the ticker, gives every event its id (a [`Local`] source, as a
+//! single server has) and relays each event to every worker, so every
+//! stream on every worker gets the same events with the same ids and bytes.
+//!
+//! Its loop is a mio poll like a worker's: one Unix-domain socket per
+//! worker (an `ipc::Channel`: non-blocking, short writes resumed), the signal
+//! pipe (SIGINT, SIGTERM, SIGCHLD), and a [`Schedule`] of its own duties.
+//! It keeps the recent events (`--history`), which a worker that starts or
+//! restarts gets first; the one chat rate limiter for the whole server
+//! (workers send the poster's address with each message); and each
+//! worker's figures (reported once a second), from which it answers any
+//! worker's `/metrics` and makes the dashboard frame for all of them.
+//!
+//! A worker that dies is restarted within a second (later if it keeps
+//! dying); one that falls too far behind in reading its events is killed
+//! and restarted, so the supervisor's memory stays bounded. On SIGTERM or
+//! SIGINT it drains every worker and exits once they have; a second signal
+//! stops them at once. The workers live in their own process group, so a
+//! terminal's Ctrl-C reaches the supervisor only, which passes it on once.
+//! A worker whose supervisor dies sees its socket close and drains itself.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::chat::RateLimiter;
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::event::{Draft, Event, Kind, Ticket};
+use crate::hub::TICK_STRING_LEN;
+use crate::ipc::{Message, ToWorker, Why};
+use crate::limits;
+use crate::schedule::Schedule;
+use crate::shutdown::{log_summary, plural};
+use crate::source::{Local, Outcome};
+
+mod figures;
+mod workers;
+
+use workers::Slot;
+
+/// The token of the signal pipe; worker N's socket has token N.
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// How often the dashboard frame goes to the workers.
+const DASHBOARD_PERIOD: Duration = Duration::from_secs(1);
+
+/// Events queued for one worker beyond this, and it is restarted: it has
+/// stopped reading, and the supervisor will not hold more for it.
+const WORKER_BACKLOG: usize = 16 << 20;
+
+/// What the supervisor does on its schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Duty {
+    Tick,
+    Dashboard,
+    Summary,
+    /// Start worker N again.
+    Restart(u32),
+    /// The drain's deadline: stop whatever is left.
+    DrainEnd,
+}
+
+/// Where the supervisor is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Starting workers: none has served yet.
+    Starting,
+    Running,
+    /// Asked to stop: the workers drain.
+    Draining,
+    /// Asked twice: the workers stop at once.
+    Stopping {
+        signal: i32,
+    },
+    /// A worker could not start: the rest are stopped, and the supervisor
+    /// exits with an error.
+    Failed,
+}
+
+/// The supervisor and everything it owns.
+pub struct Supervisor {
+    poll: Poll,
+    config: Config,
+    /// The user's flags, passed on to every worker.
+    args: Vec<OsString>,
+    /// The address every worker listens on: its port is fixed here.
+    addr: SocketAddr,
+    /// Holds the port (bound, never listening) for the supervisor's life.
+    _holder: socket2::Socket,
+    slots: Vec<Slot>,
+    sequencer: Local,
+    /// The most recent events, for workers that (re)start.
+    history: VecDeque<Event>,
+    limiter: RateLimiter,
+    schedule: Schedule<Duty>,
+    signals: Signals,
+    state: State,
+    started: Instant,
+    scratch: Vec<u8>,
+    /// Events and chat messages sequenced, and at the last dashboard frame.
+    sequenced: u64,
+    sequenced_at_last_frame: u64,
+    sequenced_at_last_summary: u64,
+    messages: u64,
+    /// Whether the "serving" line has been logged.
+    announced: bool,
+}
+
+impl Supervisor {
+    /// Checks the configuration, fixes the port, and starts the workers.
+    pub fn start(config: &Config, args: Vec<OsString>) -> io::Result<Supervisor> {
+        config.check()?;
+        let _ = limits::raise_open_files_limit();
+        let holder = limits::bind(config.addr, true).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr))
+        })?;
+        let addr = holder
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("the address has no IP"))?;
+        let poll = Poll::new()?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGCHLD])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let now = Instant::now();
+        let mut schedule = Schedule::default();
+        if !config.interval.is_zero() {
+            schedule.at(now + config.interval, Duty::Tick);
+        }
+        if !config.stats_interval.is_zero() {
+            schedule.at(now + config.stats_interval, Duty::Summary);
+        }
+        schedule.at(now + DASHBOARD_PERIOD, Duty::Dashboard);
+        let mut supervisor = Supervisor {
+            poll,
+            config: config.clone(),
+            args,
+            addr,
+            _holder: holder,
+            slots: (1..=config.workers).map(Slot::new).collect(),
+            sequencer: Local::new(),
+            history: VecDeque::with_capacity(config.history as usize),
+            limiter: RateLimiter::new(config.post_rate, config.post_burst),
+            schedule,
+            signals,
+            state: State::Starting,
+            started: now,
+            scratch: vec![0; 64 * 1024],
+            sequenced: 0,
+            sequenced_at_last_frame: 0,
+            sequenced_at_last_summary: 0,
+            messages: 0,
+            announced: false,
+        };
+        for n in 1..=config.workers {
+            supervisor.spawn(n)?;
+        }
+        let pids: Vec<String> = supervisor
+            .slots
+            .iter()
+            .map(|s| format!("{} (pid {})", s.number, s.pid().unwrap_or(0)))
+            .collect();
+        info!("workers started: {}", pids.join(", "));
+        Ok(supervisor)
+    }
+
+    /// Runs until every worker has exited after a shutdown; the exit
+    /// status to end the process with.
+    pub fn run(mut self) -> io::Result<ExitCode> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self
+                .schedule
+                .next()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => self.on_signals()?,
+                    Token(n) => self.on_channel(n as u32),
+                }
+            }
+            let now = Instant::now();
+            while let Some((_, duty)) = self.schedule.pop_due(now) {
+                self.perform(duty, now)?;
+            }
+            if let Some(code) = self.finished() {
+                return Ok(code);
+            }
+        }
+    }
+
+    /// Signals: a worker's exit (SIGCHLD), or a request to stop.
+    fn on_signals(&mut self) -> io::Result<()> {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            if signal == SIGCHLD {
+                self.reap()?;
+                continue;
+            }
+            let name = if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            match self.state {
+                State::Starting | State::Running => {
+                    info!(
+                        "{name}: shutting down {} (up to {:?}); {name} again stops at once",
+                        plural(self.slots.len() as u64, "worker", "workers"),
+                        self.config.shutdown_timeout
+                    );
+                    self.state = State::Draining;
+                    let deadline =
+                        Instant::now() + self.config.shutdown_timeout + Duration::from_secs(1);
+                    self.schedule.at(deadline, Duty::DrainEnd);
+                    self.signal_workers(SIGTERM);
+                }
+                State::Draining | State::Stopping { .. } | State::Failed => {
+                    warn!("{name} again: stopping every worker at once");
+                    self.state = State::Stopping { signal };
+                    self.signal_workers(signal);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn perform(&mut self, duty: Duty, now: Instant) -> io::Result<()> {
+        match duty {
+            Duty::Tick => {
+                if matches!(self.state, State::Starting | State::Running) {
+                    self.schedule.at(now + self.config.interval, Duty::Tick);
+                    let data = tick_data();
+                    self.sequence(
+                        Draft {
+                            kind: Kind::Tick,
+                            data,
+                            origin: None,
+                        },
+                        None,
+                    );
+                }
+            }
+            Duty::Dashboard => {
+                self.schedule.at(now + DASHBOARD_PERIOD, Duty::Dashboard);
+                self.send_dashboard();
+            }
+            Duty::Summary => {
+                if self.state == State::Running {
+                    self.schedule
+                        .at(now + self.config.stats_interval, Duty::Summary);
+                    self.log_summary_line();
+                }
+            }
+            Duty::Restart(n) => {
+                if matches!(self.state, State::Starting | State::Running) {
+                    self.spawn(n)?;
+                    info!(
+                        "worker {n} restarted (pid {})",
+                        self.slot(n).pid().unwrap_or(0)
+                    );
+                }
+            }
+            Duty::DrainEnd => {
+                let left = self.slots.iter().filter(|s| s.is_alive()).count();
+                if left > 0 {
+                    warn!(
+                        "{} still running at the shutdown timeout: killing",
+                        plural(left as u64, "worker", "workers")
+                    );
+                    self.state = State::Stopping { signal: SIGTERM };
+                    for slot in &mut self.slots {
+                        slot.kill();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `draft` its id and sends the event to every worker, with its
+    /// ticket to the worker that asked (`origin`: its slot and ticket).
+    fn sequence(&mut self, draft: Draft, origin: Option<(u32, Ticket)>) {
+        let ticket = origin.map(|(_, ticket)| ticket);
+        self.sequencer.publish(draft, ticket);
+        while let Some(Outcome::Published { event, .. }) = self.sequencer.next() {
+            self.sequenced += 1;
+            if event.kind == Kind::Message {
+                self.messages += 1;
+            }
+            debug!("event {}: to {} workers", event.id, self.slots.len());
+            // Encoded once for all; the asking worker's copy has its ticket.
+            let mut plain = Vec::with_capacity(event.data.len() + 32);
+            ToWorker::Event {
+                event: event.clone(),
+                ticket: None,
+            }
+            .encode(&mut plain);
+            for slot in &mut self.slots {
+                match origin {
+                    Some((n, ticket)) if n == slot.number => {
+                        let message = ToWorker::Event {
+                            event: event.clone(),
+                            ticket: Some(ticket),
+                        };
+                        slot.send(&message);
+                    }
+                    _ => slot.send_frames(&plain),
+                }
+                if slot.backlog() > WORKER_BACKLOG {
+                    warn!(
+                        "worker {} is {} MiB behind in reading its events: restarting it",
+                        slot.number,
+                        slot.backlog() >> 20
+                    );
+                    slot.kill();
+                }
+            }
+            if self.history.len() == self.history.capacity().max(1) {
+                self.history.pop_front();
+            }
+            self.history.push_back(event);
+        }
+    }
+
+    /// Passes `signal` on to every worker still running.
+    fn signal_workers(&mut self, signal: i32) {
+        for slot in &mut self.slots {
+            slot.signal(signal);
+        }
+    }
+
+    /// Whether the supervisor is done: when stopping and every worker has
+    /// exited, the summary is logged and the exit status returned.
+    fn finished(&mut self) -> Option<ExitCode> {
+        let stopping = matches!(
+            self.state,
+            State::Draining | State::Stopping { .. } | State::Failed
+        );
+        if !stopping || self.slots.iter().any(Slot::is_alive) {
+            return None;
+        }
+        let mut total = Counters::default();
+        for figures in self.slots.iter().filter_map(|s| s.figures.as_ref()) {
+            let c = &figures.counters;
+            total.accepted += c.accepted;
+            total.requests += c.requests;
+            total.bytes_written += c.bytes_written;
+            total.goodbyes += c.goodbyes;
+            total.cut_at_shutdown += c.cut_at_shutdown;
+        }
+        total.events = self.sequenced;
+        total.messages = self.messages;
+        total.ticks = self.sequenced - self.messages;
+        log_summary(&total);
+        Some(match self.state {
+            State::Stopping { signal } => ExitCode::from(128u8.saturating_add(signal as u8)),
+            State::Failed => ExitCode::FAILURE,
+            _ => ExitCode::SUCCESS,
+        })
+    }
+
+    fn slot(&mut self, n: u32) -> &mut Slot {
+        &mut self.slots[n as usize - 1]
+    }
+}
+
+/// A tick's random string.
+fn tick_data() -> String {
+    use rand::RngExt;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(TICK_STRING_LEN)
+        .map(char::from)
+        .collect()
+}
+
+/// Why a chat message from a worker is refused, if it is.
+fn refusal_for(
+    state: State,
+    limiter: &mut RateLimiter,
+    draft: &Draft,
+    now: Instant,
+) -> Option<(Why, u32)> {
+    if !matches!(state, State::Starting | State::Running) {
+        return Some((Why::ShuttingDown, 5));
+    }
+    let origin = draft.origin?;
+    match limiter.take(origin, now) {
+        Ok(()) => None,
+        Err(wait) => Some((Why::RateLimited, wait.as_secs_f64().ceil().max(1.0) as u32)),
+    }
+}
+
+/// Why a channel failed, for the log.
+fn channel_error(n: u32, what: &str, e: impl std::fmt::Display) {
+    error!("worker {n}: {what}: {e}");
+}

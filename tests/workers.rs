@@ -1,0 +1,262 @@
+//! `--workers N`: a supervisor and N worker processes on one port, one
+//! event sequence for all. The built binary, on port 0.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::*;
+
+/// Opens streams until one lands on each of `workers` workers (the kernel
+/// spreads connections at random); returns one client per worker, by
+/// worker number.
+fn one_stream_per_worker(addr: SocketAddr, workers: u32) -> Vec<SseClient> {
+    let mut found: Vec<Option<SseClient>> = (0..workers).map(|_| None).collect();
+    for _ in 0..400 {
+        let mut client = SseClient::open(addr, &[]);
+        client.preamble();
+        let worker = worker_of(&client);
+        assert!((1..=workers).contains(&worker), "{:?}", client.comments);
+        let slot = &mut found[worker as usize - 1];
+        if slot.is_none() {
+            *slot = Some(client);
+        }
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
+        }
+    }
+    panic!("400 connections never reached every worker");
+}
+
+/// The worker a stream's opening comment names.
+fn worker_of(client: &SseClient) -> u32 {
+    client
+        .comments
+        .iter()
+        .find_map(|c| c.strip_prefix("connected to worker "))
+        .unwrap_or_else(|| panic!("no worker in {:?}", client.comments))
+        .parse()
+        .unwrap()
+}
+
+/// The pid of worker `n`, from the supervisor's log.
+fn worker_pid(log: &str, n: u32) -> i32 {
+    let needle = format!("{n} (pid ");
+    let at = log
+        .rfind(&needle)
+        .unwrap_or_else(|| panic!("no pid for worker {n} in\n{log}"));
+    log[at + needle.len()..]
+        .split(')')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Reads events until one with `id`, and returns the events from there.
+fn events_from(client: &mut SseClient, id: u64, count: usize) -> Vec<Event> {
+    let mut events = Vec::new();
+    while events.len() < count {
+        let event = client.next_event().expect("stream open");
+        let this: u64 = event.id.as_deref().unwrap().parse().unwrap();
+        if this >= id {
+            events.push(event);
+        }
+    }
+    events
+}
+
+#[test]
+fn every_worker_streams_the_same_events_with_the_same_ids() {
+    let server = ChildServer::spawn(&["--workers", "2", "--interval", "50ms"], |_| {});
+    let mut clients = one_stream_per_worker(server.addr, 2);
+    let workers: BTreeSet<u32> = clients.iter().map(worker_of).collect();
+    assert_eq!(workers, [1, 2].into(), "both workers took connections");
+    let start = clients.iter_mut().map(|c| c.next_id()).max().unwrap() + 1;
+    let a = events_from(&mut clients[0], start, 10);
+    let b = events_from(&mut clients[1], start, 10);
+    assert_eq!(a, b, "the same ids, types and data on both workers");
+    let ids: Vec<u64> = a
+        .iter()
+        .map(|e| e.id.as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive: {ids:?}"
+    );
+}
+
+#[test]
+fn a_chat_message_reaches_every_worker_with_the_id_in_its_202() {
+    let server = ChildServer::spawn(&["--workers", "2", "--interval", "0"], |_| {});
+    let mut clients = one_stream_per_worker(server.addr, 2);
+    for n in 0..4 {
+        // Each post lands on one of the two workers; over four, both.
+        let mut stream = connect(server.addr);
+        let body = format!("{{\"user\":\"ada\",\"text\":\"hello {n}\"}}");
+        send(
+            &mut stream,
+            &format!(
+                "POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        let response = read_response(&mut stream, false);
+        assert_eq!(response.status, 202, "{}", response.text());
+        let id = serde_json::from_slice::<serde_json::Value>(&response.body).unwrap()["id"]
+            .as_u64()
+            .unwrap();
+        for client in &mut clients {
+            let event = client.next_event().expect("stream open");
+            assert_eq!(
+                event.id,
+                Some(id.to_string()),
+                "worker {}",
+                worker_of(client)
+            );
+            assert_eq!(event.event.as_deref(), Some("message"));
+            assert!(event.data.contains(&format!("hello {n}")), "{}", event.data);
+        }
+    }
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_its_clients_resume_without_a_gap() {
+    let mut server = ChildServer::spawn(
+        &["--workers", "2", "--interval", "50ms", "--retry", "100ms"],
+        |_| {},
+    );
+    let mut clients = one_stream_per_worker(server.addr, 2);
+    let (mut victim, mut other) = (clients.remove(0), clients.remove(0));
+    let pid = worker_pid(&server.log, worker_of(&victim));
+    let first = victim.next_id();
+    let last = victim.consecutive_ids(first, 3);
+    // SAFETY: kill(2) on a worker of our child: a live process of ours.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // The victim's stream ends; what it got before is whole and in order.
+    let mut last = last;
+    while let Some(event) = victim.next_event() {
+        let id: u64 = event.id.unwrap().parse().unwrap();
+        assert_eq!(id, last + 1);
+        last = id;
+    }
+    server.read_log_until(&format!("worker {} restarted", worker_of(&victim)));
+    // It comes back with Last-Event-ID, wherever it lands, and misses nothing.
+    let mut resumed = SseClient::open(server.addr, &[&format!("Last-Event-ID: {last}")]);
+    resumed.consecutive_ids(last, 20);
+    // The other worker's stream never noticed.
+    let id = other.next_id();
+    other.consecutive_ids(id, 5);
+    let metrics = server_get(server.addr, "/metrics");
+    assert_eq!(
+        sample(&metrics, "sse_mio_worker_restarts_total"),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn metrics_show_the_whole_server_and_totals_are_sums() {
+    let server = ChildServer::spawn(&["--workers", "2", "--interval", "50ms"], |_| {});
+    let _clients = one_stream_per_worker(server.addr, 2);
+    // Workers report once a second: wait until both streams show.
+    let text = poll_until(Duration::from_secs(10), "the streams never showed", || {
+        let text = server_get(server.addr, "/metrics");
+        (sample(&text, "sse_mio_connections{state=\"streaming\"}") >= 2.0).then_some(text)
+    });
+    for series in [
+        "sse_mio_connections{state=\"streaming\"}",
+        "sse_mio_connections_accepted_total",
+        "sse_mio_events_total",
+        "sse_mio_resident_memory_bytes",
+        "sse_mio_fanout_duration_seconds_count",
+    ] {
+        let total = sample(&text, series);
+        let labelled: f64 = ["1", "2", "supervisor"]
+            .iter()
+            .map(|w| {
+                let with_worker = match series.strip_suffix('}') {
+                    Some(open) => format!("{open},worker=\"{w}\"}}"),
+                    None => format!("{series}{{worker=\"{w}\"}}"),
+                };
+                sample(&text, &with_worker)
+            })
+            .sum();
+        assert_eq!(
+            total, labelled,
+            "{series}: the total is the sum of the workers'"
+        );
+    }
+    assert!(
+        sample(
+            &text,
+            "sse_mio_connections{state=\"streaming\",worker=\"1\"}"
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            &text,
+            "sse_mio_connections{state=\"streaming\",worker=\"2\"}"
+        ) >= 1.0
+    );
+    assert_eq!(sample(&text, "sse_mio_workers"), 2.0);
+    promtool_check(&text);
+}
+
+#[test]
+fn sigterm_drains_every_worker_and_exits_zero() {
+    let mut server = ChildServer::spawn(
+        &["--workers", "2", "--interval", "20ms", "--retry", "1s"],
+        |_| {},
+    );
+    let mut clients = one_stream_per_worker(server.addr, 2);
+    let last: Vec<u64> = clients.iter_mut().map(|c| c.next_id()).collect();
+    server.signal(libc::SIGTERM);
+    for (client, last) in clients.iter_mut().zip(last) {
+        let mut previous = last;
+        while let Some(event) = client.next_event() {
+            let id: u64 = event.id.unwrap().parse().unwrap();
+            assert_eq!(id, previous + 1, "nothing skipped before the goodbye");
+            previous = id;
+        }
+        assert_eq!(
+            client.comments.last().map(String::as_str),
+            Some("server shutting down")
+        );
+        let retry = client.retry.expect("retry");
+        assert!((1000..=6000).contains(&retry), "retry {retry}");
+    }
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", server.log);
+    let summary = server
+        .log
+        .lines()
+        .find(|l| l.contains("supervisor: stopped:"))
+        .unwrap_or_else(|| panic!("a summary line:\n{}", server.log));
+    // At least our two (streams opened while looking for both workers and
+    // dropped may not have been noticed closed yet), and none cut.
+    let goodbyes: u64 = summary
+        .split(" said goodbye")
+        .next()
+        .and_then(|head| head.rsplit("; ").next())
+        .and_then(|n| n.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(goodbyes >= 2, "{summary}");
+    assert!(summary.contains("0 connections cut"), "{summary}");
+    assert!(!server.log.contains("panicked"), "{}", server.log);
+}
+
+/// One GET on a fresh connection; the body as text.
+fn server_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = connect(addr);
+    send(
+        &mut stream,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+    );
+    let response = read_response(&mut stream, false);
+    assert_eq!(response.status, 200, "{path}");
+    response.text()
+}
