@@ -153,6 +153,15 @@ impl Connection {
         }
     }
 
+    /// The stream state of a streaming connection.
+    #[cfg(test)]
+    pub(crate) fn stream(&self) -> Option<&Stream> {
+        match self {
+            Connection::Streaming { stream, .. } => Some(stream),
+            _ => None,
+        }
+    }
+
     /// Makes all the progress possible now. Called on every readiness event
     /// (`readable` says whether the event reported readability) and for
     /// connections that yielded.

@@ -323,3 +323,102 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::{Cursor, Stream};
+    use std::io::Read;
+
+    /// `n` streaming connections on loopback: the server ends in a slab,
+    /// the client ends to read what they got.
+    fn streams(n: usize, next_id: u64) -> (Slab<Connection>, Vec<std::net::TcpStream>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut conns = Slab::with_capacity(n);
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            server.set_nonblocking(true).unwrap();
+            let stream = Stream {
+                cursor: Cursor::at(next_id),
+                progress_at: 0,
+                ends_at: 0,
+            };
+            conns.insert(Connection::Streaming {
+                socket: mio::net::TcpStream::from_std(server),
+                stream,
+            });
+            client.set_nonblocking(true).unwrap();
+            clients.push(client);
+        }
+        (conns, clients)
+    }
+
+    fn caught_up(conns: &mut Slab<Connection>, ring: &Ring) -> usize {
+        conns
+            .iter_mut()
+            .filter(|(_, c)| c.stream().is_some_and(|s| s.cursor.caught_up(ring)))
+            .count()
+    }
+
+    #[test]
+    fn a_pass_goes_out_a_slice_at_a_time_and_comes_round_for_a_newer_event() {
+        let mut hub = Hub::new(Source::local(), 16, Instant::now());
+        let n = SLICE_STREAMS * 2 + 500;
+        let (mut conns, mut clients) = streams(n, hub.rings.events.next_id());
+        let mut counters = Counters::default();
+        let mut dead = Vec::new();
+        let mut notes = Vec::new();
+        let mut ctx = FanOutCtx {
+            clock: 0,
+            counters: &mut counters,
+            dead: &mut dead,
+        };
+        hub.tick();
+        hub.deliver(&mut conns, &mut ctx, &mut notes);
+        assert!(hub.fan_out_pending());
+        assert!(
+            hub.fan_out_slice(&mut conns, &mut ctx),
+            "more than one slice"
+        );
+        let after_one = caught_up(&mut conns, &hub.rings.events);
+        assert!(
+            (1..=SLICE_STREAMS).contains(&after_one),
+            "one slice wrote to {after_one} streams"
+        );
+        // A second event in the middle of the pass.
+        hub.tick();
+        hub.deliver(&mut conns, &mut ctx, &mut notes);
+        let mut slices = 1;
+        while hub.fan_out_slice(&mut conns, &mut ctx) {
+            slices += 1;
+            assert!(slices < 100, "the pass never ends");
+        }
+        assert!(slices >= 3, "{slices} slices for {n} streams");
+        assert_eq!(
+            caught_up(&mut conns, &hub.rings.events),
+            n,
+            "everyone has both"
+        );
+        assert!(dead.is_empty());
+        let first = hub.rings.events.first_id();
+        let expected = [
+            hub.rings.events.get(first).unwrap(),
+            hub.rings.events.get(first + 1).unwrap(),
+        ]
+        .concat();
+        for client in &mut clients {
+            // Written before we read: all of it is in the socket already.
+            let mut got = Vec::new();
+            let mut buf = [0u8; 256];
+            while let Ok(read) = client.read(&mut buf) {
+                got.extend_from_slice(&buf[..read]);
+                if read == 0 {
+                    break;
+                }
+            }
+            assert_eq!(got, expected, "both frames, once, in order");
+        }
+    }
+}

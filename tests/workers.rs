@@ -260,3 +260,72 @@ fn server_get(addr: SocketAddr, path: &str) -> String {
     assert_eq!(response.status, 200, "{path}");
     response.text()
 }
+
+#[test]
+fn the_chat_rate_limit_holds_for_the_whole_server() {
+    // Three posts at once per address, then one every 100 s: wherever the
+    // posts land, the fourth from this address is refused.
+    let server = ChildServer::spawn(
+        &[
+            "--workers",
+            "2",
+            "--interval",
+            "0",
+            "--post-burst",
+            "3",
+            "--post-rate",
+            "0.01",
+        ],
+        |_| {},
+    );
+    let statuses: Vec<u16> = (0..6)
+        .map(|n| {
+            let mut stream = connect(server.addr);
+            let body = format!("{{\"text\":\"flood {n}\"}}");
+            send(
+                &mut stream,
+                &format!(
+                    "POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ),
+            );
+            let response = read_response(&mut stream, false);
+            if response.status == 429 {
+                let wait: u64 = response.header("Retry-After").unwrap().parse().unwrap();
+                assert!(wait >= 1, "{}", response.head);
+            }
+            response.status
+        })
+        .collect();
+    assert_eq!(statuses, [202, 202, 202, 429, 429, 429]);
+}
+
+#[test]
+fn workers_shut_down_by_themselves_when_the_supervisor_dies() {
+    let mut server = ChildServer::spawn(&["--workers", "2", "--interval", "20ms"], |_| {});
+    let mut clients = one_stream_per_worker(server.addr, 2);
+    let pids = [worker_pid(&server.log, 1), worker_pid(&server.log, 2)];
+    server.signal(libc::SIGKILL);
+    server.wait_exit(Duration::from_secs(10));
+    // Each worker notices its socket to the supervisor close and drains:
+    // its stream gets what it is owed and the goodbye.
+    for client in &mut clients {
+        while client.next_event().is_some() {}
+        assert_eq!(
+            client.comments.last().map(String::as_str),
+            Some("server shutting down")
+        );
+    }
+    for pid in pids {
+        poll_until(
+            Duration::from_secs(10),
+            "a worker outlived its supervisor",
+            || {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // Gone, or a zombie waiting for init to reap it.
+                (stat.is_empty() || stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')))
+                    .then_some(())
+            },
+        );
+    }
+}
