@@ -126,3 +126,36 @@ fn sse_load_spreads_over_worker_processes_and_merges_them() {
     assert!(report["ids_counted"].as_u64().unwrap() >= 15, "{report}");
     assert_eq!(report["missing_ids"], 0, "{report}");
 }
+
+#[test]
+fn sse_load_counts_a_server_with_workers_as_one_process_tree() {
+    let server = ChildServer::spawn(&["--workers", "2", "--interval", "100ms"], |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("report.json");
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_sse-load"))
+            .args(["--url", &format!("http://{}/sse", server.addr)])
+            .args(["-c", "200", "--hold", "2s", "--quiet"])
+            .args(["--server-pid", &server.pid().to_string()])
+            .arg("--json")
+            .arg(&json_path),
+        SSE_LOAD_LIMIT,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(
+        report["server_processes"], 3,
+        "a supervisor and two workers: {report}"
+    );
+    assert_eq!(report["connected"], 200, "{report}");
+    assert_eq!(report["coverage_min"], 1.0, "{report}");
+    assert_eq!(report["missing_ids"], 0, "{report}");
+    // Three processes' memory: several MiB, not one process's.
+    let rss = report["server_rss_after_bytes"].as_u64().unwrap();
+    assert!(rss > 3 * 1_000_000, "{report}");
+}

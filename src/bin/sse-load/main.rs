@@ -73,7 +73,8 @@ pub(crate) struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) connect_timeout: Duration,
 
-    /// Process id of the server, to report its RSS per connection and CPU use.
+    /// Process id of the server, to report its RSS per connection and CPU
+    /// use; with its descendants (a supervisor and its workers), summed.
     #[arg(long)]
     pub(crate) server_pid: Option<u32>,
 

@@ -38,25 +38,73 @@ pub(crate) struct Report {
     server_rss_after_bytes: Option<u64>,
     server_rss_bytes_per_connection: Option<f64>,
     server_cpu_percent: Option<f64>,
+    /// Processes counted as the server (it and its descendants).
+    server_processes: Option<usize>,
 }
 
-pub(crate) fn proc_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// utime + stime of a process, in seconds.
-pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+/// The fields of `/proc/<pid>/stat` after the command name (which may
+/// hold spaces and parentheses).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some((utime + stime) / ticks)
+    let after_name = stat.get(stat.rfind(')')? + 2..)?;
+    Some(after_name.split_whitespace().map(str::to_owned).collect())
+}
+
+/// `pid` and every process descended from it: a server with `--workers`
+/// is a supervisor and its workers, and all of them are the server.
+pub(crate) fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Some(ppid) = stat_fields(child).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
+                parents.push((child, ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// Resident memory of `pid` and its descendants, summed.
+pub(crate) fn proc_rss(pid: u32) -> Option<u64> {
+    let rss = |pid: u32| -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    let root = rss(pid)?;
+    let rest: u64 = process_tree(pid).into_iter().skip(1).filter_map(rss).sum();
+    Some(root + rest)
+}
+
+/// utime + stime of `pid` and its descendants, in seconds.
+pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let cpu = |pid: u32| -> Option<f64> {
+        let fields = stat_fields(pid)?;
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Some((utime + stime) / ticks)
+    };
+    let root = cpu(pid)?;
+    let rest: f64 = process_tree(pid).into_iter().skip(1).filter_map(cpu).sum();
+    Some(root + rest)
 }
 
 pub(crate) fn report(
@@ -122,6 +170,7 @@ pub(crate) fn report(
             _ => None,
         },
         server_cpu_percent: server.cpu_percent,
+        server_processes: args.server_pid.map(|pid| process_tree(pid).len()),
     }
 }
 
@@ -164,8 +213,14 @@ pub(crate) fn print_report(r: &Report) {
         r.spread_us_p50, r.spread_us_p99, r.spread_us_max
     );
     if let (Some(before), Some(after)) = (r.server_rss_before_bytes, r.server_rss_after_bytes) {
+        let processes = r.server_processes.unwrap_or(1);
+        let whose = if processes > 1 {
+            format!(", {processes} processes")
+        } else {
+            String::new()
+        };
         println!(
-            "server RSS               {:.1} MiB -> {:.1} MiB ({:.0} bytes per connection)",
+            "server RSS               {:.1} MiB -> {:.1} MiB ({:.0} bytes per connection{whose})",
             before as f64 / 1048576.0,
             after as f64 / 1048576.0,
             r.server_rss_bytes_per_connection.unwrap_or(0.0)
