@@ -26,8 +26,9 @@ impl Server {
             .collect()
     }
 
-    /// Publishes one tick with `data` and fans it out now, as a tick would;
-    /// returns its id.
+    /// Publishes one tick with `data` and fans it out to every stream now,
+    /// all the slices of the pass one after another (the loop would poll
+    /// between them); returns its id.
     pub fn broadcast(&mut self, data: &str) -> u64 {
         let draft = Draft {
             kind: EventKind::Tick,
@@ -36,6 +37,9 @@ impl Server {
         };
         self.hub.publish(draft, None);
         self.end_of_batch();
+        while self.hub.fan_out_pending() {
+            self.fan_out_slice();
+        }
         self.hub.rings().events.next_id() - 1
     }
 
