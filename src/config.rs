@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -22,9 +22,10 @@ pub struct Config {
     #[arg(long, default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
 
-    /// Directory of static files served at `/`.
-    #[arg(long, default_value = "www")]
-    pub www: PathBuf,
+    /// Directory of files served at `/`. Default: ./www if there is one,
+    /// otherwise the demo pages built into the binary.
+    #[arg(long, value_name = "DIR")]
+    pub www: Option<PathBuf>,
 
     /// Time between two random-string events on /sse (e.g. 1s, 250ms; 0 turns the ticker off).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -132,23 +133,20 @@ impl Config {
         self.worker_addr.unwrap_or(self.addr)
     }
 
-    /// Checks what the flags' own parsers cannot: the www directory exists
-    /// and can be read, and `--stream-lifetime` is sensible. Returns the
-    /// canonical www root. A server and a supervisor both check before they
-    /// start, so a bad configuration fails once, in one line.
-    pub(crate) fn check(&self) -> io::Result<PathBuf> {
-        let root = self.www.canonicalize().map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot use www directory {}: {e}", self.www.display()),
-            )
-        })?;
-        std::fs::read_dir(&root).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot read www directory {}: {e}", root.display()),
-            )
-        })?;
+    /// Checks what the flags' own parsers cannot: the pages to serve can
+    /// be read, and `--stream-lifetime` is sensible. Returns where the
+    /// pages come from: `--www DIR` if given (an unusable DIR is an error);
+    /// else `./www` if it exists; else the pages built into the binary. A
+    /// server and a supervisor both check before they start, so a bad
+    /// configuration fails once, in one line.
+    pub(crate) fn check(&self) -> io::Result<Pages> {
+        let pages = match &self.www {
+            Some(dir) => Pages::Dir(usable_dir(dir)?),
+            None if Path::new(DEFAULT_WWW).is_dir() => {
+                Pages::Dir(usable_dir(Path::new(DEFAULT_WWW))?)
+            }
+            None => Pages::BuiltIn,
+        };
         if self
             .stream_lifetime
             .is_some_and(|d| d.is_zero() || d > Duration::from_secs(20 * 86_400))
@@ -158,7 +156,47 @@ impl Config {
                 "--stream-lifetime must be more than 0 and at most 20 days",
             ));
         }
-        Ok(root)
+        Ok(pages)
+    }
+}
+
+/// The directory served when `--www` is not given, if it exists.
+const DEFAULT_WWW: &str = "www";
+
+/// The canonical path of `dir`, if it is a directory that can be read.
+fn usable_dir(dir: &Path) -> io::Result<PathBuf> {
+    let root = dir.canonicalize().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot use www directory {}: {e}", dir.display()),
+        )
+    })?;
+    std::fs::read_dir(&root).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot read www directory {}: {e}", root.display()),
+        )
+    })?;
+    Ok(root)
+}
+
+/// Where the files served at `/` come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pages {
+    /// A directory, by its canonical path.
+    Dir(PathBuf),
+    /// The demo pages compiled into the binary (see `build.rs`).
+    BuiltIn,
+}
+
+impl std::fmt::Display for Pages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pages::Dir(dir) => write!(f, "{}", dir.display()),
+            Pages::BuiltIn => {
+                f.write_str("the built-in pages (no ./www here; --www DIR serves a directory)")
+            }
+        }
     }
 }
 
@@ -166,8 +204,8 @@ impl Config {
 /// `Server::bind`.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// The canonical www root.
-    pub(crate) root: PathBuf,
+    /// Where the files served at `/` come from.
+    pub(crate) pages: Pages,
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     /// Sent in each stream's `retry:` field.
@@ -183,10 +221,10 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// The settings of `config`, serving files from the canonical `root`.
-    pub(crate) fn new(config: &Config, root: PathBuf) -> Settings {
+    /// The settings of `config`, serving `pages`.
+    pub(crate) fn new(config: &Config, pages: Pages) -> Settings {
         Settings {
-            root,
+            pages,
             header_timeout: config.header_timeout,
             idle_timeout: config.idle_timeout,
             retry: config.retry,

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if config.worker.is_none() {
-        server.log_start_up(&config.www);
+        server.log_start_up();
     }
     match server.run() {
         Ok(Stopped::Drained | Stopped::Deadline) => ExitCode::SUCCESS,

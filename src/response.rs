@@ -41,6 +41,12 @@ pub(crate) enum Body {
         offset: u64,
         end: u64,
     },
+    /// Bytes in memory for the life of the program (a built-in page),
+    /// written from `offset` on.
+    Static {
+        bytes: &'static [u8],
+        offset: usize,
+    },
 }
 
 /// What the connection does once the response is written.
@@ -213,6 +219,7 @@ impl Response {
                     }
                     &scratch[..n]
                 }
+                Body::Static { bytes, offset } => &bytes[*offset..],
                 _ => &[][..],
             };
             let wanted = head.len() + chunk.len();
@@ -235,8 +242,10 @@ impl Response {
                     }
                     let from_head = n.min(head.len());
                     *written += from_head;
-                    if let Body::File { offset, .. } = &mut response.body {
-                        *offset += (n - from_head) as u64;
+                    match &mut response.body {
+                        Body::File { offset, .. } => *offset += (n - from_head) as u64,
+                        Body::Static { offset, .. } => *offset += n - from_head,
+                        Body::Empty => {}
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

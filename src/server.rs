@@ -101,7 +101,7 @@ impl Server {
     /// everything; [`run`](Self::run) starts serving.
     pub fn bind(config: &Config) -> io::Result<Server> {
         let nofile = limits::raise_open_files_limit();
-        let root = config.check()?;
+        let pages = config.check()?;
         let poll = Poll::new()?;
         let admission = Admission::bind(config, poll.registry(), LISTENER)?;
         let worker = config.worker.is_some();
@@ -115,7 +115,7 @@ impl Server {
         // the summary line for the whole server.
         let remote = source.is_remote();
         let now = Instant::now();
-        let settings = Settings::new(config, root);
+        let settings = Settings::new(config, pages);
         let limiter = (!remote).then(|| RateLimiter::new(config.post_rate, config.post_burst));
         let mut shared = Shared::new(settings, limiter, now);
         shared.gauges = Gauges {
@@ -179,7 +179,7 @@ impl Server {
     /// Logs what the server is about to do: the open-files limit, the
     /// address, the ticker and the capacity. (Kept out of `bind`, so that
     /// a server that fails to start prints only its error.)
-    pub fn log_start_up(&self, www: &std::path::Path) {
+    pub fn log_start_up(&self) {
         match &self.nofile {
             Ok(limit) if limit.before < limit.soft => info!(
                 "open-files limit raised from {} to {} (the hard limit)",
@@ -194,7 +194,7 @@ impl Server {
         };
         info!(
             "serving {} on http://{} ({ticker}; up to {} connections)",
-            www.display(),
+            self.shared.settings.pages,
             self.local_addr(),
             self.max_connections()
         );

@@ -1,7 +1,10 @@
-//! Static files from the `www/` directory: turning a URL path into a file
-//! that is certainly inside the root ([`resolve_path`]), its content type,
-//! the validators (`ETag`, `Last-Modified`) for conditional requests, and
-//! the response that serves it ([`serve`]).
+//! The files served at `/`: from a directory (`--www DIR`, or `./www`), or
+//! the demo pages built into the binary. For a directory: turning a URL
+//! path into a file that is certainly inside the root ([`resolve_path`]),
+//! its content type, the validators (`ETag`, `Last-Modified`) for
+//! conditional requests, and the response that serves it ([`serve`]). The
+//! built-in pages live in memory, each with an `ETag` that is a hash of its
+//! bytes (computed by `build.rs`), and are answered the same way.
 //!
 //! Path safety, in order: percent-decode once ([`percent_decode`]); refuse
 //! NUL, backslash and `..` segments (400); join the segments onto the root; canonicalize (which
@@ -17,7 +20,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::Settings;
+use crate::config::{Pages, Settings};
 use crate::http::{Head, Method, Refusal, Request, percent_decode};
 use crate::response::{self, After, Body, Response, connection_header, cors_headers};
 
@@ -42,20 +45,9 @@ const NOT_FOUND: Refusal = Refusal::new(404, "not found");
 /// unacceptable (a bad escape, NUL, backslash, `..`) is refused with 400;
 /// one that leads outside the root or to no regular file, with 404.
 pub fn resolve_path(root: &Path, url_path: &str) -> Result<Resolved, Refusal> {
-    let decoded = percent_decode(url_path)?;
-    if decoded.contains(&0) {
-        return Err(Refusal::new(400, "NUL in path"));
-    }
-    if decoded.contains(&b'\\') {
-        return Err(Refusal::new(400, "backslash in path"));
-    }
     let mut path = root.to_path_buf();
-    for segment in decoded.split(|&b| b == b'/') {
-        match segment {
-            b"" | b"." => {}
-            b".." => return Err(Refusal::new(400, "'..' in path")),
-            name => path.push(std::ffi::OsStr::from_bytes(name)),
-        }
+    for segment in segments(url_path)? {
+        path.push(std::ffi::OsStr::from_bytes(&segment));
     }
     let mut real = inside(root, &path)?;
     let mut metadata = fs::metadata(&real).map_err(|_| NOT_FOUND)?;
@@ -70,6 +62,28 @@ pub fn resolve_path(root: &Path, url_path: &str) -> Result<Resolved, Refusal> {
         return Err(NOT_FOUND);
     }
     Ok(Resolved::File(real))
+}
+
+/// The segments of a URL path (as sent, still percent-encoded), decoded
+/// once, without empty and `.` segments. A path that is itself
+/// unacceptable (a bad escape, NUL, backslash, `..`) is refused with 400.
+fn segments(url_path: &str) -> Result<Vec<Vec<u8>>, Refusal> {
+    let decoded = percent_decode(url_path)?;
+    if decoded.contains(&0) {
+        return Err(Refusal::new(400, "NUL in path"));
+    }
+    if decoded.contains(&b'\\') {
+        return Err(Refusal::new(400, "backslash in path"));
+    }
+    let mut out = Vec::new();
+    for segment in decoded.split(|&b| b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => return Err(Refusal::new(400, "'..' in path")),
+            name => out.push(name.to_vec()),
+        }
+    }
+    Ok(out)
 }
 
 /// The canonical form of `path`, if it exists and lies under `root`.
@@ -130,12 +144,7 @@ impl StaticFile {
         if_modified_since: Option<&str>,
     ) -> bool {
         if let Some(tags) = if_none_match {
-            // Weak comparison, as If-None-Match requires.
-            let ours = self.etag.as_str();
-            return tags
-                .split(',')
-                .map(str::trim)
-                .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours);
+            return etag_matches(tags, &self.etag);
         }
         if let Some(since) = if_modified_since.and_then(|s| httpdate::parse_http_date(s).ok()) {
             return self.modified <= since;
@@ -149,7 +158,11 @@ impl StaticFile {
 /// refusal (`400`, `403`, `404`, `503` when out of descriptors) or
 /// redirect its path leads to.
 pub(crate) fn serve(request: &Request, settings: &Settings, date: &str, after: After) -> Response {
-    let path = match resolve_path(&settings.root, &request.path) {
+    let root = match &settings.pages {
+        Pages::Dir(root) => root,
+        Pages::BuiltIn => return serve_built_in(request, settings, date, after),
+    };
+    let path = match resolve_path(root, &request.path) {
         Ok(Resolved::File(path)) => path,
         Ok(Resolved::AddSlash(location)) => return response::redirect(&location, date),
         Err(refusal) => return response::refuse(refusal, date, &[]),
@@ -206,6 +219,83 @@ pub(crate) fn serve(request: &Request, settings: &Settings, date: &str, after: A
         body,
         after,
     }
+}
+
+include!(concat!(env!("OUT_DIR"), "/built_in_pages.rs"));
+
+/// Where a URL path leads among the built-in pages.
+#[derive(Debug, PartialEq, Eq)]
+enum BuiltIn {
+    /// A page: its path, bytes and ETag.
+    Page(String, &'static [u8], &'static str),
+    /// A directory asked for without its slash: 301 to this location.
+    AddSlash(String),
+}
+
+/// The built-in page at a URL path.
+fn built_in(url_path: &str) -> Result<BuiltIn, Refusal> {
+    let mut path = String::new();
+    for segment in segments(url_path)? {
+        path.push('/');
+        path.push_str(&String::from_utf8(segment).map_err(|_| NOT_FOUND)?);
+    }
+    let find = |path: &str| BUILT_IN.iter().find(|(p, _, _)| *p == path);
+    if path.is_empty() || url_path.ends_with('/') {
+        path.push('/');
+        path.push_str(INDEX);
+    } else if find(&path).is_none() && find(&format!("{path}/{INDEX}")).is_some() {
+        return Ok(BuiltIn::AddSlash(format!("{url_path}/")));
+    }
+    match find(&path) {
+        Some(&(_, bytes, etag)) => Ok(BuiltIn::Page(path, bytes, etag)),
+        None => Err(NOT_FOUND),
+    }
+}
+
+/// A built-in page: from memory, with its ETag, `304` for a client whose
+/// copy is current, and `HEAD`.
+fn serve_built_in(request: &Request, settings: &Settings, date: &str, after: After) -> Response {
+    let (path, bytes, etag) = match built_in(&request.path) {
+        Ok(BuiltIn::Page(path, bytes, etag)) => (path, bytes, etag),
+        Ok(BuiltIn::AddSlash(location)) => return response::redirect(&location, date),
+        Err(refusal) => return response::refuse(refusal, date, &[]),
+    };
+    let not_modified = request
+        .if_none_match
+        .as_deref()
+        .is_some_and(|tags| etag_matches(tags, etag));
+    let status = if not_modified { 304 } else { 200 };
+    let mut head_bytes = Vec::with_capacity(384);
+    let mut head = Head::new(&mut head_bytes, status, date);
+    if !not_modified {
+        head.header("Content-Type", content_type(Path::new(&path)));
+    }
+    head.content_length(bytes.len() as u64)
+        .header("ETag", etag)
+        .header("Cache-Control", "no-cache")
+        .header("X-Content-Type-Options", "nosniff");
+    cors_headers(&mut head, request, settings);
+    connection_header(&mut head, after, request.version == 0);
+    head.finish();
+    let body = if request.method == Method::Get && !not_modified {
+        Body::Static { bytes, offset: 0 }
+    } else {
+        Body::Empty
+    };
+    Response {
+        status,
+        bytes: head_bytes,
+        body,
+        after,
+    }
+}
+
+/// Whether an `If-None-Match` list matches `etag` (weak comparison, as
+/// RFC 9110 13.1.2 asks of it).
+fn etag_matches(tags: &str, etag: &str) -> bool {
+    tags.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
 }
 
 /// The `Content-Type` for a file, by its extension.
@@ -301,6 +391,37 @@ mod tests {
             resolve_path(&root, "/%252e%252e/secret.txt"),
             Err(NOT_FOUND)
         );
+    }
+
+    #[test]
+    fn the_built_in_pages_are_the_www_directory() {
+        let www = Path::new(env!("CARGO_MANIFEST_DIR")).join("www");
+        let mut names: Vec<String> = fs::read_dir(&www)
+            .unwrap()
+            .map(|e| format!("/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        names.sort();
+        let paths: Vec<&str> = BUILT_IN.iter().map(|(p, _, _)| *p).collect();
+        assert_eq!(paths, names);
+        for (path, bytes, etag) in BUILT_IN {
+            assert_eq!(
+                *bytes,
+                &fs::read(www.join(&path[1..])).unwrap()[..],
+                "{path}"
+            );
+            assert!(etag.len() == 18 && etag.starts_with('"'), "{etag}");
+        }
+        let index = |p: &str| match built_in(p) {
+            Ok(BuiltIn::Page(path, _, _)) => Ok(path),
+            Ok(BuiltIn::AddSlash(to)) => Ok(format!("301 {to}")),
+            Err(refusal) => Err(refusal),
+        };
+        assert_eq!(index("/"), Ok("/index.html".into()));
+        assert_eq!(index("//./index.html"), Ok("/index.html".into()));
+        assert_eq!(index("/app.js"), Ok("/app.js".into()));
+        assert_eq!(index("/nope"), Err(NOT_FOUND));
+        assert!(matches!(index("/../x"), Err(Refusal { status: 400, .. })));
+        assert!(matches!(index("/a%00"), Err(Refusal { status: 400, .. })));
     }
 
     #[test]

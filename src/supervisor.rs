@@ -36,7 +36,7 @@ use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::chat::RateLimiter;
-use crate::config::Config;
+use crate::config::{Config, Pages};
 use crate::counters::Counters;
 use crate::event::{Draft, Event, Kind, Ticket};
 use crate::hub::TICK_STRING_LEN;
@@ -100,6 +100,8 @@ pub struct Supervisor {
     addr: SocketAddr,
     /// Holds the port (bound, never listening) for the supervisor's life.
     _holder: socket2::Socket,
+    /// What the workers serve at `/`, for the start-up line.
+    pages: Pages,
     slots: Vec<Slot>,
     sequencer: Local,
     /// The most recent events, for workers that (re)start.
@@ -122,7 +124,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// Checks the configuration, fixes the port, and starts the workers.
     pub fn start(config: &Config, args: Vec<OsString>) -> io::Result<Supervisor> {
-        config.check()?;
+        let pages = config.check()?;
         let _ = limits::raise_open_files_limit();
         let holder = limits::bind(config.addr, true).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr))
@@ -150,6 +152,7 @@ impl Supervisor {
             args,
             addr,
             _holder: holder,
+            pages,
             slots: (1..=config.workers).map(Slot::new).collect(),
             sequencer: Local::new(),
             history: VecDeque::with_capacity(config.history as usize),

@@ -358,7 +358,7 @@ impl Supervisor {
         };
         info!(
             "serving {} on http://{} ({ticker}; {}, up to {total} connections, {each} each)",
-            self.config.www.display(),
+            self.pages,
             self.addr,
             plural(self.slots.len() as u64, "worker", "workers"),
         );

@@ -467,10 +467,17 @@ impl ChildServer {
     /// Starts the binary with `--addr 127.0.0.1:0 --www <project www>` and
     /// `args`; `configure` may change the command (limits, environment).
     pub fn spawn(args: &[&str], configure: impl FnOnce(&mut Command)) -> ChildServer {
+        let www = project_www();
+        let www = www.to_str().expect("utf-8 path");
+        ChildServer::spawn_with(&[&["--www", www], args].concat(), configure)
+    }
+
+    /// Starts the binary with `--addr 127.0.0.1:0` and `args` alone (no
+    /// `--www`).
+    pub fn spawn_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> ChildServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sse-mio"));
         command
-            .args(["--addr", "127.0.0.1:0", "--www"])
-            .arg(project_www())
+            .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
