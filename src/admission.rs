@@ -50,15 +50,17 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The listener and the rules for letting connections in.
 pub(crate) struct Admission {
-    /// `None` before listening starts (a worker waits for its history) and
-    /// once shutdown has begun.
-    listener: Option<TcpListener>,
-    /// A worker's socket, bound (on the port its supervisor holds, with
-    /// `SO_REUSEPORT`) but not yet listening.
-    bound: Option<socket2::Socket>,
-    /// The listener's token.
+    /// The listeners (one per address: `localhost` is 127.0.0.1 and ::1),
+    /// all under one token. Empty before listening starts (a worker waits
+    /// for its history) and once shutdown has begun.
+    listeners: Vec<TcpListener>,
+    /// Sockets bound but not yet listening (a worker's, on the port its
+    /// supervisor holds, with `SO_REUSEPORT`).
+    bound: Vec<socket2::Socket>,
+    /// The listeners' token.
     token: Token,
-    local_addr: SocketAddr,
+    /// Every address listened on, the first first.
+    local_addrs: Vec<SocketAddr>,
     max_connections: usize,
     /// How many open connections were admitted over the limit.
     over_limit: usize,
@@ -84,13 +86,14 @@ impl Admission {
         token: Token,
     ) -> io::Result<Admission> {
         let worker = config.worker.is_some();
-        let addr = config.listen_addr();
-        let socket = limits::bind(addr, worker)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        let local_addr = socket
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("the listener has no IP address"))?;
+        let bound = limits::bind_all(&config.listen_addr(), worker)?;
+        let local_addrs = bound
+            .iter()
+            .map(|socket| {
+                let addr = socket.local_addr()?.as_socket();
+                addr.ok_or_else(|| io::Error::other("a listener has no IP address"))
+            })
+            .collect::<io::Result<Vec<SocketAddr>>>()?;
 
         let fd_limit = limits::open_files_limit();
         let allowed = fd_limit.saturating_sub(RESERVED_FDS as u64).max(1) as usize;
@@ -106,10 +109,10 @@ impl Admission {
             None => allowed,
         };
         let mut admission = Admission {
-            listener: None,
-            bound: Some(socket),
+            listeners: Vec::new(),
+            bound,
             token,
-            local_addr,
+            local_addrs,
             max_connections,
             over_limit: 0,
             send_buffer: config.send_buffer,
@@ -126,41 +129,57 @@ impl Admission {
 
     /// Starts listening (a worker, once its supervisor's history is in).
     pub(crate) fn start_listening(&mut self, registry: &Registry) -> io::Result<()> {
-        let Some(socket) = self.bound.take() else {
-            return Ok(());
-        };
-        let listener = limits::start_listening(socket).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}: {e}", self.local_addr),
-            )
-        })?;
-        let mut listener = TcpListener::from_std(listener);
-        registry.register(&mut listener, self.token, Interest::READABLE)?;
-        self.listener = Some(listener);
+        let bound = std::mem::take(&mut self.bound);
+        for (socket, addr) in bound.into_iter().zip(&self.local_addrs) {
+            let listener = limits::start_listening(socket)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            let mut listener = TcpListener::from_std(listener);
+            registry.register(&mut listener, self.token, Interest::READABLE)?;
+            self.listeners.push(listener);
+        }
         Ok(())
     }
 
+    /// The first address listened on.
     pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every address listened on.
+    pub(crate) fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     pub(crate) fn max_connections(&self) -> usize {
         self.max_connections
     }
 
-    /// Accepts every queued connection (until `WouldBlock`).
+    /// Accepts every queued connection on every listener (until
+    /// `WouldBlock`).
     pub(crate) fn accept_all(
         &mut self,
         registry: &Registry,
         conns: &mut Slab<Connection>,
         shared: &mut Shared,
     ) {
-        if self.paused {
-            return;
+        for i in 0..self.listeners.len() {
+            self.accept_from(i, registry, conns, shared);
         }
+    }
+
+    /// Accepts every queued connection on listener `i`.
+    fn accept_from(
+        &mut self,
+        i: usize,
+        registry: &Registry,
+        conns: &mut Slab<Connection>,
+        shared: &mut Shared,
+    ) {
         loop {
-            let Some(listener) = &self.listener else {
+            if self.paused {
+                return;
+            }
+            let Some(listener) = self.listeners.get(i) else {
                 return;
             };
             match listener.accept() {
@@ -284,8 +303,8 @@ impl Admission {
     /// Stops accepting for good (shutdown): the listener is closed, so new
     /// connections are refused by the kernel.
     pub(crate) fn close_listener(&mut self, registry: &Registry) {
-        self.bound = None;
-        if let Some(mut listener) = self.listener.take() {
+        self.bound.clear();
+        for mut listener in self.listeners.drain(..) {
             let _ = registry.deregister(&mut listener);
         }
     }

@@ -9,108 +9,106 @@
 
 use std::io;
 use std::net::SocketAddr;
+
+mod addr;
+
+pub use addr::{ListenAddr, parse_addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
 
 /// A small Server-Sent Events server on a hand-rolled mio event loop.
+///
+/// Every flag's description here is the one in the README's flags table; a
+/// test holds the two together. Durations take a unit: ms, s, m or h (a
+/// bare number is seconds).
 #[derive(Parser, Debug, Clone)]
 #[command(name = "sse-mio", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on. Loopback by default; use 0.0.0.0:3000 to expose.
-    #[arg(long, default_value = "127.0.0.1:3000")]
-    pub addr: SocketAddr,
+    /// Where to listen: HOST:PORT, [IPv6]:PORT, HOST (port 3000) or :PORT (loopback); localhost is 127.0.0.1 and ::1. Every interface only when asked: 0.0.0.0:3000 or [::]:3000.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3000", value_parser = parse_addr)]
+    pub addr: ListenAddr,
 
-    /// Directory of files served at `/`. Default: ./www if there is one,
-    /// otherwise the demo pages built into the binary.
+    /// Directory served at /. Default: ./www if there is one, otherwise the demo pages built into the binary.
     #[arg(long, value_name = "DIR")]
     pub www: Option<PathBuf>,
 
-    /// Time between two random-string events on /sse (e.g. 1s, 250ms; 0 turns the ticker off).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// Time between two ticks (random-string events) on /sse (ms, s, m, h; 0 turns the ticker off).
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
 
-    /// Most connections served at once. Default: what the open-files limit allows.
-    #[arg(long)]
+    /// Most connections served at once (per worker). Default: the open-files limit minus 100.
+    #[arg(long, value_name = "N", value_parser = positive_count)]
     pub max_connections: Option<usize>,
 
-    /// A request head must arrive completely within this time, or 408 and close.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// A request head (or a chat body) must arrive within D of its first byte, or 408 and close (ms, s, m, h).
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = positive_duration)]
     pub header_timeout: Duration,
 
-    /// An idle keep-alive (non-SSE) connection is closed after this time.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    /// An idle keep-alive connection, or one that stops reading a response, is closed after D (ms, s, m, h).
+    #[arg(long, value_name = "D", default_value = "60s", value_parser = positive_duration)]
     pub idle_timeout: Duration,
 
-    /// Kernel send buffer per connection, in bytes (SO_SNDBUF; the kernel
-    /// doubles it). Default: the kernel's autotuning, up to net.ipv4.tcp_wmem's
-    /// maximum (4 MiB), per socket. A small value bounds kernel memory per
-    /// slow client and makes a client that stops reading lag sooner.
-    #[arg(long)]
+    /// SO_SNDBUF per connection (the kernel doubles it). Default: the kernel's autotuning, up to 4 MiB per socket. A small value bounds kernel memory per slow client.
+    #[arg(long, value_name = "BYTES", value_parser = positive_count)]
     pub send_buffer: Option<usize>,
 
-    /// How many encoded frames the server keeps, for clients that fall behind
-    /// and for replay after a reconnect (Last-Event-ID).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Events kept in the ring, for replay after a reconnect (Last-Event-ID) and for clients that fall behind.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub history: u32,
 
-    /// Reconnection delay sent to clients in the stream's `retry:` field.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// Reconnection delay sent in each stream's retry: field (ms, s, m, h).
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_duration)]
     pub retry: Duration,
 
-    /// A comment line goes to every stream that has had nothing for this long,
-    /// so proxies with idle timeouts keep it open (0 turns heartbeats off).
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    /// A ": keep-alive" comment goes to every stream after D without an event, so proxies keep it open (ms, s, m, h; 0 turns heartbeats off).
+    #[arg(long, value_name = "D", default_value = "15s", value_parser = parse_duration)]
     pub heartbeat: Duration,
 
-    /// A stream that is behind and has made no progress for this long is closed.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// A stream that is behind and makes no progress for D is closed (ms, s, m, h).
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = positive_duration)]
     pub stall_timeout: Duration,
 
-    /// End every stream after this long plus up to 10% jitter; clients resume
-    /// with Last-Event-ID. Off by default.
-    #[arg(long, value_parser = parse_duration)]
+    /// End every stream after D plus up to 10% jitter; clients resume with Last-Event-ID (ms, s, m, h; at most 20 days). Off by default.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub stream_lifetime: Option<Duration>,
 
-    /// Largest message body accepted by POST /messages, in bytes (413 beyond).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    /// Largest chat message body, 16 to 1048576 (413 beyond).
+    #[arg(long, value_name = "BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_message: u32,
 
-    /// Messages each client address may post per second, on average (429 beyond).
-    #[arg(long, default_value_t = 5.0)]
+    /// Chat messages per second each client address may post, on average (429 beyond).
+    #[arg(long, value_name = "N", default_value_t = 5.0, value_parser = positive_rate)]
     pub post_rate: f64,
 
-    /// Messages a client address may post in a burst before the rate applies.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Chat messages a client address may post at once before the rate applies.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub post_burst: u32,
 
-    /// How often a summary line (connections, events/s, fan-out time, RSS) is
-    /// logged at info (0 turns it off).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// How often a summary line (connections, events/s, fan-out time, RSS) is logged at info (ms, s, m, h; 0 turns it off).
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
     pub stats_interval: Duration,
 
-    /// Allow cross-origin use from ORIGIN (repeatable), or from any origin with `*`.
+    /// Allow cross-origin use from ORIGIN (repeatable), or from any origin with *.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
 
-    /// On SIGINT/SIGTERM, how long responses in flight and streams still
-    /// catching up may take before the rest are cut.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// On SIGINT/SIGTERM, how long responses in flight and streams still catching up may take before the rest are cut (ms, s, m, h).
+    #[arg(long, value_name = "D", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// TCP keepalive: probe a connection after this long with nothing
-    /// received, and drop it when the peer has not acknowledged anything for
-    /// this long plus 30 s (a client whose network vanished sends no FIN).
-    /// 0 turns it off.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    /// TCP keepalive: probe a connection silent for D, and drop a peer that acknowledges nothing for D + 30 s (ms, s, m, h; 0 turns it off).
+    #[arg(long, value_name = "D", default_value = "60s", value_parser = parse_duration)]
     pub tcp_keepalive: Duration,
 
-    /// Worker processes, each a single-threaded loop with its own listener on
-    /// the same port (SO_REUSEPORT), under one supervisor that gives every
-    /// event its id. 1: no supervisor, today's single process.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// Worker processes on one port (SO_REUSEPORT) under a supervisor that gives every event its id; 1 is a single process.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: u32,
+
+    /// Most streams one client address may hold (per worker); beyond, the come-back-later answer. Off by default.
+    #[arg(long, value_name = "N", value_parser = positive_count)]
+    pub max_per_address: Option<usize>,
 
     /// Internal: run as worker N of a supervisor.
     #[arg(long, hide = true, requires = "channel_fd")]
@@ -120,17 +118,21 @@ pub struct Config {
     #[arg(long, hide = true, requires = "worker")]
     pub channel_fd: Option<i32>,
 
-    /// Internal: the address (port fixed) a worker listens on, in place of
-    /// `--addr`.
+    /// Internal: an address (its port fixed) a worker listens on, in place
+    /// of `--addr` (repeated for each).
     #[arg(long, hide = true, requires = "worker")]
-    pub worker_addr: Option<SocketAddr>,
+    pub worker_addr: Vec<SocketAddr>,
 }
 
 impl Config {
     /// The address to listen on: a worker's is the one its supervisor
     /// fixed (`--addr 127.0.0.1:0` still means one port for all).
-    pub(crate) fn listen_addr(&self) -> SocketAddr {
-        self.worker_addr.unwrap_or(self.addr)
+    pub(crate) fn listen_addr(&self) -> ListenAddr {
+        if self.worker_addr.is_empty() {
+            self.addr.clone()
+        } else {
+            ListenAddr::fixed(self.worker_addr.clone())
+        }
     }
 
     /// Checks what the flags' own parsers cannot: the pages to serve can
@@ -237,6 +239,36 @@ impl Settings {
     }
 }
 
+/// A count that must be at least 1.
+fn positive_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("0 makes no sense here: it must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{text}' is not a whole number")),
+    }
+}
+
+/// A rate that must be above 0.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        Ok(_) => Err(format!(
+            "{text} makes no sense here: it must be more than 0"
+        )),
+        Err(_) => Err(format!("'{text}' is not a number")),
+    }
+}
+
+/// A duration that must be more than 0.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!(
+            "{text} makes no sense here: it must be more than 0"
+        )),
+        d => Ok(d),
+    }
+}
+
 /// Parses `1s`, `250ms`, `2m`, `1h`, `1.5s` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -288,6 +320,7 @@ mod tests {
     fn defaults() {
         let config = Config::parse_from(["sse-mio"]);
         assert_eq!(config.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.addr.addrs(), ["127.0.0.1:3000".parse().unwrap()]);
         assert_eq!(config.interval, Duration::from_secs(1));
         assert_eq!(config.header_timeout, Duration::from_secs(10));
         assert_eq!(config.history, 256);

@@ -204,6 +204,11 @@ impl Connection {
     /// timers) is dropped.
     fn become_stream(&mut self, cursor: Cursor, ctx: &mut Ctx<'_>) {
         debug!("#{} streaming from id {}", ctx.key, cursor.next_id);
+        if let (Some(per_address), Connection::Http { exchange, .. }) =
+            (ctx.per_address.as_deref_mut(), &*self)
+        {
+            per_address.hold(ctx.key, exchange.peer());
+        }
         let ends_at = match ctx.settings.stream_lifetime {
             // Up to 10% jitter, so streams opened together do not all
             // end (and reconnect) together.

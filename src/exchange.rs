@@ -166,6 +166,11 @@ impl Exchange {
         }
     }
 
+    /// The client's address.
+    pub(crate) fn peer(&self) -> IpAddr {
+        self.peer
+    }
+
     pub(crate) fn is_over_limit(&self) -> bool {
         self.over_limit
     }

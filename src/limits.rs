@@ -7,6 +7,8 @@ use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Socket, Type};
 
+use crate::config::ListenAddr;
+
 /// Pending connections the kernel may queue before we accept them. Load
 /// tests open thousands per second; the kernel caps this at
 /// `net.core.somaxconn`.
@@ -86,6 +88,56 @@ pub(crate) fn bind(addr: SocketAddr, shared: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Binds every address of `addr` on one port: the first fixes the port
+/// (for `:0`), the others follow it. An address implied by a loopback name
+/// that cannot be bound here (no IPv6) is left out; a port chosen for `:0`
+/// that is taken on a later address is chosen again.
+pub(crate) fn bind_all(addr: &ListenAddr, shared: bool) -> io::Result<Vec<Socket>> {
+    let wanted = addr.addrs();
+    let cannot = |a: SocketAddr, e: io::Error| {
+        io::Error::new(e.kind(), format!("cannot listen on {a}: {e}"))
+    };
+    'attempt: for attempt in 0..8 {
+        let first = bind(wanted[0], shared).map_err(|e| cannot(wanted[0], e))?;
+        let port = first
+            .local_addr()?
+            .as_socket()
+            .map_or(wanted[0].port(), |a| a.port());
+        let mut sockets = vec![first];
+        for &a in &wanted[1..] {
+            let a = SocketAddr::new(a.ip(), if a.port() == 0 { port } else { a.port() });
+            match bind(a, shared) {
+                Ok(socket) => sockets.push(socket),
+                Err(e) if addr.rest_is_optional() && is_unavailable(&e) => {
+                    log::debug!("not listening on {a}: {e}");
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrInUse
+                        && wanted[0].port() == 0
+                        && attempt < 7 =>
+                {
+                    continue 'attempt;
+                }
+                Err(e) => return Err(cannot(a, e)),
+            }
+        }
+        return Ok(sockets);
+    }
+    Err(io::Error::other(format!(
+        "cannot find one free port for {addr}"
+    )))
+}
+
+/// Whether a bind failed because this machine lacks the address (or its
+/// family), rather than because it is taken.
+fn is_unavailable(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::AddrNotAvailable
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+        )
+}
+
 /// Starts listening on a socket from [`bind`], with a deep backlog.
 pub(crate) fn start_listening(socket: Socket) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)?;
@@ -103,4 +155,10 @@ pub(crate) fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// `http://a and http://b`, for the start-up line.
+pub(crate) fn urls(addrs: &[SocketAddr]) -> String {
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    urls.join(" and ")
 }

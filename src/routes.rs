@@ -89,6 +89,12 @@ pub(crate) fn route(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr, over_lim
             refuse(400, "GET and HEAD requests must not have a body", &[])
         }
         Method::Get | Method::Head => match request.path.as_str() {
+            SSE_PATH | DASHBOARD_PATH
+                if request.method == Method::Get
+                    && ctx.per_address.as_deref().is_some_and(|p| p.is_full(peer)) =>
+            {
+                too_many_from(request, ctx)
+            }
             SSE_PATH => event_stream(request, ctx, after),
             DASHBOARD_PATH => dashboard_stream(request, ctx, after),
             METRICS_PATH if ctx.settings.worker.is_some() => return Route::AskMetrics,
@@ -264,6 +270,18 @@ fn come_back_later(request: &Request, ctx: &Ctx<'_>) -> Response {
     let mut response = response::refuse(full, ctx.date, &[("Retry-After", &seconds)]);
     response.after = after;
     response
+}
+
+/// The answer for a stream asked by an address that holds
+/// `--max-per-address` streams already: the come-back-later answer, a 200
+/// event stream that only says when to retry, and ends.
+fn too_many_from(request: &Request, ctx: &Ctx<'_>) -> Response {
+    let retry_ms = rand::rng().random_range(FULL_RETRY_MS);
+    let after = After::Close(CloseReason::Limit);
+    let mut bytes = stream_head(request, ctx, after);
+    let comment = "too many streams from your address, retry later";
+    sse::encode_notice(&mut bytes, retry_ms, comment);
+    bare(bytes, after)
 }
 
 /// `POST /messages`, before its body is read: everything that can be

@@ -38,7 +38,7 @@ use crate::counters::{CloseReason, Gauges};
 use crate::hub::{FanOutCtx, Hub, Note};
 use crate::limits::{self, NofileLimit};
 use crate::schedule::Timer;
-use crate::shared::Shared;
+use crate::shared::{PerAddress, Shared};
 use crate::shutdown::{Handle, Shutdown, Stopped, Wanted};
 use crate::source::{Ask, Source, Upstream};
 
@@ -118,6 +118,7 @@ impl Server {
         let settings = Settings::new(config, pages);
         let limiter = (!remote).then(|| RateLimiter::new(config.post_rate, config.post_burst));
         let mut shared = Shared::new(settings, limiter, now);
+        shared.per_address = config.max_per_address.map(PerAddress::new);
         shared.gauges = Gauges {
             max_connections: admission.max_connections(),
             fd_limit: limits::open_files_limit(),
@@ -193,9 +194,9 @@ impl Server {
             None => "events on /sse: chat only, the ticker is off".to_owned(),
         };
         info!(
-            "serving {} on http://{} ({ticker}; up to {} connections)",
+            "serving {} on {} ({ticker}; up to {} connections)",
             self.shared.settings.pages,
-            self.local_addr(),
+            limits::urls(self.admission.local_addrs()),
             self.max_connections()
         );
         let fd_limit = limits::open_files_limit();
@@ -457,6 +458,9 @@ impl Server {
         };
         self.turn.forget(key);
         self.admission.release(&conn);
+        if let Some(per_address) = &mut self.shared.per_address {
+            per_address.release(key);
+        }
         if let Some(socket) = conn.socket_mut() {
             let _ = self.poll.registry().deregister(socket);
         }

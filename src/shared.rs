@@ -9,6 +9,8 @@
 //! all of this at once. [`Ctx`] is that borrow, for one connection at one
 //! instant.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
 use crate::chat::RateLimiter;
@@ -19,6 +21,50 @@ use crate::http::DateCache;
 use crate::ring::Rings;
 use crate::schedule::Schedule;
 use crate::source::Ask;
+
+/// `--max-per-address`: how many streams each client address holds.
+/// Kept beside the slab only when the flag is on (a stream itself stays 32
+/// bytes and does not know its address).
+pub(crate) struct PerAddress {
+    max: usize,
+    streams: HashMap<IpAddr, usize>,
+    /// The address of each stream counted, by slab key.
+    holders: HashMap<usize, IpAddr>,
+}
+
+impl PerAddress {
+    pub(crate) fn new(max: usize) -> PerAddress {
+        PerAddress {
+            max,
+            streams: HashMap::new(),
+            holders: HashMap::new(),
+        }
+    }
+
+    /// Whether `ip` already holds as many streams as it may.
+    pub(crate) fn is_full(&self, ip: IpAddr) -> bool {
+        self.streams.get(&ip).is_some_and(|&n| n >= self.max)
+    }
+
+    /// The connection under `key` became a stream from `ip`.
+    pub(crate) fn hold(&mut self, key: usize, ip: IpAddr) {
+        *self.streams.entry(ip).or_default() += 1;
+        self.holders.insert(key, ip);
+    }
+
+    /// The connection under `key` closed.
+    pub(crate) fn release(&mut self, key: usize) {
+        let Some(ip) = self.holders.remove(&key) else {
+            return;
+        };
+        if let Some(n) = self.streams.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.streams.remove(&ip);
+            }
+        }
+    }
+}
 
 /// Size of the shared buffer for socket reads and file chunks.
 const SCRATCH_BYTES: usize = 16 * 1024;
@@ -39,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) outbox: Vec<(Ticket, Ask)>,
     /// The server is shutting down.
     pub(crate) draining: bool,
+    /// `--max-per-address`, if on.
+    pub(crate) per_address: Option<PerAddress>,
     date: DateCache,
     scratch: Box<[u8]>,
     started: Instant,
@@ -54,6 +102,7 @@ impl Shared {
             limiter,
             outbox: Vec::new(),
             draining: false,
+            per_address: None,
             date: DateCache::default(),
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             started: now,
@@ -93,6 +142,7 @@ impl Shared {
             limiter: self.limiter.as_mut(),
             outbox: &mut self.outbox,
             draining: self.draining,
+            per_address: self.per_address.as_mut(),
         }
     }
 }
@@ -120,4 +170,27 @@ pub(crate) struct Ctx<'a> {
     /// The server is shutting down: responses end with a close, and a
     /// stream that has caught up gets the goodbye and is closed.
     pub(crate) draining: bool,
+    /// Streams per client address, when `--max-per-address` is on.
+    pub(crate) per_address: Option<&'a mut PerAddress>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_counted_per_address_and_released_by_key() {
+        let mut per = PerAddress::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        per.hold(1, a);
+        assert!(!per.is_full(a));
+        per.hold(2, a);
+        assert!(per.is_full(a) && !per.is_full(b));
+        per.release(7);
+        per.release(1);
+        assert!(!per.is_full(a));
+        per.release(1);
+        per.release(2);
+        assert!(per.streams.is_empty() && per.holders.is_empty());
+    }
 }

@@ -96,10 +96,10 @@ pub struct Supervisor {
     config: Config,
     /// The user's flags, passed on to every worker.
     args: Vec<OsString>,
-    /// The address every worker listens on: its port is fixed here.
-    addr: SocketAddr,
-    /// Holds the port (bound, never listening) for the supervisor's life.
-    _holder: socket2::Socket,
+    /// The addresses every worker listens on: their port is fixed here.
+    addrs: Vec<SocketAddr>,
+    /// Hold the port (bound, never listening) for the supervisor's life.
+    _holders: Vec<socket2::Socket>,
     /// What the workers serve at `/`, for the start-up line.
     pages: Pages,
     slots: Vec<Slot>,
@@ -126,13 +126,14 @@ impl Supervisor {
     pub fn start(config: &Config, args: Vec<OsString>) -> io::Result<Supervisor> {
         let pages = config.check()?;
         let _ = limits::raise_open_files_limit();
-        let holder = limits::bind(config.addr, true).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr))
-        })?;
-        let addr = holder
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("the address has no IP"))?;
+        let holders = limits::bind_all(&config.addr, true)?;
+        let addrs = holders
+            .iter()
+            .map(|socket| {
+                let addr = socket.local_addr()?.as_socket();
+                addr.ok_or_else(|| io::Error::other("an address has no IP"))
+            })
+            .collect::<io::Result<Vec<SocketAddr>>>()?;
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGCHLD])?;
         poll.registry()
@@ -150,8 +151,8 @@ impl Supervisor {
             poll,
             config: config.clone(),
             args,
-            addr,
-            _holder: holder,
+            addrs,
+            _holders: holders,
             pages,
             slots: (1..=config.workers).map(Slot::new).collect(),
             sequencer: Local::new(),

@@ -241,3 +241,44 @@ fn a_stalled_client_is_closed_after_the_stall_timeout() {
     assert_eq!(closed("stalled"), 1.0, "{metrics}");
     assert_eq!(closed("lagged"), 0.0, "{metrics}");
 }
+
+#[test]
+fn one_address_cannot_take_more_than_its_streams() {
+    let server = TestServer::start(&["--interval", "50ms", "--max-per-address", "2"]);
+    let mut first = server.sse();
+    let _second = server.sse();
+    // The third from the same address is told to come back later: a 200
+    // event stream with a retry and no event, then the close.
+    let mut third = server.connect();
+    send(&mut third, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
+    let rest = String::from_utf8(read_to_close(&mut third)).unwrap();
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
+    assert!(rest.contains("text/event-stream"), "{rest}");
+    assert!(
+        rest.contains("\n: too many streams from your address, retry later\n"),
+        "{rest}"
+    );
+    assert!(!rest.contains("data:"), "{rest}");
+    // Files are not streams: still served.
+    assert_eq!(server.get("/").status, 200);
+    // When one stream ends, the address may open another.
+    let id = first.next_id();
+    first.consecutive_ids(id, 2);
+    drop(first);
+    poll_until(READ_DEADLINE, "the freed stream never came back", || {
+        let mut client = server.connect();
+        send(&mut client, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
+        let head = read_response(&mut client, true);
+        let mut byte = [0u8; 1];
+        let mut preamble = Vec::new();
+        while !preamble.ends_with(b"\n\n") {
+            use std::io::Read;
+            match client.read(&mut byte) {
+                Ok(1) => preamble.push(byte[0]),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&preamble).into_owned();
+        (head.status == 200 && text.contains(": connected")).then_some(())
+    });
+}

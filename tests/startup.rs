@@ -56,7 +56,13 @@ fn a_missing_or_unusable_www_directory() {
 fn bad_flags() {
     for (args, needle) in [
         (&["--interval", "fast"][..], "--interval"),
-        (&["--addr", "localhost"][..], "--addr"),
+        (&["--addr", "localhost:http"][..], "--addr"),
+        (&["--addr", ":"][..], "--addr"),
+        (&["--max-connections", "0"][..], "--max-connections"),
+        (&["--max-per-address", "0"][..], "--max-per-address"),
+        (&["--post-rate", "0"][..], "--post-rate"),
+        (&["--header-timeout", "0s"][..], "--header-timeout"),
+        (&["--workers", "0"][..], "--workers"),
         (&["--no-such-flag"][..], "--no-such-flag"),
         (&["--history", "0"][..], "--history"),
         (
@@ -86,4 +92,36 @@ fn help_and_version_succeed() {
     let output = run(&["--version"]);
     assert_eq!(output.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("sse-mio "));
+}
+
+#[test]
+fn localhost_means_both_loopbacks_on_one_port() {
+    let server = support::ChildServer::spawn(&["--addr", "localhost:0"], |_| {});
+    let line = server
+        .log
+        .lines()
+        .find(|l| l.contains("http://"))
+        .unwrap()
+        .to_owned();
+    let port = server.addr.port();
+    assert_eq!(server.addr.ip().to_string(), "127.0.0.1", "{line}");
+    let mut urls = vec![server.addr];
+    if line.contains("http://[::1]:") {
+        assert!(
+            line.contains(&format!("http://[::1]:{port}")),
+            "one port for both: {line}"
+        );
+        urls.push(format!("[::1]:{port}").parse().unwrap());
+    } else {
+        support::skip_loudly("no IPv6 loopback here: only 127.0.0.1 was checked");
+    }
+    for addr in urls {
+        let mut stream = support::connect(addr);
+        support::send(&mut stream, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert_eq!(
+            support::read_response(&mut stream, false).status,
+            200,
+            "{addr}"
+        );
+    }
 }

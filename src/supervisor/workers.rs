@@ -19,6 +19,7 @@ use mio::{Interest, Token};
 
 use super::{Duty, State, Supervisor, channel_error, refusal_for};
 use crate::ipc::{Channel, Inbound, Message, ToSupervisor, ToWorker};
+use crate::limits::urls;
 use crate::metrics::Figures;
 use crate::shutdown::plural;
 
@@ -156,7 +157,11 @@ impl Supervisor {
         command
             .args(&self.args)
             .args(["--worker", &n.to_string(), "--channel-fd", "3"])
-            .args(["--worker-addr", &self.addr.to_string()])
+            .args(
+                self.addrs
+                    .iter()
+                    .flat_map(|a| ["--worker-addr".to_owned(), a.to_string()]),
+            )
             .stdin(Stdio::null())
             .process_group(0);
         // SAFETY: hand_over only calls dup2 and fcntl, which are
@@ -357,9 +362,9 @@ impl Supervisor {
             format!("events on /sse every {:?}", self.config.interval)
         };
         info!(
-            "serving {} on http://{} ({ticker}; {}, up to {total} connections, {each} each)",
+            "serving {} on {} ({ticker}; {}, up to {total} connections, {each} each)",
             self.pages,
-            self.addr,
+            urls(&self.addrs),
             plural(self.slots.len() as u64, "worker", "workers"),
         );
     }

@@ -472,12 +472,14 @@ impl ChildServer {
         ChildServer::spawn_with(&[&["--www", www], args].concat(), configure)
     }
 
-    /// Starts the binary with `--addr 127.0.0.1:0` and `args` alone (no
-    /// `--www`).
+    /// Starts the binary with `args` alone (no `--www`), and `--addr
+    /// 127.0.0.1:0` unless `args` say where.
     pub fn spawn_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> ChildServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sse-mio"));
+        if !args.contains(&"--addr") {
+            command.args(["--addr", "127.0.0.1:0"]);
+        }
         command
-            .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
