@@ -473,7 +473,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(sink.out).unwrap(),
-            "id: 1\ndata: a\n\n: keep-alive\n\nid: 2\ndata: b\n\n"
+            "id: 1\ndata: a\n\n: keep-alive\nid: 2\ndata: b\n\n"
         );
     }
 

@@ -7,6 +7,13 @@
 //! - [`encode_notice`]: a `retry:` line and a comment, which dispatch no
 //!   event: the preamble of every stream, the "server full" answer and the
 //!   shutdown goodbye.
+//!
+//! One rule for every byte: **a blank line goes out only to end an event
+//! that has data.** Browsers dispatch nothing for a block without data,
+//! but some client libraries do (Python's httpx-sse yields an empty event
+//! at every blank line once it has seen an id or a retry). A `retry:` line
+//! takes effect as it is read, and a comment is ignored wherever it
+//! stands, so notices and heartbeats need no blank line of their own.
 //! - [`encode_reset`]: the `event: reset` a client gets when the history it
 //!   asked for is gone.
 //! - [`HEARTBEAT`]: the comment that keeps an idle stream open through
@@ -17,8 +24,8 @@
 use crate::http::push_decimal;
 
 /// The comment sent to an idle stream so that proxies with idle timeouts
-/// keep it open. Clients ignore comments.
-pub(crate) const HEARTBEAT: &[u8] = b": keep-alive\n\n";
+/// keep it open. Clients ignore comments; no blank line follows it.
+pub(crate) const HEARTBEAT: &[u8] = b": keep-alive\n";
 
 /// A notice that dispatches no event: `retry: <retry_ms>` (the client's
 /// reconnection delay, taking effect as the line is read) and a comment.
@@ -33,7 +40,7 @@ pub(crate) fn encode_notice(out: &mut Vec<u8>, retry_ms: u64, comment: &str) {
     push_decimal(out, retry_ms);
     out.extend_from_slice(b"\n: ");
     out.extend(comment.bytes().filter(|b| !matches!(b, b'\r' | b'\n')));
-    out.extend_from_slice(b"\n\n");
+    out.push(b'\n');
 }
 
 /// The event that tells a client its `Last-Event-ID` cannot be honoured:
@@ -105,7 +112,7 @@ mod tests {
     fn a_notice_is_a_retry_and_a_comment_and_no_event() {
         let mut out = Vec::new();
         encode_notice(&mut out, 4321, "server shutting down");
-        assert_eq!(out, b"retry: 4321\n: server shutting down\n\n");
+        assert_eq!(out, b"retry: 4321\n: server shutting down\n");
         assert_eq!(
             EventParser::parse_all(&out),
             vec![
@@ -124,7 +131,7 @@ mod tests {
         }
         let mut out = Vec::new();
         encode_notice(&mut out, 1, "a\r\nb");
-        assert_eq!(out, b"retry: 1\n: ab\n\n", "a comment stays one line");
+        assert_eq!(out, b"retry: 1\n: ab\n", "a comment stays one line");
     }
 
     #[test]

@@ -32,9 +32,9 @@ fn stream_head_and_preamble_are_exact() {
     assert_eq!(response.header("X-Accel-Buffering"), Some("no"));
     assert_eq!(response.header("Connection"), Some("keep-alive"));
     assert_eq!(response.header("Content-Length"), None);
-    let mut preamble = [0u8; 25];
+    let mut preamble = [0u8; 24];
     stream.read_exact(&mut preamble).unwrap();
-    assert_eq!(&preamble, b"retry: 2000\n: connected\n\n");
+    assert_eq!(&preamble, b"retry: 2000\n: connected\n");
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn every_client_gets_the_same_frame_for_the_same_id() {
     for stream in [&mut a, &mut b] {
         send(stream, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
         read_response(stream, true);
-        let mut preamble = [0u8; 25];
+        let mut preamble = [0u8; 24];
         stream.read_exact(&mut preamble).unwrap();
     }
     let first_a = read_exact_frame(&mut a);

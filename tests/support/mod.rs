@@ -282,15 +282,13 @@ impl SseClient {
         }
     }
 
-    /// Reads the stream's opening block (`retry:` and the `: connected`
-    /// comment, up to its blank line), without waiting for an event.
+    /// Reads the stream's opening notice (`retry:` and the `: connected`
+    /// comment, which ends it), without waiting for an event.
     pub fn preamble(&mut self) {
         while let Some(line) = self.line() {
-            if line.is_empty() {
-                return;
-            }
             if let Some(comment) = line.strip_prefix(':') {
                 self.comments.push(comment.trim_start().to_owned());
+                return;
             } else if let Some(retry) = line.strip_prefix("retry: ") {
                 self.retry = retry.parse().ok();
             }
