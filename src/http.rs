@@ -297,6 +297,9 @@ fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Refus
         let value = header.value;
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            if !valid_host(value) {
+                return Err(refuse(400, "malformed Host header"));
+            }
         } else if name.eq_ignore_ascii_case("content-length") {
             let length = parse_content_length(value)?;
             if content_length.is_some_and(|previous| previous != length) {
@@ -389,6 +392,64 @@ fn origin_form(target: &str, method: Method) -> Result<&str, Refusal> {
         Some(i) if rest.as_bytes()[i] == b'/' => Ok(&rest[i..]),
         _ => Err(refuse(400, "absolute target without a path")),
     }
+}
+
+/// Whether a `Host` value is `uri-host [ ":" port ]` (RFC 9112 3.2, RFC
+/// 3986 3.2.2): an IP literal in brackets, or a reg-name of unreserved
+/// characters, sub-delims and percent escapes (which an IPv4 address is
+/// too), then an optional port of digits. Surrounding spaces are allowed
+/// (the field's OWS); an empty reg-name is valid.
+fn valid_host(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..end];
+        let ok = std::str::from_utf8(literal)
+            .is_ok_and(|l| l.parse::<std::net::Ipv6Addr>().is_ok())
+            || (literal
+                .first()
+                .is_some_and(|b| b.eq_ignore_ascii_case(&b'v'))
+                && literal.len() > 3
+                && literal[1..].iter().all(|&b| reg_name_byte(b) || b == b':'));
+        if !ok {
+            return false;
+        }
+        match &value[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&[][..], port),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &[][..]),
+        }
+    };
+    if !port.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                let hex = |j: usize| host.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if reg_name_byte(b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// An unreserved or sub-delims byte (RFC 3986 2.2, 2.3).
+fn reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
 }
 
 /// A header value as text, if it is visible ASCII (plus spaces and tabs).
@@ -568,6 +629,71 @@ mod tests {
         ];
         for (raw, status) in cases {
             assert_eq!(status_of(raw), *status, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    /// Header fields by the grammar (RFC 9110 5, RFC 9112 3.2): names are
+    /// tokens; values hold no control characters but HTAB (obs-text stays
+    /// allowed); Host is uri-host[:port].
+    #[test]
+    fn header_fields_by_the_grammar() {
+        let with = |field: &[u8]| {
+            let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+            raw.extend_from_slice(field);
+            raw.extend_from_slice(b"\r\n\r\n");
+            status_of(&raw)
+        };
+        let host = |value: &[u8]| with(&[b"Host: ", value].concat());
+        for (field, status) in [
+            (&b"Host: a\r\nX: a\x00b"[..], 400),
+            (b"Host: a\r\nX: a\x01b", 400),
+            (b"Host: a\r\nX: a\x7fb", 400),
+            (b"Host: a\r\nX: a\x0bb", 400),
+            (b"Host: a\r\nX: a\rb", 400),
+            (b"Host: a\r\nX: a\xe9b", 200),
+            (b"Host: a\r\nX: a\tb", 200),
+            (b"Host: a\r\nX Y: ab", 400),
+            (b"Host: a\r\nX(: ab", 400),
+            (b"Host: a\r\n: ab", 400),
+            (b"Host: a\r\nXY ab", 400),
+            (b"Host: a\r\nX : y", 400),
+            (b" Host: a", 400),
+        ] {
+            assert_eq!(with(field), status, "{}", String::from_utf8_lossy(field));
+        }
+        for good in [
+            &b"a"[..],
+            b"example.com",
+            b"example.com:8080",
+            b"127.0.0.1:3000",
+            b"[::1]",
+            b"[::1]:3000",
+            b"[v1.fe]",
+            b"xn--bcher-kva.example",
+            b"a%20b",
+            b"a:",
+            b"",
+            b" example.com ",
+        ] {
+            assert_eq!(host(good), 200, "{}", String::from_utf8_lossy(good));
+        }
+        for bad in [
+            &b"a b"[..],
+            b"a/b",
+            b"a@b",
+            b"a?b",
+            b"a#b",
+            b"a:b",
+            b"a:80:80",
+            b"[::1",
+            b"[::1]x",
+            b"[nope]",
+            b"[::1]:a",
+            b"a%2",
+            b"a%zz",
+            b"\xe9",
+        ] {
+            assert_eq!(host(bad), 400, "{}", String::from_utf8_lossy(bad));
         }
     }
 

@@ -48,6 +48,15 @@ fn each_bad_request_gets_its_status_and_a_close() {
         (b"GET / HTTP/1.1\r\n\r\n", 400),
         (b"this is not http\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: t\r\nbad header\r\n\r\n", 400),
+        // Header fields by the grammar: a name that is not a token, a
+        // control character in a value, a Host that is no uri-host[:port].
+        (b"GET / HTTP/1.1\r\nHost: t\r\nX Y: z\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x01b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t:http\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
         (
             b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             400,
