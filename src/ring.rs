@@ -92,6 +92,11 @@ impl Ring {
         id
     }
 
+    /// Every frame held, oldest first: its id and bytes.
+    pub(crate) fn frames(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.frames.iter().map(|f| (f.id, &f.bytes[..]))
+    }
+
     /// The bytes of frame `id`, if the ring still holds it.
     pub fn get(&self, id: u64) -> Option<&[u8]> {
         let index = id.checked_sub(self.first_id())?;

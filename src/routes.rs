@@ -73,6 +73,12 @@ pub(crate) fn route(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr, over_lim
             Err(response) => Route::Answer(response),
         };
     }
+    if matches!(request.method, Method::Get | Method::Head)
+        && request.path == MESSAGES_PATH
+        && request.body == BodyFraming::None
+    {
+        return Route::Answer(chat_history(request, ctx));
+    }
     // Only a chat post's body is read. After any other request with a body
     // the next request's start is unknown: answer, then close.
     let has_body = request.body != BodyFraming::None;
@@ -269,6 +275,34 @@ fn come_back_later(request: &Request, ctx: &Ctx<'_>) -> Response {
     let full = Refusal::new(503, "server full, retry later");
     let mut response = response::refuse(full, ctx.date, &[("Retry-After", &seconds)]);
     response.after = after;
+    response
+}
+
+/// `GET /messages`: the chat messages the ring still holds, oldest first,
+/// and the newest event id of any kind, so a page can show them and then
+/// open `/sse?lastEventId=<newest>` with nothing missed or shown twice:
+/// `{"messages": [{"id", "user", "text", "at"}], "newest": N}`. Bounded by
+/// the ring (`--history`).
+fn chat_history(request: &Request, ctx: &Ctx<'_>) -> Response {
+    let ring = &ctx.rings.events;
+    let messages: Vec<serde_json::Value> = ring
+        .frames()
+        .filter_map(|(id, bytes)| {
+            let data = sse::message_data(bytes)?;
+            let mut value: serde_json::Value = serde_json::from_slice(data).ok()?;
+            value.as_object_mut()?.insert("id".into(), id.into());
+            Some(value)
+        })
+        .collect();
+    let newest = ring.next_id().saturating_sub(1);
+    let body = serde_json::json!({ "messages": messages, "newest": newest }).to_string();
+    let after = After::for_request(request);
+    let mut response = response::json(200, &body, ctx.date, after, &[]);
+    if request.method == Method::Head {
+        // The same head (its Content-Length included), without the body.
+        let end = response.bytes.len() - body.len() - 1;
+        response.bytes.truncate(end);
+    }
     response
 }
 

@@ -53,6 +53,15 @@ pub(crate) fn encode_reset(out: &mut Vec<u8>, reason: &str, resume_from: u64) {
     encode_event(out, Some("reset"), resume_from.checked_sub(1), &data);
 }
 
+/// The data of a chat message's frame (`event: message` with one `data:`
+/// line of JSON, as [`encode_event`] writes it for a chat message), or
+/// `None` for any other frame.
+pub(crate) fn message_data(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.strip_prefix(b"event: message\n")?;
+    rest.split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"data: "))
+}
+
 /// Appends one event to `out` in the `text/event-stream` format.
 ///
 /// `event` and `id` are single-line fields: any CR, LF or NUL in them is
@@ -142,6 +151,24 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "event: reset\nid: 105\ndata: {\"reason\":\"expired\",\"resumeFrom\":106}\n\n"
         );
+    }
+
+    #[test]
+    fn a_message_frame_gives_its_data_back() {
+        let mut frame = Vec::new();
+        encode_event(
+            &mut frame,
+            Some("message"),
+            Some(9),
+            r#"{"user":"a","text":"b\nc"}"#,
+        );
+        assert_eq!(
+            message_data(&frame),
+            Some(&br#"{"user":"a","text":"b\nc"}"#[..])
+        );
+        let mut tick = Vec::new();
+        encode_event(&mut tick, None, Some(10), "abc");
+        assert_eq!(message_data(&tick), None);
     }
 
     #[test]

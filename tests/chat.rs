@@ -231,3 +231,65 @@ fn a_message_posted_while_away_is_replayed_on_reconnect() {
     assert_eq!(id, missed);
     assert_eq!(message["text"], "while you were away");
 }
+
+#[test]
+fn get_messages_returns_the_chat_the_ring_holds_and_where_to_resume() {
+    let server = TestServer::start(&["--interval", "0", "--history", "4"]);
+    let history = |server: &TestServer| -> serde_json::Value {
+        let response = server.get("/messages");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("Content-Type"), Some("application/json"));
+        serde_json::from_slice(&response.body).unwrap()
+    };
+    let empty = history(&server);
+    assert_eq!(empty["messages"], serde_json::json!([]));
+    let ids: Vec<u64> = ["one", "two"]
+        .iter()
+        .map(|text| {
+            accepted_id(&post_json(
+                &server,
+                &format!(r#"{{"user":"ada","text":"{text}"}}"#),
+            ))
+        })
+        .collect();
+    let value = history(&server);
+    let messages = value["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{value}");
+    for (message, (id, text)) in messages.iter().zip(ids.iter().zip(["one", "two"])) {
+        assert_eq!(message["id"], *id);
+        assert_eq!(message["user"], "ada");
+        assert_eq!(message["text"], text);
+        assert!(message["at"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+    let newest = value["newest"].as_u64().unwrap();
+    assert_eq!(newest, ids[1]);
+    // A page that shows these and opens the stream after `newest` gets
+    // the next event, no reset and nothing twice.
+    let mut client = SseClient::open_path(server.addr, &format!("/sse?lastEventId={newest}"), &[]);
+    let third = accepted_id(&post_json(&server, r#"{"text":"three"}"#));
+    let (id, message) = next_chat(&mut client);
+    assert_eq!((id, message["text"].as_str()), (third, Some("three")));
+    // Bounded by the ring: three more push the first two out.
+    for n in 0..3 {
+        accepted_id(&post_json(&server, &format!(r#"{{"text":"more {n}"}}"#)));
+    }
+    let texts: Vec<String> = history(&server)["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["three", "more 0", "more 1", "more 2"]);
+    // HEAD gets the head alone.
+    let mut stream = server.connect();
+    send(&mut stream, "HEAD /messages HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = read_response(&mut stream, true);
+    assert_eq!(head.status, 200);
+    assert!(
+        head.header("Content-Length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            > 20
+    );
+}

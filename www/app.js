@@ -1,8 +1,10 @@
 // The demo page: one EventSource on /sse carrying both the ticker's random
 // strings and the chat's messages, the stream's state, and a form that
-// posts to /messages. Chat messages appear only when they come back through
-// the stream, so what a user sees is what everyone sees. Everything from the
-// network is inserted with textContent, never as HTML.
+// posts to /messages. It starts with the chat the server still holds
+// (GET /messages), then opens /sse?lastEventId=<the newest id>, so nothing
+// is missed or shown twice. Chat messages appear only when they come back
+// through the stream, so what a user sees is what everyone sees. Everything
+// from the network is inserted with textContent, never as HTML.
 "use strict";
 
 const MAX_TICKS = 50;
@@ -39,7 +41,13 @@ function addTick(id, text) {
   while (ticksEl.children.length > MAX_TICKS) ticksEl.lastElementChild.remove();
 }
 
+// The chat log says so while it is empty.
+const emptyNote = el("li", "empty", "No messages yet: say hello.");
+chatLog.append(emptyNote);
+
 function addChat(id, message) {
+  if (chatLog.querySelector(`li[data-id="${CSS.escape(String(id))}"]`)) return;
+  emptyNote.remove();
   // Newest at the bottom; stay scrolled to the bottom if the reader was there.
   const atBottom = chatLog.scrollTop + chatLog.clientHeight >= chatLog.scrollHeight - 8;
   const item = el("li");
@@ -64,26 +72,45 @@ function asChat(data) {
   }
 }
 
-const source = new EventSource("/sse");
-source.onopen = () => showState("open");
-source.onerror = () => {
-  // readyState CONNECTING means the browser retries after `retry:` ms;
-  // CLOSED means it gave up (a non-200 answer or a wrong content type).
-  showState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
-};
-source.onmessage = (event) => {
-  count += 1;
-  countEl.textContent = String(count);
-  lastIdEl.textContent = event.lastEventId || "–";
-  const chat = asChat(event.data);
-  if (chat) addChat(event.lastEventId, chat);
-  else addTick(event.lastEventId, event.data);
-};
-source.addEventListener("reset", () => {
-  // The server no longer had what we missed while away.
-  const note = el("li", "notice", "Some messages were missed while disconnected.");
-  chatLog.append(note);
-});
+function openStream(url) {
+  const source = new EventSource(url);
+  source.onopen = () => showState("open");
+  source.onerror = () => {
+    // readyState CONNECTING means the browser retries after `retry:` ms;
+    // CLOSED means it gave up (a non-200 answer or a wrong content type).
+    showState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
+  };
+  source.onmessage = (event) => {
+    count += 1;
+    countEl.textContent = String(count);
+    lastIdEl.textContent = event.lastEventId || "–";
+    const chat = asChat(event.data);
+    if (chat) addChat(event.lastEventId, chat);
+    else addTick(event.lastEventId, event.data);
+  };
+  source.addEventListener("reset", () => {
+    // The server no longer had what we missed while away.
+    const note = el("li", "notice", "Some messages were missed while disconnected.");
+    chatLog.append(note);
+  });
+}
+
+// The chat the server still holds first, then the stream from right after
+// the newest event it knows of. If that fails (an older server), just the
+// stream.
+async function start() {
+  try {
+    const response = await fetch("/messages", { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(String(response.status));
+    const history = await response.json();
+    for (const message of history.messages) addChat(String(message.id), message);
+    openStream("/sse?lastEventId=" + encodeURIComponent(String(history.newest)));
+  } catch {
+    openStream("/sse");
+  }
+}
+
+start();
 
 userEl.value = localStorage.getItem("sse-mio-user") || "";
 userEl.addEventListener("change", () => localStorage.setItem("sse-mio-user", userEl.value.trim()));

@@ -1,5 +1,7 @@
 // The dashboard: figures from the server's /stats stream (one `stats`
-// event a second) and two inline SVG sparklines of the last three minutes.
+// event a second) and two inline SVG sparklines of the last three minutes,
+// each with its scale (the largest value shown), a flat series drawn at
+// mid-height, and a placeholder until there are points to draw.
 "use strict";
 
 (() => {
@@ -8,13 +10,24 @@
   const set = (id, text) => { document.getElementById(id).textContent = text; };
   const stateEl = document.getElementById("dash-state");
 
-  function spark(id, values) {
+  // `format` writes a value with its unit, for the scale.
+  function spark(id, values, format) {
     const svg = document.getElementById(id);
-    const max = Math.max(1e-9, ...values);
+    const scale = document.getElementById(id + "-max");
+    const placeholder = svg.querySelector("text");
+    if (values.length < 2) {
+      scale.textContent = "";
+      return; // the placeholder stays until there is a line to draw
+    }
+    placeholder?.remove();
+    const max = Math.max(...values);
+    const min = Math.min(...values);
     const step = 300 / (POINTS - 1);
     const offset = POINTS - values.length;
+    // A flat series is a line at mid-height, not one glued to the top.
+    const y = (v) => (max === min ? 20 : 38 - (v / max) * 36);
     const points = values
-      .map((v, i) => `${((offset + i) * step).toFixed(1)},${(38 - (v / max) * 36).toFixed(1)}`)
+      .map((v, i) => `${((offset + i) * step).toFixed(1)},${y(v).toFixed(1)}`)
       .join(" ");
     let line = svg.querySelector("polyline");
     if (!line) {
@@ -27,6 +40,7 @@
     }
     line.setAttribute("points", points);
     svg.setAttribute("data-max", String(max));
+    scale.textContent = "max " + format(max);
   }
 
   function push(list, value) {
@@ -48,7 +62,7 @@
     set("dash-uptime", Math.floor(s.uptime) + " s");
     push(history.connections, s.connections);
     push(history.fanoutMs, s.fanoutMs);
-    spark("spark-connections", history.connections);
-    spark("spark-fanout", history.fanoutMs);
+    spark("spark-connections", history.connections, (v) => String(v));
+    spark("spark-fanout", history.fanoutMs, (v) => v.toFixed(2) + " ms");
   });
 })();

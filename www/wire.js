@@ -48,8 +48,10 @@ function showItem(kind, fields) {
     row.append(key, val);
     item.append(row);
   }
-  list.prepend(item);
-  while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
+  // Oldest first, like the bytes beside it, so a chunk and its events line up.
+  list.append(item);
+  while (list.children.length > MAX_EVENTS) list.firstElementChild.remove();
+  list.scrollTop = list.scrollHeight;
 }
 
 // The parser's state, as in the standard.

@@ -196,6 +196,37 @@ async function markupIsText(first, second) {
   }
 }
 
+async function laterPageShowsHeldChat(context, server, first) {
+  // Everything the first page shows of the chat so far.
+  const earlier = await first.evaluate(() =>
+    [...document.querySelectorAll("#chat-log li[data-id]")].map((li) => ({
+      id: li.dataset.id,
+      text: li.querySelector(".body").textContent,
+    })),
+  );
+  assert.ok(earlier.length >= 2, `chat so far: ${JSON.stringify(earlier)}`);
+  const late = await openPage(context, server.url);
+  const shown = await late.evaluate(() =>
+    [...document.querySelectorAll("#chat-log li[data-id]")].map((li) => ({
+      id: li.dataset.id,
+      text: li.querySelector(".body").textContent,
+    })),
+  );
+  assert.deepEqual(shown.slice(0, earlier.length), earlier, "the held chat, oldest first, with its ids");
+  assert.equal(await late.locator("#chat-log .empty").count(), 0, "no 'no messages yet' note");
+  // The stream goes on from right after the newest id: no id twice.
+  const text = `after the history ${Date.now()}`;
+  await say(first, "bob", text);
+  const entry = await chatEntry(late, text);
+  const ids = (await shownIds(late)).chat;
+  assert.equal(new Set(ids).size, ids.length, `each id once: ${ids}`);
+  assert.ok(Number(entry.id) > Number(earlier.at(-1).id));
+  const delivered = await late.evaluate(() => window.__e2e.ids.slice());
+  assert.ok(delivered.every((id) => id > Number(earlier.at(-1).id)), `the stream starts after the history: ${delivered}`);
+  assert.deepEqual(late.problems, []);
+  await late.close();
+}
+
 async function dashboardUpdates(page) {
   const uptime = () => page.textContent("#dash-uptime");
   await page.waitForFunction(() => /^\d+ s$/.test(document.getElementById("dash-uptime").textContent), null, { timeout: WAIT });
@@ -206,6 +237,22 @@ async function dashboardUpdates(page) {
   assert.match(await page.textContent("#dash-fanout"), /^\d+\.\d\d ms$/);
   assert.equal(await page.textContent("#dash-state"), "live");
   assert.equal(await page.locator("#spark-connections polyline").count(), 1);
+  assert.equal(await page.locator("#spark-connections text.placeholder").count(), 0, "the placeholder is gone");
+  assert.match(await page.textContent("#spark-connections-max"), /^max \d+$/);
+  assert.match(await page.textContent("#spark-fanout-max"), /^max \d+\.\d\d ms$/);
+}
+
+async function emptyChatSaysSo(context) {
+  const server = await startServer(["--interval", "1h"]);
+  try {
+    const page = await openPage(context, server.url);
+    assert.equal(await page.textContent("#chat-log .empty"), "No messages yet: say hello.");
+    // Before any stats frame, the sparklines wait with a placeholder.
+    assert.equal(await page.locator("#spark-connections text.placeholder").count(), 1);
+    await page.close();
+  } finally {
+    await server.stop();
+  }
 }
 
 async function restartOnTheSamePort(page, server, args) {
@@ -292,13 +339,19 @@ async function main() {
       second = await chatReachesBothPages(context, server, first);
     });
     await run("3. markup in a message shows as text, no dialog", () => markupIsText(first, second));
+    // Each page holds two long-lived connections (/sse and /stats) of the
+    // six a browser allows per host: with three pages open, a POST would
+    // wait for a free one.
+    await second.close();
+    await run("8. a page opened later shows the chat the server holds, then the stream", () =>
+      laterPageShowsHeldChat(context, server, first));
     await run("6. the dashboard's figures update", () => dashboardUpdates(first));
     await run("5. a restart on the same port: reconnecting, then open", async () => {
       server = await restartOnTheSamePort(first, server, args);
     });
-    await second.close();
     await first.close();
     await run("4. resume without loss across stream lifetimes", () => resumeWithoutLoss(context));
+    await run("9. an empty chat and a dashboard before its first figures say so", () => emptyChatSaysSo(context));
   } finally {
     await context.close().catch(() => {});
     rmSync(userDataDir, { recursive: true, force: true });
