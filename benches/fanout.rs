@@ -16,6 +16,7 @@
 //!
 //! ```sh
 //! cargo bench --bench fanout -- 19000 30     # connections, rounds
+//! cargo bench --bench fanout -- --quick      # 2,000 streams, 10 rounds
 //! ```
 
 use std::process::{Command, Stdio};
@@ -32,12 +33,19 @@ fn quantile(values: &mut [Duration], q: f64) -> Duration {
 }
 
 fn main() {
-    let numbers: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let connections = numbers.first().copied().unwrap_or(10_000);
-    let rounds = numbers.get(1).copied().unwrap_or(30).max(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let numbers: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    // `-- --quick`: a small run that shows the bench works.
+    let quick = args.iter().any(|a| a == "--quick");
+    let connections = numbers
+        .first()
+        .copied()
+        .unwrap_or(if quick { 2_000 } else { 10_000 });
+    let rounds = numbers
+        .get(1)
+        .copied()
+        .unwrap_or(if quick { 10 } else { 30 })
+        .max(1);
 
     let _ = sse_mio::raise_open_files_limit();
     let www = concat!(env!("CARGO_MANIFEST_DIR"), "/www");

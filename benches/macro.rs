@@ -122,14 +122,15 @@ fn chart(svg: &mut String, x0: f64, y0: f64, title: &str, unit: &str, points: &[
 }
 
 fn main() {
-    let mut counts: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `-- --quick`: one small count, a short hold.
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut counts: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
     if counts.is_empty() {
-        counts = vec![1000, 5000, 19_000];
+        counts = if quick { vec![1000] } else { vec![1000, 5000, 19_000] };
     }
-    let hold = std::env::var("MACRO_HOLD").unwrap_or_else(|_| "10s".to_owned());
+    let default_hold = if quick { "3s" } else { "10s" };
+    let hold = std::env::var("MACRO_HOLD").unwrap_or_else(|_| default_hold.to_owned());
     let out = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/macro"));
     std::fs::create_dir_all(out).expect("output directory");
 

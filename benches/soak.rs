@@ -359,10 +359,12 @@ fn pipelined_floods(addr: SocketAddr, until: Instant, answered: Arc<AtomicU64>, 
 }
 
 fn main() -> ExitCode {
+    // `-- --quick`: the shortest run that still has a recovery third.
+    let quick = std::env::args().any(|a| a == "--quick");
     let secs: u64 = std::env::var("SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60)
+        .unwrap_or(if quick { 15 } else { 60 })
         .max(15);
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/soak");
     std::fs::create_dir_all(&out).expect("target/soak");
