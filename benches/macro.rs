@@ -127,7 +127,11 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let mut counts: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
     if counts.is_empty() {
-        counts = if quick { vec![1000] } else { vec![1000, 5000, 19_000] };
+        counts = if quick {
+            vec![1000]
+        } else {
+            vec![1000, 5000, 19_000]
+        };
     }
     let default_hold = if quick { "3s" } else { "10s" };
     let hold = std::env::var("MACRO_HOLD").unwrap_or_else(|_| default_hold.to_owned());

@@ -309,3 +309,35 @@ fn a_cycle_is_found() {
         .collect();
     assert_eq!(find_cycle(&acyclic), None);
 }
+
+#[test]
+fn the_readme_layout_names_every_file_in_src() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let layout = readme
+        .split("## Layout")
+        .nth(1)
+        .expect("a Layout section")
+        .split("```")
+        .nth(1)
+        .expect("the layout block");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    for file in files {
+        let name = file
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let folder = name
+            .rsplit_once('/')
+            .map(|(dir, _)| format!("{dir}/"))
+            .unwrap_or_default();
+        assert!(
+            layout.lines().any(|l| l.starts_with(&format!("{name} ")))
+                || (folder.starts_with("src/bin/") && layout.contains(&folder)),
+            "the README's layout does not name {name}"
+        );
+    }
+}

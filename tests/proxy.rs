@@ -24,9 +24,16 @@ fn nginx() -> Option<PathBuf> {
 
 /// The first nginx block in the README's Deploying section.
 fn documented_config() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let deploying = readme.split("## Deploying").nth(1).expect("a Deploying section");
-    let block = deploying.split("```nginx\n").nth(1).expect("an nginx block");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let deploying = readme
+        .split("## Deploying")
+        .nth(1)
+        .expect("a Deploying section");
+    let block = deploying
+        .split("```nginx\n")
+        .nth(1)
+        .expect("an nginx block");
     block.split("```").next().unwrap().to_owned()
 }
 
@@ -47,7 +54,9 @@ fn certificate(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let mut command = Command::new("openssl");
     command
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
         .args(["-subj", "/CN=chat.example.org", "-keyout"])
         .arg(&key)
         .arg("-out")
@@ -56,7 +65,9 @@ fn certificate(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let Ok(mut child) = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn() else {
         return None;
     };
-    wait_or_kill(&mut child, Duration::from_secs(60), "openssl").success().then_some((cert, key))
+    wait_or_kill(&mut child, Duration::from_secs(60), "openssl")
+        .success()
+        .then_some((cert, key))
 }
 
 #[test]
@@ -69,8 +80,14 @@ fn nginx_accepts_the_documented_block() {
         return skip_loudly("no openssl to make a throwaway certificate (apt-get install openssl)");
     };
     let config = documented_config()
-        .replace("/etc/ssl/certs/chat.example.org.pem", cert.to_str().unwrap())
-        .replace("/etc/ssl/private/chat.example.org.key", key.to_str().unwrap());
+        .replace(
+            "/etc/ssl/certs/chat.example.org.pem",
+            cert.to_str().unwrap(),
+        )
+        .replace(
+            "/etc/ssl/private/chat.example.org.key",
+            key.to_str().unwrap(),
+        );
     assert!(config.contains("listen 443 ssl http2"), "{config}");
     let conf = dir.path().join("nginx.conf");
     std::fs::write(&conf, wrap(dir.path(), &config)).unwrap();
@@ -84,7 +101,10 @@ fn nginx_accepts_the_documented_block() {
         Duration::from_secs(30),
     );
     let said = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "nginx -t refused the documented block:\n{said}\n{config}");
+    assert!(
+        output.status.success(),
+        "nginx -t refused the documented block:\n{said}\n{config}"
+    );
     assert!(said.contains("syntax is ok"), "{said}");
 }
 
@@ -113,7 +133,10 @@ fn proxy(nginx: &Path, upstream: std::net::SocketAddr) -> Proxy {
     // The documented block, on plain HTTP: no TLS listeners, no redirect
     // server, the test server as the upstream.
     let documented = documented_config();
-    let first_server = documented.split("\nserver {\n    listen 80;").next().unwrap();
+    let first_server = documented
+        .split("\nserver {\n    listen 80;")
+        .next()
+        .unwrap();
     let config: String = first_server
         .lines()
         .filter(|l| !l.trim_start().starts_with("listen ") && !l.trim_start().starts_with("ssl_"))
@@ -158,7 +181,10 @@ fn through_nginx_each_tick_arrives_as_it_is_sent_and_chat_works() {
     let proxy = proxy(&nginx, server.addr);
 
     let mut stream = connect(proxy.addr);
-    send(&mut stream, "GET /sse HTTP/1.1\r\nHost: chat.example.org\r\n\r\n");
+    send(
+        &mut stream,
+        "GET /sse HTTP/1.1\r\nHost: chat.example.org\r\n\r\n",
+    );
     let head = read_response(&mut stream, true);
     assert_eq!(head.status, 200, "{}", head.head);
     assert_eq!(head.header("Content-Type"), Some("text/event-stream"));
