@@ -1,10 +1,12 @@
-// The demo page: one EventSource on /sse carrying both the ticker's random
+// The demo page: the stream of /sse carrying both the ticker's random
 // strings and the chat's messages, the stream's state, and a form that
-// posts to /messages. It starts with the chat the server still holds
-// (GET /messages), then opens /sse?lastEventId=<the newest id>, so nothing
-// is missed or shown twice. Chat messages appear only when they come back
-// through the stream, so what a user sees is what everyone sees. Everything
-// from the network is inserted with textContent, never as HTML.
+// posts to /messages. The stream is shared by every tab of the browser
+// (share.js: one tab holds the connection and relays it). The page starts
+// with the chat the server still holds (GET /messages), then follows the
+// stream from right after the newest id, so nothing is missed or shown
+// twice. Chat messages appear only when they come back through the stream,
+// so what a user sees is what everyone sees. Everything from the network
+// is inserted with textContent, never as HTML.
 "use strict";
 
 const MAX_TICKS = 50;
@@ -20,6 +22,7 @@ const form = $("chat-form");
 const userEl = $("chat-user");
 const textEl = $("chat-text");
 const errorEl = $("chat-error");
+const sharedEl = $("shared");
 let count = 0;
 
 function showState(name) {
@@ -36,6 +39,7 @@ function el(tag, className, text) {
 
 function addTick(id, text) {
   const item = el("li");
+  item.dataset.id = id;
   item.append(el("span", "id", id), el("time", "", new Date().toLocaleTimeString()), el("span", "text", text));
   ticksEl.prepend(item);
   while (ticksEl.children.length > MAX_TICKS) ticksEl.lastElementChild.remove();
@@ -72,28 +76,30 @@ function asChat(data) {
   }
 }
 
-function openStream(url) {
-  const source = new EventSource(url);
-  source.onopen = () => showState("open");
-  source.onerror = () => {
-    // readyState CONNECTING means the browser retries after `retry:` ms;
-    // CLOSED means it gave up (a non-200 answer or a wrong content type).
-    showState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
-  };
-  source.onmessage = (event) => {
-    count += 1;
-    countEl.textContent = String(count);
-    lastIdEl.textContent = event.lastEventId || "–";
-    const chat = asChat(event.data);
-    if (chat) addChat(event.lastEventId, chat);
-    else addTick(event.lastEventId, event.data);
-  };
-  source.addEventListener("reset", () => {
-    // The server no longer had what we missed while away.
-    const note = el("li", "notice", "Some messages were missed while disconnected.");
-    chatLog.append(note);
-  });
-}
+SseShare.on("state", showState);
+SseShare.on("event", (message) => {
+  count += 1;
+  countEl.textContent = String(count);
+  lastIdEl.textContent = message.id || "–";
+  const chat = asChat(message.data);
+  if (chat) addChat(message.id, chat);
+  else addTick(message.id, message.data);
+});
+SseShare.on("reset", (message) => {
+  // The server no longer had what we missed while away.
+  lastIdEl.textContent = message.id || "–";
+  const note = el("li", "notice", "Some messages were missed while disconnected.");
+  chatLog.append(note);
+});
+SseShare.on("role", ({ leader, mode, tabs }) => {
+  if (mode === "alone") {
+    sharedEl.textContent = "this tab only: this browser cannot share one connection between tabs, so each tab opens its own";
+  } else {
+    const by = tabs === 1 ? "1 tab" : `${tabs} tabs`;
+    sharedEl.textContent = `shared by ${by}; ` + (leader ? "this tab holds the connection" : "another tab holds the connection");
+  }
+  sharedEl.className = leader ? "leader" : "follower";
+});
 
 // The chat the server still holds first, then the stream from right after
 // the newest event it knows of. If that fails (an older server), just the
@@ -104,9 +110,9 @@ async function start() {
     if (!response.ok) throw new Error(String(response.status));
     const history = await response.json();
     for (const message of history.messages) addChat(String(message.id), message);
-    openStream("/sse?lastEventId=" + encodeURIComponent(String(history.newest)));
+    SseShare.start(history.newest);
   } catch {
-    openStream("/sse");
+    SseShare.start(null);
   }
 }
 

@@ -1,5 +1,6 @@
 // The dashboard: figures from the server's /stats stream (one `stats`
-// event a second) and two inline SVG sparklines of the last three minutes,
+// event a second, received by the tab that holds the browser's connection
+// and relayed to the others) and two inline SVG sparklines of the last three minutes,
 // each with its scale (the largest value shown), a flat series drawn at
 // mid-height, and a placeholder until there are points to draw.
 "use strict";
@@ -48,12 +49,14 @@
     if (list.length > POINTS) list.shift();
   }
 
-  const source = new EventSource("/stats");
-  source.onopen = () => { stateEl.textContent = "live"; stateEl.className = "state open"; };
-  source.onerror = () => { stateEl.textContent = "reconnecting"; stateEl.className = "state reconnecting"; };
-  source.addEventListener("stats", (event) => {
+  // The /stats stream, shared by the browser's tabs like /sse (share.js).
+  SseShare.on("statsState", (name) => {
+    stateEl.textContent = name;
+    stateEl.className = "state " + (name === "live" ? "open" : name);
+  });
+  SseShare.on("stats", (data) => {
     let s;
-    try { s = JSON.parse(event.data); } catch { return; }
+    try { s = JSON.parse(data); } catch { return; }
     set("dash-connections", String(s.connections));
     set("dash-streams", String(s.streams));
     set("dash-eps", s.eventsPerSecond.toFixed(1));

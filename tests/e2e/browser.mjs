@@ -85,12 +85,26 @@ function recorder() {
       }
     }
   };
+  window.__e2e.shown = [];
   document.addEventListener("DOMContentLoaded", () => {
     const state = document.getElementById("state");
     if (!state) return;
     window.__e2e.states.push(state.textContent);
     new MutationObserver(() => window.__e2e.states.push(state.textContent))
       .observe(state, { childList: true, characterData: true, subtree: true });
+    // Every id the page shows (ticker and chat), in the order it shows
+    // them: a tab that follows another's stream has no EventSource of its
+    // own to record.
+    const shown = (records) => {
+      for (const record of records) {
+        for (const node of record.addedNodes) {
+          if (node.dataset?.id) window.__e2e.shown.push(Number(node.dataset.id));
+        }
+      }
+    };
+    for (const id of ["messages", "chat-log"]) {
+      new MutationObserver(shown).observe(document.getElementById(id), { childList: true });
+    }
   });
 }
 
@@ -232,8 +246,9 @@ async function dashboardUpdates(page) {
   await page.waitForFunction(() => /^\d+ s$/.test(document.getElementById("dash-uptime").textContent), null, { timeout: WAIT });
   const before = await uptime();
   await page.waitForFunction((b) => document.getElementById("dash-uptime").textContent !== b, before, { timeout: WAIT });
+  // The browser's tabs share one stream.
   const streams = Number(await page.textContent("#dash-streams"));
-  assert.ok(streams >= 2, `streams on the dashboard: ${streams}`);
+  assert.equal(streams, 1, `streams on the dashboard: ${streams}`);
   assert.match(await page.textContent("#dash-fanout"), /^\d+\.\d\d ms$/);
   assert.equal(await page.textContent("#dash-state"), "live");
   assert.equal(await page.locator("#spark-connections polyline").count(), 1);
@@ -308,6 +323,143 @@ async function resumeWithoutLoss(context) {
   }
 }
 
+// ---- many tabs, one connection ------------------------------------------------
+
+/// The server's streams right now, events and stats together, from its
+/// /metrics (gauges refreshed four times a second).
+async function streamsOpen(server) {
+  const text = await (await fetch(server.url + "metrics")).text();
+  const gauge = (state) => Number(new RegExp(`^sse_mio_connections\\{state="${state}"\\} (\\d+)$`, "m").exec(text)[1]);
+  return gauge("streaming") + gauge("stats");
+}
+
+/// Polls `check` until it holds, or fails after WAIT.
+async function eventually(what, check) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const shownFrom = (page, from) => page.evaluate((f) => window.__e2e.shown.slice(f), from);
+const shownCount = (page) => page.evaluate(() => window.__e2e.shown.length);
+const isLeader = (page) => page.evaluate(() => window.SseShare.leader);
+
+/// Opens `n` tabs; every one shows ticks. Returns them.
+async function openTabs(context, server, n) {
+  const pages = [];
+  for (let i = 0; i < n; i++) pages.push(await openPage(context, server.url));
+  for (const page of pages) {
+    await page.waitForFunction(() => document.querySelectorAll("#messages li").length >= 2, null, { timeout: WAIT });
+  }
+  return pages;
+}
+
+/// Every page showed consecutive ids, each once, from the marks on.
+async function allConsecutive(pages, marks, what) {
+  for (const [i, page] of pages.entries()) {
+    const ids = await shownFrom(page, marks[i]);
+    assert.ok(ids.length >= 3, `${what}: tab ${i} showed ${ids}`);
+    assertConsecutive(ids, `${what}, tab ${i}`);
+  }
+}
+
+async function tenTabsShareOneConnection(context, server) {
+  const pages = await openTabs(context, server, 10);
+  let most = 0;
+  await eventually("the gauges to count the tabs' streams", async () => {
+    const streams = await streamsOpen(server);
+    most = Math.max(most, streams);
+    return streams >= 1;
+  });
+  for (let i = 0; i < 5; i++) {
+    most = Math.max(most, await streamsOpen(server));
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.ok(most <= 2, `streams open for 10 tabs: ${most}`);
+  assert.equal((await Promise.all(pages.map(isLeader))).filter(Boolean).length, 1, "one leader");
+  const text = `from tab 7 ${Date.now()}`;
+  await say(pages[6], "tab7", text);
+  const entries = await Promise.all(pages.map((page) => chatEntry(page, text)));
+  assert.ok(entries.every((e) => e.id === entries[0].id), `the same id everywhere: ${entries.map((e) => e.id)}`);
+  assert.match(await pages[3].textContent("#shared"), /^shared by 10 tabs; another tab holds the connection$/);
+  for (const page of pages) assert.deepEqual(page.problems, []);
+  return { tabs: pages.length, mostStreams: most, pages };
+}
+
+/// The leader goes away (`how`: close or reload): another tab leads at
+/// once, and every tab shows every id once, in order.
+async function handOver(pages, how) {
+  const marks = await Promise.all(pages.map(shownCount));
+  const roles = await Promise.all(pages.map(isLeader));
+  const old = roles.indexOf(true);
+  assert.ok(old >= 0, "a leader");
+  const started = Date.now();
+  let rest = pages;
+  if (how === "close") {
+    await pages[old].close();
+    rest = pages.filter((_, i) => i !== old);
+    marks.splice(old, 1);
+  } else {
+    await pages[old].reload();
+    await waitState(pages[old], "open");
+    // The reloaded tab starts over: its chat history first, then live ids.
+    marks[old] = await shownCount(pages[old]);
+  }
+  await eventually("a new leader", async () => (await Promise.all(rest.map(isLeader))).some(Boolean));
+  const took = Date.now() - started;
+  const later = await Promise.all(rest.map(shownCount));
+  await eventually("new ticks on every tab", async () =>
+    (await Promise.all(rest.map(shownCount))).every((n, i) => n >= later[i] + 3));
+  await allConsecutive(rest, marks, `after the leader's ${how}`);
+  return { rest, leaderAfterMs: took };
+}
+
+async function withoutWebLocks(browser) {
+  const server = await startServer(["--interval", "200ms", "--retry", "500ms"]);
+  const context = await browser.newContext();
+  try {
+    await context.addInitScript(recorder);
+    await context.addInitScript(() => { delete Navigator.prototype.locks; });
+    const pages = await openTabs(context, server, 10);
+    assert.equal(await pages[0].evaluate(() => window.SseShare.mode), "channel");
+    await eventually("one leader elected over the channel", async () =>
+      (await Promise.all(pages.map(isLeader))).filter(Boolean).length === 1);
+    let most = 0;
+    for (let i = 0; i < 5; i++) {
+      most = Math.max(most, await streamsOpen(server));
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.ok(most <= 2, `streams open for 10 tabs: ${most}`);
+    const { leaderAfterMs } = await handOver(pages, "close");
+    return { mostStreams: most, leaderAfterMs };
+  } finally {
+    await context.close();
+    await server.stop();
+  }
+}
+
+async function withoutBroadcastChannel(browser) {
+  const server = await startServer(["--interval", "200ms"]);
+  const context = await browser.newContext();
+  try {
+    await context.addInitScript(recorder);
+    await context.addInitScript(() => { delete window.BroadcastChannel; });
+    const pages = await openTabs(context, server, 2);
+    for (const page of pages) {
+      assert.equal(await isLeader(page), true, "each tab has its own streams");
+      assert.match(await page.textContent("#shared"), /^this tab only/);
+    }
+    await eventually("two tabs' streams", async () => (await streamsOpen(server)) === 4);
+    return { tabs: 2 };
+  } finally {
+    await context.close();
+    await server.stop();
+  }
+}
+
 // ---- runner -----------------------------------------------------------------
 
 async function main() {
@@ -352,6 +504,34 @@ async function main() {
     await first.close();
     await run("4. resume without loss across stream lifetimes", () => resumeWithoutLoss(context));
     await run("9. an empty chat and a dashboard before its first figures say so", () => emptyChatSaysSo(context));
+    const tabsServer = await startServer(["--interval", "200ms", "--retry", "500ms"]);
+    try {
+      let pages;
+      await run("10. ten tabs share one connection; chat from tab 7 reaches all", async () => {
+        const result = await tenTabsShareOneConnection(context, tabsServer);
+        pages = result.pages;
+        return { tabs: result.tabs, mostStreams: result.mostStreams };
+      });
+      await run("11. the leader tab closes: another leads, no gap, no duplicate", async () => {
+        const result = await handOver(pages, "close");
+        pages = result.rest;
+        return { leaderAfterMs: result.leaderAfterMs };
+      });
+      await run("12. the leader tab reloads: the same", async () => {
+        const result = await handOver(pages, "reload");
+        return { leaderAfterMs: result.leaderAfterMs };
+      });
+      for (const page of pages) await page.close();
+    } finally {
+      await tabsServer.stop();
+    }
+    const browser = context.browser() ?? (await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS }));
+    try {
+      await run("13. without Web Locks the tabs elect over the channel", () => withoutWebLocks(browser));
+      await run("14. without BroadcastChannel each tab has its own streams", () => withoutBroadcastChannel(browser));
+    } finally {
+      if (!context.browser()) await browser.close();
+    }
   } finally {
     await context.close().catch(() => {});
     rmSync(userDataDir, { recursive: true, force: true });
