@@ -110,6 +110,11 @@ pub struct Config {
     #[arg(long, value_name = "N", value_parser = positive_count)]
     pub max_per_address: Option<usize>,
 
+    /// Internal, for benchmarks: SIGUSR1 switches between ticking and the
+    /// bare-write floor (see `server/floor.rs`, and `sse-load --floor`).
+    #[arg(long, hide = true)]
+    pub bench_floor: bool,
+
     /// Internal: run as worker N of a supervisor.
     #[arg(long, hide = true, requires = "channel_fd")]
     pub worker: Option<u32>,

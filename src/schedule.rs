@@ -42,6 +42,8 @@ pub(crate) enum Timer {
     Dashboard,
     /// The `--stats-interval` summary line in the log.
     Summary,
+    /// Round `round` of the bare-write floor (`--bench-floor`).
+    Floor { round: u64 },
     /// Accepting resumes after running out of descriptors.
     AcceptResume,
     /// The shutdown drain ends: whatever is still open is cut.

@@ -43,12 +43,14 @@ use crate::shutdown::{Handle, Shutdown, Stopped, Wanted};
 use crate::source::{Ask, Source, Upstream};
 
 mod drain;
+mod floor;
 mod periodic;
 mod turn;
 
 #[cfg(feature = "internals")]
 mod bench_hooks;
 
+use floor::Floor;
 use periodic::{DASHBOARD_PERIOD, HOUSEKEEPING};
 use turn::Turn;
 
@@ -63,6 +65,9 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// The token of the source's socket (a worker's link to its supervisor).
 const SOURCE: Token = Token(usize::MAX - 4);
+
+/// The token of SIGUSR1's pipe, with `--bench-floor` ([`Floor`]).
+const FLOOR: Token = Token(usize::MAX - 5);
 
 /// Readiness events taken from the kernel per `poll` call.
 const EVENTS_PER_POLL: usize = 1024;
@@ -80,6 +85,8 @@ pub struct Server {
     turn: Turn,
     /// Tick period; `None` when the ticker is off.
     interval: Option<Duration>,
+    /// `--bench-floor`: the benchmarks' bare-write yardstick.
+    floor: Option<Floor>,
     /// `--heartbeat`, when on.
     heartbeat: Option<Duration>,
     /// `--stats-interval`: how often the summary line is logged.
@@ -137,6 +144,9 @@ impl Server {
         schedule.at(now + HOUSEKEEPING, Timer::Housekeeping);
         schedule.at(now + DASHBOARD_PERIOD, Timer::Dashboard);
         let hub = Hub::new(source, config.history as usize, now);
+        let floor = config
+            .bench_floor
+            .then(|| Floor::new(poll.registry(), FLOOR, config.interval));
         Ok(Server {
             poll,
             conns: Slab::with_capacity(admission.max_connections().min(1 << 20)),
@@ -146,6 +156,7 @@ impl Server {
             shutdown,
             turn: Turn::default(),
             interval,
+            floor: floor.transpose()?,
             heartbeat: (!config.heartbeat.is_zero()).then_some(config.heartbeat),
             summary_interval,
             events_at_last_frame: 0,
@@ -245,6 +256,7 @@ impl Server {
                     }
                     WAKER => {}
                     SIGNALS => self.shutdown.take_signals(),
+                    FLOOR => self.toggle_floor(),
                     SOURCE => {
                         let scratch = self.shared.scratch_mut();
                         self.hub.source_mut().on_ready(scratch);
@@ -409,6 +421,7 @@ impl Server {
                     }
                 }
                 Timer::Tick => self.tick(at, now),
+                Timer::Floor { round } => self.floor_round(round),
                 Timer::Housekeeping => self.housekeeping(now),
                 Timer::Dashboard => self.publish_dashboard(now),
                 Timer::Summary => self.log_summary_line(now),
@@ -429,7 +442,7 @@ impl Server {
 
     /// The tick was due at `due`: ask the hub for one, and queue the next
     /// on the same cadence, never making up missed ticks in a burst. The
-    /// ticker stops when shutdown begins.
+    /// ticker stops when shutdown begins, and pauses while the floor is on.
     fn tick(&mut self, due: Instant, now: Instant) {
         let Some(interval) = self.interval else {
             return;
@@ -440,7 +453,9 @@ impl Server {
         let next = due + interval;
         let next = if next <= now { now + interval } else { next };
         self.shared.schedule.at(next, Timer::Tick);
-        self.hub.tick();
+        if !self.floor.as_ref().is_some_and(Floor::is_on) {
+            self.hub.tick();
+        }
     }
 
     /// Closes every connection that asked to close.

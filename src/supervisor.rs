@@ -8,7 +8,7 @@
 //!
 //! Its loop is a mio poll like a worker's: one Unix-domain socket per
 //! worker (an `ipc::Channel`: non-blocking, short writes resumed), the signal
-//! pipe (SIGINT, SIGTERM, SIGCHLD), and a [`Schedule`] of its own duties.
+//! pipe (SIGINT, SIGTERM, SIGCHLD; SIGUSR1 with `--bench-floor`), and a [`Schedule`] of its own duties.
 //! It keeps the recent events (`--history`), which a worker that starts or
 //! restarts gets first; the one chat rate limiter for the whole server
 //! (workers send the poster's address with each message); and each
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::chat::RateLimiter;
@@ -119,6 +119,9 @@ pub struct Supervisor {
     messages: u64,
     /// Whether the "serving" line has been logged.
     announced: bool,
+    /// `--bench-floor` and SIGUSR1: the ticker pauses while the workers
+    /// make floor rounds (see `server/floor.rs`).
+    floor_on: bool,
 }
 
 impl Supervisor {
@@ -135,7 +138,11 @@ impl Supervisor {
             })
             .collect::<io::Result<Vec<SocketAddr>>>()?;
         let poll = Poll::new()?;
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGCHLD])?;
+        let mut signals = if config.bench_floor {
+            Signals::new([SIGINT, SIGTERM, SIGCHLD, SIGUSR1])?
+        } else {
+            Signals::new([SIGINT, SIGTERM, SIGCHLD])?
+        };
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let now = Instant::now();
@@ -168,6 +175,7 @@ impl Supervisor {
             sequenced_at_last_summary: 0,
             messages: 0,
             announced: false,
+            floor_on: false,
         };
         for n in 1..=config.workers {
             supervisor.spawn(n)?;
@@ -220,6 +228,12 @@ impl Supervisor {
                 self.reap()?;
                 continue;
             }
+            if signal == SIGUSR1 {
+                self.floor_on = !self.floor_on;
+                info!("floor {}", if self.floor_on { "on" } else { "off" });
+                self.signal_workers(SIGUSR1);
+                continue;
+            }
             let name = if signal == SIGINT {
                 "SIGINT"
             } else {
@@ -253,6 +267,9 @@ impl Supervisor {
             Duty::Tick => {
                 if matches!(self.state, State::Starting | State::Running) {
                     self.schedule.at(now + self.config.interval, Duty::Tick);
+                    if self.floor_on {
+                        return Ok(());
+                    }
                     let data = tick_data();
                     self.sequence(
                         Draft {
