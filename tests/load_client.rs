@@ -159,3 +159,78 @@ fn sse_load_counts_a_server_with_workers_as_one_process_tree() {
     let rss = report["server_rss_after_bytes"].as_u64().unwrap();
     assert!(rss > 3 * 1_000_000, "{report}");
 }
+
+#[test]
+fn sse_load_measures_the_servers_floor_and_chat_latency_on_the_same_sockets() {
+    floor_and_chat(&[]);
+}
+
+#[test]
+fn sse_load_workers_measure_the_floor_and_chat_as_one_process_does() {
+    floor_and_chat(&["--per-process", "50"]);
+}
+
+/// sse-load with `--floor` and `--chat` (and `extra` flags) against a
+/// server with `--bench-floor`: the hold, the floor and the chat figures.
+fn floor_and_chat(extra: &[&str]) {
+    let mut server = ChildServer::spawn(&["--bench-floor", "--interval", "100ms"], |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("report.json");
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_sse-load"))
+            .args(["--url", &format!("http://{}/sse", server.addr)])
+            .args(["-c", "100", "--hold", "2s", "--floor", "2s", "--chat", "2"])
+            .args(["--quiet", "--server-pid", &server.pid().to_string()])
+            .args(extra)
+            .arg("--json")
+            .arg(&json_path),
+        SSE_LOAD_LIMIT,
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(report["connected"], 100, "{report}");
+    // The hold counts ticks and the two chat messages, never floor rounds.
+    let ids = report["ids_counted"].as_u64().unwrap();
+    assert!((15..=27).contains(&ids), "{report}");
+    assert_eq!(report["coverage_min"], 1.0, "{report}");
+    // Ids go on after the floor as if it had not been there.
+    assert_eq!(report["missing_ids"], 0, "{report}");
+    assert_eq!(report["out_of_order_ids"], 0, "{report}");
+    let floor = &report["floor"];
+    let rounds = floor["rounds"].as_u64().unwrap();
+    assert!(
+        (15..=25).contains(&rounds),
+        "2 s of 100 ms rounds: {report}"
+    );
+    assert_eq!(floor["coverage_min"], 1.0, "{report}");
+    assert!(floor["spread_us_p50"].as_u64().unwrap() >= 1, "{report}");
+    let chat = &report["chat"];
+    assert_eq!(chat["posted"], 2, "{report}");
+    assert_eq!(chat["accepted"], 2, "{report}");
+    assert_eq!(chat["reached_everyone"], 2, "{report}");
+    let latency = chat["latency_us_max"].as_u64().unwrap();
+    assert!((1..5_000_000).contains(&latency), "{report}");
+    assert!(stdout.contains("server / floor"), "{stdout}");
+    // Both switches reached the server, and it ticks again.
+    server.read_log_until("floor on");
+    server.read_log_until("floor round");
+    server.read_log_until("floor off");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn sse_load_refuses_a_floor_without_the_servers_pid() {
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_sse-load")).args(["--floor", "2s"]),
+        SSE_LOAD_LIMIT,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--server-pid"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

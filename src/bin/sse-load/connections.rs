@@ -18,7 +18,8 @@ use socket2::{Domain, Socket, Type};
 
 use sse_mio::event_parser::{ChunkedDecoder, EventParser, Item};
 
-use crate::report::{ServerFigures, proc_cpu_seconds, proc_rss};
+use crate::phases::{self, Phases};
+use crate::report::ServerFigures;
 use crate::workers;
 use crate::{Args, Target, mono_ns};
 
@@ -147,7 +148,7 @@ impl<'a> Load<'a> {
     }
 
     /// Drives one connection; returns a failure reason if it is finished.
-    fn drive(&mut self, key: usize, now: u64) -> Option<&'static str> {
+    fn drive(&mut self, key: usize) -> Option<&'static str> {
         let conn = self.conns.get_mut(key)?;
         if let Phase::Connecting = conn.phase {
             match conn.stream.take_error() {
@@ -181,6 +182,9 @@ impl<'a> Load<'a> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Some(failure_kind(&e)),
             };
+            // Each read's own time: a batch of readiness events can take a
+            // while to work through, and a spread is made of these stamps.
+            let now = mono_ns();
             let mut bytes = &self.scratch[..n];
             let owned;
             if let Phase::Head = conn.phase {
@@ -290,14 +294,13 @@ impl<'a> Load<'a> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let now = mono_ns();
             let mut dead = Vec::new();
             for event in events.iter() {
                 if event.token() == STDIN {
                     return Ok(true);
                 }
                 let key = event.token().0;
-                if let Some(reason) = self.drive(key, now) {
+                if let Some(reason) = self.drive(key) {
                     dead.push((key, reason));
                 }
             }
@@ -385,10 +388,9 @@ fn failure_name(e: &io::Error) -> String {
     failure_kind(e).to_owned()
 }
 
-/// Runs this process's share: ramp, (wait for the window), hold, grace.
-/// `window` is None for a worker, which learns it from stdin.
-/// Runs this process's share: ramp, (wait for the window), hold, grace.
-/// `window` is None for a worker, which learns it from stdin.
+/// Runs this process's share: ramp, (wait for the window), hold, (floor),
+/// grace. A worker learns the window from its parent on stdin, and leaves
+/// the phases' work to it.
 pub(crate) fn run_share(
     args: &Args,
     target: &Target,
@@ -438,23 +440,21 @@ pub(crate) fn run_share(
         io::stdin().lock().read_line(&mut line)?;
         workers::parse_window(&line)?
     } else {
-        let start = mono_ns();
-        Window {
-            start,
-            end: start + args.hold.as_nanos() as u64,
-        }
+        phases::window_from(args, mono_ns())
     };
     // Settle until the window starts (a worker may get it slightly ahead).
     load.run(window.start, None, progress)?;
     load.raw.open_at_window = load.conns.len() as u64;
-    let pid = if args.worker { None } else { args.server_pid };
-    let cpu_start = pid.and_then(proc_cpu_seconds);
-    load.run(window.end, None, progress)?;
-    // The server's figures at the end of the hold, every connection still open.
-    server.rss_after = pid.and_then(proc_rss);
-    if let (Some(start), Some(end)) = (cpu_start, pid.and_then(proc_cpu_seconds)) {
-        server.cpu_percent =
-            Some((end - start) / ((window.end - window.start) as f64 / 1e9) * 100.0);
+    if args.worker {
+        load.run(window.end, None, progress)?;
+    } else {
+        let phases = Phases::of(args, window);
+        let mut measuring = phases::begin(args, target, phases);
+        load.run(phases.hold_end, None, progress)?;
+        // The server's figures at the end of the hold, every connection still open.
+        measuring.hold_over(args, phases, server);
+        load.run(phases.end, None, progress)?;
+        measuring.end(args, server);
     }
     load.run(window.end + GRACE.as_nanos() as u64, None, progress)?;
     // Streams that ended before the window's end count as closed early;

@@ -9,7 +9,8 @@
 //!
 //! Phases, each with a deadline: **ramp** (open all connections; each has
 //! `--connect-timeout` to connect and get its head), **hold** (the
-//! measurement window: events whose id first arrives in it are counted), a
+//! measurement window: events whose id first arrives in it are counted;
+//! then, with `--floor`, the server's bare-write floor is measured too), a
 //! short **grace** (so the last ids reach everyone), then every socket is
 //! closed and the report printed.
 //!
@@ -18,9 +19,12 @@
 //! - `workers`: spreading the work over processes (one process holds only
 //!   as many sockets as its open-files limit allows), and the line protocol
 //!   between parent and workers.
+//! - `phases`: the window's phases: the hold (the server's CPU and memory,
+//!   chat posts), then the bare-write floor (`--floor`).
 //! - `report`: the figures, the table and the JSON.
 
 mod connections;
+mod phases;
 mod report;
 mod workers;
 
@@ -77,6 +81,17 @@ pub(crate) struct Args {
     /// use; with its descendants (a supervisor and its workers), summed.
     #[arg(long)]
     pub(crate) server_pid: Option<u32>,
+
+    /// After the hold, switch the server (`--server-pid`, started with
+    /// `--bench-floor`) to its bare-write floor with SIGUSR1 for this long,
+    /// measuring its `floor-K` rounds as the hold measures events; then switch it back.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, requires = "server_pid")]
+    pub(crate) floor: Duration,
+
+    /// Post this many chat messages during the hold, evenly spaced, and
+    /// report the time from each POST to its last receiver.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) chat: usize,
 
     /// Also write the report as JSON to this file.
     #[arg(long)]
@@ -225,7 +240,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         bar.finish_and_clear();
         shared
     } else {
-        workers::run_workers(args, &sources, processes, &mut server)?
+        workers::run_workers(args, &target, &sources, processes, &mut server)?
     };
 
     if let Some(path) = &args.dump_ids {

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::Args;
 use crate::connections::{Raw, Window};
+use crate::phases::{Phases, Posted};
 
 #[derive(Serialize)]
 pub(crate) struct Report {
@@ -40,6 +41,36 @@ pub(crate) struct Report {
     server_cpu_percent: Option<f64>,
     /// Processes counted as the server (it and its descendants).
     server_processes: Option<usize>,
+    /// The bare-write floor on the same sockets (`--floor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floor: Option<Floor>,
+    /// Chat messages posted during the hold (`--chat`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat: Option<Chat>,
+}
+
+/// The floor phase: the server's `floor-K` rounds, one bare write each.
+#[derive(Serialize)]
+struct Floor {
+    floor_s: f64,
+    rounds: usize,
+    coverage_min: f64,
+    rounds_full_coverage: usize,
+    spread_us_p50: u64,
+    spread_us_p99: u64,
+    spread_us_max: u64,
+}
+
+/// The chat phase: from each POST to the last connection that received it.
+#[derive(Serialize)]
+struct Chat {
+    posted: usize,
+    accepted: usize,
+    /// Messages every measured connection received.
+    reached_everyone: usize,
+    latency_us_p50: Option<u64>,
+    latency_us_max: Option<u64>,
+    posts: Vec<Posted>,
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name (which may
@@ -107,6 +138,57 @@ pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     Some(root + rest)
 }
 
+/// Coverage and spread over a set of ids: each id's (first arrival, last
+/// arrival, receivers), out of `open` connections.
+struct Delivery {
+    ids: usize,
+    receipts: u64,
+    coverage_min: f64,
+    coverage_mean: f64,
+    full: usize,
+    p50: u64,
+    p99: u64,
+    max: u64,
+}
+
+fn delivery<'a>(ids: impl Iterator<Item = &'a (u64, u64, u64)>, open: u64) -> Delivery {
+    let mut spread =
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+    let (mut n, mut receipts, mut full) = (0, 0, 0);
+    let (mut coverage_min, mut coverage_sum) = (1.0f64, 0.0);
+    for (first, last, count) in ids {
+        let _ = spread.record(((last - first) / 1000).max(1));
+        let coverage = *count as f64 / open.max(1) as f64;
+        coverage_min = coverage_min.min(coverage);
+        coverage_sum += coverage;
+        full += usize::from(*count >= open);
+        receipts += count;
+        n += 1;
+    }
+    let at = |q: f64| {
+        if n == 0 {
+            0
+        } else {
+            spread.value_at_quantile(q)
+        }
+    };
+    Delivery {
+        ids: n,
+        receipts,
+        coverage_min: if n == 0 { 0.0 } else { coverage_min },
+        coverage_mean: if n == 0 { 0.0 } else { coverage_sum / n as f64 },
+        full,
+        p50: at(0.5),
+        p99: at(0.99),
+        max: if n == 0 { 0 } else { spread.max() },
+    }
+}
+
+/// A floor round's id, as the server's `--bench-floor` writes it.
+fn is_floor(id: &str) -> bool {
+    id.starts_with("floor-")
+}
+
 pub(crate) fn report(
     args: &Args,
     raw: &Raw,
@@ -114,71 +196,92 @@ pub(crate) fn report(
     processes: usize,
     server: ServerFigures,
 ) -> Report {
-    let counted: Vec<&(u64, u64, u64)> = raw
-        .ids
-        .values()
-        .filter(|(first, _, _)| *first >= window.start && *first < window.end)
+    let phases = Phases::of(args, window);
+    let open = raw.open_at_window;
+    // Events whose first arrival is in the hold; floor rounds in the floor.
+    let events = delivery(
+        raw.ids
+            .iter()
+            .filter(|(id, (first, _, _))| {
+                !is_floor(id) && *first >= phases.start && *first < phases.hold_end
+            })
+            .map(|(_, times)| times),
+        open,
+    );
+    let floor = delivery(
+        raw.ids
+            .iter()
+            .filter(|(id, (first, _, _))| {
+                is_floor(id) && *first >= phases.hold_end && *first < phases.end
+            })
+            .map(|(_, times)| times),
+        open,
+    );
+    // A chat message's latency: its POST to its last receiver.
+    let mut latencies: Vec<u64> = server
+        .chat
+        .iter()
+        .filter_map(|p| {
+            let (_, last, count) = raw.ids.get(&p.id?.to_string())?;
+            (*count >= open).then(|| last.saturating_sub(p.sent_ns) / 1000)
+        })
         .collect();
-    let open = raw.open_at_window.max(1) as f64;
-    let mut spread =
-        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
-    let mut coverage_min: f64 = if counted.is_empty() { 0.0 } else { 1.0 };
-    let mut coverage_sum = 0.0;
-    let mut full = 0;
-    for (first, last, count) in &counted {
-        let _ = spread.record(((last - first) / 1000).max(1));
-        let coverage = *count as f64 / open;
-        coverage_min = coverage_min.min(coverage);
-        coverage_sum += coverage;
-        if *count >= raw.open_at_window {
-            full += 1;
-        }
-    }
-    let n = counted.len();
+    latencies.sort_unstable();
     Report {
         url: args.url.clone(),
         connections: args.connections,
         attempted: raw.attempted,
-        connected: raw.open_at_window,
+        connected: open,
         failures: raw.failures.clone(),
         processes,
-        hold_s: (window.end - window.start) as f64 / 1e9,
-        ids_counted: n,
-        events_per_connection: counted.iter().map(|c| c.2).sum::<u64>() as f64 / open,
-        coverage_min,
-        coverage_mean: if n == 0 { 0.0 } else { coverage_sum / n as f64 },
-        ids_full_coverage: full,
-        spread_us_p50: if n == 0 {
-            0
-        } else {
-            spread.value_at_quantile(0.5)
-        },
-        spread_us_p99: if n == 0 {
-            0
-        } else {
-            spread.value_at_quantile(0.99)
-        },
-        spread_us_max: if n == 0 { 0 } else { spread.max() },
+        hold_s: args.hold.as_secs_f64(),
+        ids_counted: events.ids,
+        events_per_connection: events.receipts as f64 / open.max(1) as f64,
+        coverage_min: events.coverage_min,
+        coverage_mean: events.coverage_mean,
+        ids_full_coverage: events.full,
+        spread_us_p50: events.p50,
+        spread_us_p99: events.p99,
+        spread_us_max: events.max,
         missing_ids: raw.missing,
         out_of_order_ids: raw.out_of_order,
         server_rss_before_bytes: server.rss_before,
         server_rss_after_bytes: server.rss_after,
         server_rss_bytes_per_connection: match (server.rss_before, server.rss_after) {
-            (Some(before), Some(after)) if raw.open_at_window > 0 => {
-                Some((after as f64 - before as f64) / raw.open_at_window as f64)
+            (Some(before), Some(after)) if open > 0 => {
+                Some((after as f64 - before as f64) / open as f64)
             }
             _ => None,
         },
         server_cpu_percent: server.cpu_percent,
         server_processes: args.server_pid.map(|pid| process_tree(pid).len()),
+        floor: (!args.floor.is_zero()).then_some(Floor {
+            floor_s: args.floor.as_secs_f64(),
+            rounds: floor.ids,
+            coverage_min: floor.coverage_min,
+            rounds_full_coverage: floor.full,
+            spread_us_p50: floor.p50,
+            spread_us_p99: floor.p99,
+            spread_us_max: floor.max,
+        }),
+        chat: (args.chat > 0).then(|| Chat {
+            posted: server.chat.len(),
+            accepted: server.chat.iter().filter(|p| p.id.is_some()).count(),
+            reached_everyone: latencies.len(),
+            latency_us_p50: latencies.get(latencies.len() / 2).copied(),
+            latency_us_max: latencies.last().copied(),
+            posts: server.chat.clone(),
+        }),
     }
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default)]
 pub(crate) struct ServerFigures {
     pub(crate) rss_before: Option<u64>,
     pub(crate) rss_after: Option<u64>,
     pub(crate) cpu_percent: Option<f64>,
+    /// The chat messages posted to it during the hold (`--chat`).
+    pub(crate) chat: Vec<Posted>,
 }
 
 pub(crate) fn print_report(r: &Report) {
@@ -228,6 +331,32 @@ pub(crate) fn print_report(r: &Report) {
     }
     if let Some(cpu) = r.server_cpu_percent {
         println!("server CPU during hold   {cpu:.1} %");
+    }
+    if let Some(f) = &r.floor {
+        println!(
+            "floor ({:.0} s)             {} rounds, coverage min {:.4}; spread p50 {} us, p99 {} us, max {} us",
+            f.floor_s, f.rounds, f.coverage_min, f.spread_us_p50, f.spread_us_p99, f.spread_us_max
+        );
+        if f.spread_us_p50 > 0 {
+            println!(
+                "server / floor           p50 {:.2}, p99 {:.2}",
+                r.spread_us_p50 as f64 / f.spread_us_p50 as f64,
+                r.spread_us_p99 as f64 / f.spread_us_p99.max(1) as f64
+            );
+        }
+    }
+    if let Some(c) = &r.chat {
+        let ms = |us: Option<u64>| {
+            us.map_or("-".to_owned(), |us| format!("{:.1} ms", us as f64 / 1000.0))
+        };
+        println!(
+            "chat                     {} posted, {} accepted, {} reached everyone; POST to last receiver p50 {}, max {}",
+            c.posted,
+            c.accepted,
+            c.reached_everyone,
+            ms(c.latency_us_p50),
+            ms(c.latency_us_max)
+        );
     }
 }
 

@@ -14,8 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::connections::{Raw, Window};
-use crate::report::{ServerFigures, proc_cpu_seconds, proc_rss, progress_bar};
-use crate::{Args, mono_ns};
+use crate::phases::{self, Phases};
+use crate::report::{ServerFigures, progress_bar};
+use crate::{Args, Target, mono_ns};
 
 /// What a worker prints when its connections are open.
 pub(crate) const RAMPED: &str = "ramped";
@@ -42,6 +43,7 @@ pub(crate) fn parse_window(line: &str) -> io::Result<Window> {
 /// their results.
 pub(crate) fn run_workers(
     args: &Args,
+    target: &Target,
     sources: &[IpAddr],
     processes: usize,
     server: &mut ServerFigures,
@@ -98,30 +100,34 @@ pub(crate) fn run_workers(
         outputs.push(reader);
     }
     bar.finish_and_clear();
-    let start = mono_ns() + 200_000_000;
-    let window = Window {
-        start,
-        end: start + args.hold.as_nanos() as u64,
-    };
+    let window = phases::window_from(args, mono_ns() + 200_000_000);
     for child in &mut children {
         if let Some(stdin) = child.stdin.as_mut() {
             writeln!(stdin, "{}", window_line(window)).map_err(|e| e.to_string())?;
         }
     }
-    let pid = args.server_pid;
-    let cpu_start = pid.and_then(proc_cpu_seconds);
-    let hold_bar = progress_bar(args, args.hold.as_secs().max(1), "hold");
-    while mono_ns() < window.end {
-        std::thread::sleep(Duration::from_millis(200));
-        hold_bar.set_position(
-            ((mono_ns().saturating_sub(window.start)) / 1_000_000_000).min(args.hold.as_secs()),
-        );
+    let phases = Phases::of(args, window);
+    while mono_ns() < phases.start {
+        std::thread::sleep(Duration::from_millis(5));
     }
+    let mut measuring = phases::begin(args, target, phases);
+    let seconds = (args.hold + args.floor).as_secs();
+    let hold_bar = progress_bar(args, seconds.max(1), "hold");
+    let mut hold_over = false;
+    while mono_ns() < phases.end {
+        std::thread::sleep(Duration::from_millis(20));
+        if !hold_over && mono_ns() >= phases.hold_end {
+            measuring.hold_over(args, phases, server);
+            hold_over = true;
+        }
+        hold_bar
+            .set_position(((mono_ns().saturating_sub(phases.start)) / 1_000_000_000).min(seconds));
+    }
+    if !hold_over {
+        measuring.hold_over(args, phases, server);
+    }
+    measuring.end(args, server);
     hold_bar.finish_and_clear();
-    server.rss_after = pid.and_then(proc_rss);
-    if let (Some(a), Some(b)) = (cpu_start, pid.and_then(proc_cpu_seconds)) {
-        server.cpu_percent = Some((b - a) / args.hold.as_secs_f64().max(0.001) * 100.0);
-    }
     let mut merged = Raw::default();
     for (mut reader, mut child) in outputs.into_iter().zip(children) {
         let mut json = String::new();

@@ -1,0 +1,171 @@
+//! The measurement window, in phases: the **hold** (events are counted;
+//! the server's CPU is measured over it and its memory at its end; `--chat`
+//! messages are posted during it), then with `--floor` the **floor**: the
+//! server (started with `--bench-floor`) is sent SIGUSR1 and writes
+//! `floor-K` frames with one bare `write(2)` per stream instead of ticking,
+//! counted apart; a second SIGUSR1 at the end sets it ticking again.
+//!
+//! Whoever holds the connections keeps reading them meanwhile: a single
+//! process calls these between turns of its loop, the parent of workers
+//! between naps.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::connections::Window;
+use crate::report::{ServerFigures, proc_cpu_seconds, proc_rss};
+use crate::{Args, Target, mono_ns};
+
+/// Longest a chat POST may take, connect to answer.
+const POST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One chat message `sse-load` posted.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Posted {
+    /// When the request was about to be sent (CLOCK_MONOTONIC ns).
+    pub(crate) sent_ns: u64,
+    /// The id from the server's `202 {"id": N}`; `None` if it was refused.
+    pub(crate) id: Option<u64>,
+    /// The status line's code, or what went wrong.
+    pub(crate) answer: String,
+}
+
+/// The phases' boundaries (CLOCK_MONOTONIC ns).
+#[derive(Clone, Copy)]
+pub(crate) struct Phases {
+    pub(crate) start: u64,
+    pub(crate) hold_end: u64,
+    pub(crate) end: u64,
+}
+
+impl Phases {
+    pub(crate) fn of(args: &Args, window: Window) -> Phases {
+        Phases {
+            start: window.start,
+            hold_end: window.start + args.hold.as_nanos() as u64,
+            end: window.end,
+        }
+    }
+}
+
+/// The whole window: the hold and, with `--floor`, the floor after it.
+pub(crate) fn window_from(args: &Args, start: u64) -> Window {
+    Window {
+        start,
+        end: start + (args.hold + args.floor).as_nanos() as u64,
+    }
+}
+
+/// What is under way while the window runs.
+pub(crate) struct Measuring {
+    cpu_start: Option<f64>,
+    poster: Option<JoinHandle<Vec<Posted>>>,
+}
+
+/// The hold begins: note the server's CPU time, start posting.
+pub(crate) fn begin(args: &Args, target: &Target, phases: Phases) -> Measuring {
+    let poster = (args.chat > 0).then(|| {
+        let (addr, host, count) = (target.addr, target.host.clone(), args.chat);
+        std::thread::spawn(move || post_during(addr, &host, count, phases))
+    });
+    Measuring {
+        cpu_start: args.server_pid.and_then(proc_cpu_seconds),
+        poster,
+    }
+}
+
+impl Measuring {
+    /// The hold is over: the server's memory now, its CPU over the hold;
+    /// with `--floor`, the floor begins.
+    pub(crate) fn hold_over(&mut self, args: &Args, phases: Phases, server: &mut ServerFigures) {
+        let pid = args.server_pid;
+        server.rss_after = pid.and_then(proc_rss);
+        if let (Some(start), Some(end)) = (self.cpu_start, pid.and_then(proc_cpu_seconds)) {
+            let seconds = (phases.hold_end - phases.start) as f64 / 1e9;
+            server.cpu_percent = Some((end - start) / seconds.max(0.001) * 100.0);
+        }
+        if !args.floor.is_zero() {
+            signal_floor(args);
+        }
+    }
+
+    /// The window is over: the server ticks again; the posts are in.
+    pub(crate) fn end(self, args: &Args, server: &mut ServerFigures) {
+        if !args.floor.is_zero() {
+            signal_floor(args);
+        }
+        if let Some(poster) = self.poster {
+            server.chat = poster.join().unwrap_or_default();
+        }
+    }
+}
+
+/// SIGUSR1 to the server: floor on, or off again.
+fn signal_floor(args: &Args) {
+    if let Some(pid) = args.server_pid {
+        // SAFETY: kill has no memory effects; a pid that is gone gives ESRCH.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
+    }
+}
+
+/// Posts `count` messages, evenly spaced over the hold.
+fn post_during(addr: SocketAddr, host: &str, count: usize, phases: Phases) -> Vec<Posted> {
+    let hold = phases.hold_end - phases.start;
+    (0..count)
+        .map(|i| {
+            let at = phases.start + hold * (2 * i as u64 + 1) / (2 * count as u64);
+            while mono_ns() < at {
+                std::thread::sleep(Duration::from_nanos((at - mono_ns()).min(50_000_000)));
+            }
+            let sent_ns = mono_ns();
+            match post(addr, host, i) {
+                Ok((status, id)) => Posted {
+                    sent_ns,
+                    id,
+                    answer: status.to_string(),
+                },
+                Err(e) => Posted {
+                    sent_ns,
+                    id: None,
+                    answer: e.to_string(),
+                },
+            }
+        })
+        .collect()
+}
+
+/// One `POST /messages`; returns the status and the id if it was accepted.
+fn post(addr: SocketAddr, host: &str, n: usize) -> io::Result<(u16, Option<u64>)> {
+    let body = format!(r#"{{"user":"sse-load","text":"load test message {n}"}}"#);
+    let request = format!(
+        "POST /messages HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut socket = TcpStream::connect_timeout(&addr, POST_TIMEOUT)?;
+    socket.set_read_timeout(Some(POST_TIMEOUT))?;
+    socket.set_nodelay(true)?;
+    socket.write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(socket);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut rest = String::new();
+    reader.take(64 * 1024).read_to_string(&mut rest)?;
+    let id = (status == 202)
+        .then(|| {
+            let body = rest.split("\r\n\r\n").nth(1)?;
+            let json: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+            json["id"].as_u64()
+        })
+        .flatten();
+    Ok((status, id))
+}
