@@ -39,8 +39,14 @@ pub(crate) const OVERFLOW_SLOTS: usize = 64;
 
 /// Descriptors kept back from the open-files limit when choosing the default
 /// `--max-connections`: the listener, epoll, the waker, stdio, the overflow
-/// slots and files being served.
+/// slots and files being served; the open-file cache's come on top
+/// ([`reserved_fds`]).
 pub(crate) const RESERVED_FDS: usize = 100;
+
+/// Descriptors kept back from the open-files limit under `config`.
+pub(crate) fn reserved_fds(config: &Config) -> usize {
+    RESERVED_FDS + config.open_file_cache
+}
 
 /// TCP keepalive probes after `--tcp-keepalive` of silence: this many, this
 /// far apart, so an unreachable peer is dropped `KEEPALIVE_PROBES *
@@ -96,7 +102,7 @@ impl Admission {
             .collect::<io::Result<Vec<SocketAddr>>>()?;
 
         let fd_limit = limits::open_files_limit();
-        let allowed = fd_limit.saturating_sub(RESERVED_FDS as u64).max(1) as usize;
+        let allowed = fd_limit.saturating_sub(reserved_fds(config) as u64).max(1) as usize;
         let max_connections = match config.max_connections {
             Some(wanted) if wanted > allowed => {
                 warn!(

@@ -38,7 +38,7 @@ pub struct Config {
     #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
 
-    /// Most connections served at once (per worker). Default: the open-files limit minus 100.
+    /// Most connections served at once (per worker). Default: the open-files limit minus 100 and the open-file cache's size.
     #[arg(long, value_name = "N", value_parser = positive_count)]
     pub max_connections: Option<usize>,
 
@@ -109,6 +109,14 @@ pub struct Config {
     /// Most streams one client address may hold (per worker); beyond, the come-back-later answer. Off by default.
     #[arg(long, value_name = "N", value_parser = positive_count)]
     pub max_per_address: Option<usize>,
+
+    /// Open files kept by the open-file cache (a descriptor each, taken from the reserve beside --max-connections; small files kept in memory count one), looked at again once a second; 0 turns it off.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub open_file_cache: usize,
+
+    /// Internal, for tests: act as if the kernel had no openat2(2).
+    #[arg(long, hide = true)]
+    pub test_without_openat2: bool,
 
     /// Internal, for benchmarks: SIGUSR1 switches between ticking and the
     /// bare-write floor (see `server/floor.rs`, and `sse-load --floor`).

@@ -31,10 +31,10 @@
 //!   [`Exchange::on_answer`] with the id: `202 {"id": N}`. A worker's
 //!   `/metrics` waits here too, for the whole server's figures from its
 //!   supervisor.
-//! - **Responding**: the head (and small body) is written from a byte
-//!   buffer, a file body in chunks read with `pread` into the shared scratch
-//!   buffer, so the connection holds no file data between events. A short
-//!   write just advances the offsets.
+//! - **Responding**: the head and a body in memory leave in one `writev`;
+//!   a file body goes by `sendfile` from the open file (the open-file
+//!   cache's descriptor), so the connection holds no file data between
+//!   events. A short write just advances the offsets.
 //! - **Lingering**: after an error response we shut down our sending side
 //!   and read (and discard) what the client still sends, for a short while,
 //!   so the kernel does not answer those bytes with a reset that would
@@ -108,7 +108,8 @@ pub(crate) struct Exchange {
 
 enum Phase {
     Reading,
-    ReadingBody(Request, BodyReader),
+    /// (The request is boxed: it is large, and few connections are here.)
+    ReadingBody(Box<Request>, BodyReader),
     /// A question is with the source (under this connection's ticket); the
     /// response is written when the answer comes.
     Awaiting(Asked, After),
@@ -222,7 +223,7 @@ impl Exchange {
                 let body = BodyReader::new(request.body, ctx.settings.max_message);
                 // The body has the header timeout to arrive, like the head.
                 self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
-                self.phase = Phase::ReadingBody(request, body);
+                self.phase = Phase::ReadingBody(Box::new(request), body);
             }
             Route::AskMetrics => {
                 let head_only = request.method == Method::Head;
@@ -320,7 +321,7 @@ impl Exchange {
                     if body.is_complete() {
                         let phase = std::mem::replace(&mut self.phase, Phase::Reading);
                         if let Phase::ReadingBody(request, body) = phase {
-                            self.on_body(request, body, ctx);
+                            self.on_body(*request, body, ctx);
                         }
                         continue;
                     }
@@ -336,7 +337,7 @@ impl Exchange {
                 }
                 Phase::Awaiting(..) => return Progress::Wait,
                 Phase::Responding(response, written) => {
-                    match response.write_to(socket, written, ctx.scratch, ctx.counters, ctx.key) {
+                    match response.write_to(socket, written, ctx.counters, ctx.key) {
                         Ok(true) => {}
                         Ok(false) => {
                             // Progress or not, the client has idle_timeout to read on.

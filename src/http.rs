@@ -106,6 +106,11 @@ pub struct Request {
     pub body: BodyFraming,
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<String>,
+    /// `Range` and `If-Range`, for files.
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    /// Which codings the client takes, for a precompressed file.
+    pub accept_encoding: Option<String>,
     /// Sent by `EventSource` on reconnects. Untrusted: only ever parsed, never echoed.
     pub last_event_id: Option<String>,
     /// The `Origin` of a cross-origin request.
@@ -286,6 +291,9 @@ fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Refus
         body: BodyFraming::None,
         if_none_match: None,
         if_modified_since: None,
+        range: None,
+        if_range: None,
+        accept_encoding: None,
         last_event_id: None,
         origin: None,
         content_type: None,
@@ -325,6 +333,18 @@ fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Refus
             request.if_none_match = text(value).map(str::to_owned);
         } else if name.eq_ignore_ascii_case("if-modified-since") {
             request.if_modified_since = text(value).map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("range") {
+            request.range = text(value).map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("if-range") {
+            request.if_range = text(value).map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            // Several lines are one list.
+            if let Some(value) = text(value) {
+                request.accept_encoding = Some(match request.accept_encoding.take() {
+                    Some(previous) => format!("{previous}, {value}"),
+                    None => value.to_owned(),
+                });
+            }
         } else if name.eq_ignore_ascii_case("last-event-id") {
             request.last_event_id = text(value).map(str::to_owned);
         } else if name.eq_ignore_ascii_case("origin") {

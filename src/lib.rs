@@ -93,5 +93,5 @@ pub mod internals {
     pub use crate::http::{MAX_HEAD_BYTES, Refusal, Request, RequestReader, parse_request};
     pub use crate::ring::Ring;
     pub use crate::sse::encode_event;
-    pub use crate::static_files::{Resolved, resolve_path};
+    pub use crate::static_files::{Found, Resolved, Resolver, Root, open_path, resolve_path};
 }

@@ -1,9 +1,16 @@
 //! A response ready to be written, and the builders every route shares.
 //!
-//! A [`Response`] is the bytes of the head (and of small bodies), an
-//! optional file body the connection sends in chunks, and what happens
+//! A [`Response`] is the bytes of the head (and of short bodies), a body
+//! (bytes in memory, or a range of an open file), and what happens
 //! [`After`] it is sent: keep the connection for the next request, close
 //! it, or turn it into an event stream. Building one does no I/O.
+//!
+//! Writing one ([`Response::write_to`]): the head and a body in memory go
+//! together in one `writev`; a file goes from the page cache to the socket
+//! with `sendfile(2)`, the head first with `MSG_MORE` so that the two
+//! leave in the same segments. Short writes and WouldBlock just advance
+//! the offsets; a file that ends before its promised length closes the
+//! connection.
 //!
 //! Refusals ([`Refusal`]) become responses here, as plain text
 //! ([`refuse`]) or, for the chat endpoint, as JSON ([`refuse_json`]); every
@@ -11,7 +18,8 @@
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use log::trace;
 
@@ -34,20 +42,96 @@ pub(crate) struct Response {
 #[derive(Debug)]
 pub(crate) enum Body {
     Empty,
-    /// Bytes `offset..end` of `file`, read in bounded chunks as the socket
-    /// accepts them.
+    /// Bytes `offset..end` of an open file (shared with the open-file
+    /// cache), sent by `sendfile` as the socket takes them.
     File {
-        file: File,
+        file: Arc<File>,
         offset: u64,
         end: u64,
     },
-    /// Bytes in memory for the life of the program (a built-in page),
-    /// written from `offset` on.
+    /// Bytes `offset..end` of a small file kept in memory.
+    Shared {
+        bytes: Arc<[u8]>,
+        offset: usize,
+        end: usize,
+    },
+    /// Bytes `offset..end` in memory for the life of the program (a
+    /// built-in page).
     Static {
         bytes: &'static [u8],
         offset: usize,
+        end: usize,
     },
 }
+
+impl Body {
+    /// What is left of a body in memory.
+    fn in_memory(&self) -> &[u8] {
+        match self {
+            Body::Shared { bytes, offset, end } => &bytes[*offset..*end],
+            Body::Static { bytes, offset, end } => &bytes[*offset..*end],
+            Body::Empty | Body::File { .. } => &[],
+        }
+    }
+
+    /// Moves past `n` bytes of the body.
+    fn advance(&mut self, n: usize) {
+        match self {
+            Body::File { offset, .. } => *offset += n as u64,
+            Body::Shared { offset, .. } | Body::Static { offset, .. } => *offset += n,
+            Body::Empty => {}
+        }
+    }
+}
+
+/// Where a response is written: a socket, or in the tests anything that
+/// writes. The two operations beyond `Write` are what a socket does
+/// better than copying through a buffer.
+pub(crate) trait Sink: Write {
+    /// Sends up to `count` bytes of `file` from `offset` on; returns how
+    /// many. A socket does it with `sendfile(2)`, page cache to socket.
+    fn send_file(&mut self, file: &File, offset: u64, count: usize) -> io::Result<usize>;
+
+    /// Writes `head`, telling the kernel that more follows at once.
+    fn write_more(&mut self, head: &[u8]) -> io::Result<usize> {
+        self.write(head)
+    }
+}
+
+impl Sink for mio::net::TcpStream {
+    fn send_file(&mut self, file: &File, offset: u64, count: usize) -> io::Result<usize> {
+        let mut offset = offset as libc::off_t;
+        // SAFETY: both descriptors are open for the call; the kernel writes
+        // the advanced offset into our local.
+        let n = unsafe { libc::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut offset, count) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn write_more(&mut self, head: &[u8]) -> io::Result<usize> {
+        // SAFETY: the buffer is valid for its length; send only reads it.
+        let n = unsafe {
+            libc::send(
+                self.as_raw_fd(),
+                head.as_ptr().cast(),
+                head.len(),
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+/// Most of a file one `sendfile` call is asked for: the socket takes what
+/// its buffer holds anyway, and the loop polls again between calls.
+const SENDFILE_CHUNK: usize = 1 << 20;
 
 /// What the connection does once the response is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,68 +278,75 @@ pub(crate) fn redirect(location: &str, date: &str) -> Response {
 
 impl Response {
     /// Writes as much of the response as the socket takes, from `written`
-    /// bytes into its head on (advanced as bytes go out). A file body is
-    /// read in chunks into `scratch`, so nothing of it is held between
-    /// calls. `Ok(true)` when all of it is written, `Ok(false)` on
+    /// bytes into its head on (advanced as bytes go out, the body's own
+    /// offset too). `Ok(true)` when all of it is written, `Ok(false)` on
     /// `WouldBlock`. `key` names the connection in the log.
-    pub(crate) fn write_to<W: Write>(
+    pub(crate) fn write_to<S: Sink>(
         &mut self,
-        socket: &mut W,
+        socket: &mut S,
         written: &mut usize,
-        scratch: &mut [u8],
         counters: &mut Counters,
         key: usize,
     ) -> io::Result<bool> {
-        let response = self;
         loop {
-            let head = &response.bytes[*written..];
-            let chunk = match &response.body {
+            let head = &self.bytes[*written..];
+            let memory = self.body.in_memory();
+            let (result, wanted) = match &self.body {
                 Body::File { file, offset, end } if offset < end => {
-                    let want = ((end - offset) as usize).min(scratch.len());
-                    let n = file.read_at(&mut scratch[..want], *offset)?;
-                    if n == 0 {
-                        // The file shrank under us; we cannot keep the promised length.
-                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    if head.is_empty() {
+                        let count = ((end - offset) as usize).min(SENDFILE_CHUNK);
+                        match socket.send_file(file, *offset, count) {
+                            // The file ended before the length we promised:
+                            // the response cannot be finished.
+                            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                            result => (result, count),
+                        }
+                    } else {
+                        (socket.write_more(head), head.len())
                     }
-                    &scratch[..n]
                 }
-                Body::Static { bytes, offset } => &bytes[*offset..],
-                _ => &[][..],
-            };
-            let wanted = head.len() + chunk.len();
-            if wanted == 0 {
-                return Ok(true);
-            }
-            let result = match (head.is_empty(), chunk.is_empty()) {
-                (false, true) => socket.write(head),
-                (true, false) => socket.write(chunk),
-                _ => socket.write_vectored(&[IoSlice::new(head), IoSlice::new(chunk)]),
+                _ if head.is_empty() && memory.is_empty() => return Ok(true),
+                _ if memory.is_empty() => (socket.write(head), head.len()),
+                _ if head.is_empty() => (socket.write(memory), memory.len()),
+                _ => (
+                    socket.write_vectored(&[IoSlice::new(head), IoSlice::new(memory)]),
+                    head.len() + memory.len(),
+                ),
             };
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     if n < wanted {
                         counters.short_writes += 1;
-                        trace!("#{} short write: {n} of {wanted} bytes", key);
+                        trace!("#{key} short write: {n} of {wanted} bytes");
                     } else {
-                        trace!("#{} wrote {n} bytes", key);
+                        trace!("#{key} wrote {n} bytes");
                     }
                     let from_head = n.min(head.len());
                     *written += from_head;
-                    match &mut response.body {
-                        Body::File { offset, .. } => *offset += (n - from_head) as u64,
-                        Body::Static { offset, .. } => *offset += n - from_head,
-                        Body::Empty => {}
-                    }
+                    self.body.advance(n - from_head);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     counters.would_block += 1;
-                    trace!("#{} write: WouldBlock, waiting for a writable event", key);
+                    trace!("#{key} write: WouldBlock, waiting for a writable event");
                     return Ok(false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// In the tests, a response is written into a vector; a file through it is
+/// read and copied, as `sendfile` would without the copy.
+#[cfg(test)]
+impl Sink for Vec<u8> {
+    fn send_file(&mut self, file: &File, offset: u64, count: usize) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0; count];
+        let n = file.read_at(&mut buf, offset)?;
+        self.extend_from_slice(&buf[..n]);
+        Ok(n)
     }
 }

@@ -114,7 +114,13 @@ pub(crate) fn route(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr, over_lim
                 let text = metrics::render(&[part], uptime);
                 metrics_text(&text, request.method == Method::Head, after, ctx.date)
             }
-            _ => static_files::serve(request, ctx.settings, ctx.date, after),
+            _ => static_files::serve(
+                request,
+                ctx.files.as_deref_mut(),
+                ctx.settings,
+                ctx.date,
+                after,
+            ),
         },
         Method::Options => options(request, ctx, after),
         Method::Other => refuse(501, "method not implemented", &[("Allow", ALLOW)]),

@@ -30,7 +30,7 @@ use log::{debug, error, info, trace, warn};
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
-use crate::admission::{Admission, RESERVED_FDS};
+use crate::admission::{Admission, reserved_fds};
 use crate::chat::RateLimiter;
 use crate::config::{Config, Settings};
 use crate::connection::Connection;
@@ -41,6 +41,7 @@ use crate::schedule::Timer;
 use crate::shared::{PerAddress, Shared};
 use crate::shutdown::{Handle, Shutdown, Stopped, Wanted};
 use crate::source::{Ask, Source, Upstream};
+use crate::static_files::FileCache;
 
 mod drain;
 mod floor;
@@ -95,8 +96,10 @@ pub struct Server {
     /// line, for events/s.
     events_at_last_frame: u64,
     events_at_last_summary: u64,
-    /// How the open-files limit was raised at start-up.
+    /// How the open-files limit was raised at start-up, and how many
+    /// descriptors are kept back from it.
     nofile: io::Result<NofileLimit>,
+    reserved_fds: usize,
     /// Most connections open since memory was last given back, and when.
     trim_peak: usize,
     trimmed_at: Instant,
@@ -126,6 +129,7 @@ impl Server {
         let limiter = (!remote).then(|| RateLimiter::new(config.post_rate, config.post_burst));
         let mut shared = Shared::new(settings, limiter, now);
         shared.per_address = config.max_per_address.map(PerAddress::new);
+        shared.files = FileCache::for_pages(&shared.settings.pages, config)?;
         shared.gauges = Gauges {
             max_connections: admission.max_connections(),
             fd_limit: limits::open_files_limit(),
@@ -162,6 +166,7 @@ impl Server {
             events_at_last_frame: 0,
             events_at_last_summary: 0,
             nofile,
+            reserved_fds: reserved_fds(config),
             trim_peak: 0,
             trimmed_at: now,
         })
@@ -211,7 +216,7 @@ impl Server {
             self.max_connections()
         );
         let fd_limit = limits::open_files_limit();
-        if (self.max_connections() as u64) + (RESERVED_FDS as u64) >= fd_limit {
+        if (self.max_connections() as u64) + (self.reserved_fds as u64) >= fd_limit {
             info!(
                 "the open-files limit ({fd_limit}) caps connections at {}; raise the hard limit \
                  (ulimit -Hn, or LimitNOFILE= under systemd) to hold more",
@@ -438,24 +443,6 @@ impl Server {
         }
         self.end_of_batch();
         false
-    }
-
-    /// The tick was due at `due`: ask the hub for one, and queue the next
-    /// on the same cadence, never making up missed ticks in a burst. The
-    /// ticker stops when shutdown begins, and pauses while the floor is on.
-    fn tick(&mut self, due: Instant, now: Instant) {
-        let Some(interval) = self.interval else {
-            return;
-        };
-        if self.shutdown.is_draining() {
-            return;
-        }
-        let next = due + interval;
-        let next = if next <= now { now + interval } else { next };
-        self.shared.schedule.at(next, Timer::Tick);
-        if !self.floor.as_ref().is_some_and(Floor::is_on) {
-            self.hub.tick();
-        }
     }
 
     /// Closes every connection that asked to close.

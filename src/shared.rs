@@ -21,6 +21,7 @@ use crate::http::DateCache;
 use crate::ring::Rings;
 use crate::schedule::Schedule;
 use crate::source::Ask;
+use crate::static_files::FileCache;
 
 /// `--max-per-address`: how many streams each client address holds.
 /// Kept beside the slab only when the flag is on (a stream itself stays 32
@@ -87,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) draining: bool,
     /// `--max-per-address`, if on.
     pub(crate) per_address: Option<PerAddress>,
+    /// The www directory's open-file cache (`None`: the built-in pages).
+    pub(crate) files: Option<FileCache>,
     date: DateCache,
     scratch: Box<[u8]>,
     started: Instant,
@@ -103,6 +106,7 @@ impl Shared {
             outbox: Vec::new(),
             draining: false,
             per_address: None,
+            files: None,
             date: DateCache::default(),
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             started: now,
@@ -143,6 +147,7 @@ impl Shared {
             outbox: &mut self.outbox,
             draining: self.draining,
             per_address: self.per_address.as_mut(),
+            files: self.files.as_mut(),
         }
     }
 }
@@ -172,6 +177,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) draining: bool,
     /// Streams per client address, when `--max-per-address` is on.
     pub(crate) per_address: Option<&'a mut PerAddress>,
+    /// The open-file cache of the www directory.
+    pub(crate) files: Option<&'a mut FileCache>,
 }
 
 #[cfg(test)]

@@ -1,214 +1,142 @@
 //! The files served at `/`: from a directory (`--www DIR`, or `./www`), or
-//! the demo pages built into the binary. For a directory: turning a URL
-//! path into a file that is certainly inside the root ([`resolve_path`]),
-//! its content type, the validators (`ETag`, `Last-Modified`) for
-//! conditional requests, and the response that serves it ([`serve`]). The
-//! built-in pages live in memory, each with an `ETag` that is a hash of its
-//! bytes (computed by `build.rs`), and are answered the same way.
+//! the demo pages built into the binary, answered the same way: `GET` and
+//! `HEAD`, validators (`ETag`, `Last-Modified`) and `304`, byte ranges
+//! (`206`, `416`, `If-Range`), and precompressed siblings (`file.br`,
+//! `file.gz`) chosen by `Accept-Encoding`.
 //!
-//! Path safety, in order: percent-decode once ([`percent_decode`]); refuse
-//! NUL, backslash and `..` segments (400); join the segments onto the root; canonicalize (which
-//! resolves symlinks) and refuse anything whose real path is not under the
-//! canonical root (404); refuse anything that is not a regular file (404).
-//! The file is opened non-blocking, so a FIFO swapped in between the check
-//! and the open cannot stall the event loop, and checked again after opening.
+//! The parts:
+//! - `resolve`: from a URL path to an open file certainly under the root
+//!   (`openat2` beneath the root's descriptor; `realpath` where it is
+//!   missing).
+//! - `cache`: the open-file cache (descriptors, validators, prebuilt
+//!   header lines and small files' bytes, looked at again once a second).
+//! - `range`: the `Range`, `If-Range` and `Accept-Encoding` grammars.
+//!
+//! This file puts them together ([`serve`]): find the entry, choose the
+//! representation, answer a conditional request, then the range.
 
-use std::fs::{self, File};
-use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Instant;
 
-use crate::config::{Pages, Settings};
-use crate::http::{Head, Method, Refusal, Request, percent_decode};
+use crate::config::Settings;
+use crate::http::{Head, Method, Refusal, Request};
 use crate::response::{self, After, Body, Response, connection_header, cors_headers};
 
-/// The file a directory URL serves.
-pub(crate) const INDEX: &str = "index.html";
+mod cache;
+mod range;
+mod resolve;
 
-/// Where a URL path leads, when it leads somewhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolved {
-    /// A regular file under the root, by its canonical path.
-    File(PathBuf),
-    /// A directory asked for without its trailing slash: 301 to this location,
-    /// so that relative links in its index.html resolve.
-    AddSlash(String),
+pub(crate) use cache::FileCache;
+use cache::{Bytes, Entry, Lookup, Representation};
+use range::{Ranged, choose_coding, if_range_holds};
+use resolve::NOT_FOUND;
+#[cfg(any(test, feature = "internals"))]
+pub use resolve::{Found, Resolved, Resolver, Root, open_path, resolve_path};
+
+/// The answer to a `GET` or `HEAD` for a file: from the directory through
+/// `files` (the open-file cache), or, without one, from the built-in pages.
+/// A refusal (`400`, `403`, `404`, `503` when out of descriptors) or the
+/// redirect a directory's path leads to is answered as such.
+pub(crate) fn serve(
+    request: &Request,
+    files: Option<&mut FileCache>,
+    settings: &Settings,
+    date: &str,
+    after: After,
+) -> Response {
+    let built_in;
+    let entry = match files {
+        Some(files) => match files.lookup(&request.path, Instant::now()) {
+            Ok(Lookup::Entry(entry)) => entry,
+            Ok(Lookup::AddSlash(location)) => return response::redirect(&location, date),
+            Err(refusal) if refusal.status == 503 => {
+                return response::refuse(refusal, date, &[("Retry-After", "1")]);
+            }
+            Err(refusal) => return response::refuse(refusal, date, &[]),
+        },
+        None => match built_in_page(&request.path) {
+            Ok(BuiltIn::Page(path, bytes, etag)) => {
+                built_in = Entry::built_in(&path, bytes, etag);
+                &built_in
+            }
+            Ok(BuiltIn::AddSlash(location)) => return response::redirect(&location, date),
+            Err(refusal) => return response::refuse(refusal, date, &[]),
+        },
+    };
+    let coding = choose_coding(request.accept_encoding.as_deref(), &entry.codings());
+    answer(request, entry.representation(coding), settings, date, after)
 }
 
-/// The answer for a path that leads nowhere we serve: 404.
-const NOT_FOUND: Refusal = Refusal::new(404, "not found");
-
-/// Maps a URL path (as sent, still percent-encoded) to a regular file under
-/// `root`, which must already be canonical. A path that is itself
-/// unacceptable (a bad escape, NUL, backslash, `..`) is refused with 400;
-/// one that leads outside the root or to no regular file, with 404.
-pub fn resolve_path(root: &Path, url_path: &str) -> Result<Resolved, Refusal> {
-    let mut path = root.to_path_buf();
-    for segment in segments(url_path)? {
-        path.push(std::ffi::OsStr::from_bytes(&segment));
-    }
-    let mut real = inside(root, &path)?;
-    let mut metadata = fs::metadata(&real).map_err(|_| NOT_FOUND)?;
-    if metadata.is_dir() {
-        if !url_path.ends_with('/') {
-            return Ok(Resolved::AddSlash(format!("{url_path}/")));
-        }
-        real = inside(root, &real.join(INDEX))?;
-        metadata = fs::metadata(&real).map_err(|_| NOT_FOUND)?;
-    }
-    if !metadata.is_file() {
-        return Err(NOT_FOUND);
-    }
-    Ok(Resolved::File(real))
-}
-
-/// The segments of a URL path (as sent, still percent-encoded), decoded
-/// once, without empty and `.` segments. A path that is itself
-/// unacceptable (a bad escape, NUL, backslash, `..`) is refused with 400.
-fn segments(url_path: &str) -> Result<Vec<Vec<u8>>, Refusal> {
-    let decoded = percent_decode(url_path)?;
-    if decoded.contains(&0) {
-        return Err(Refusal::new(400, "NUL in path"));
-    }
-    if decoded.contains(&b'\\') {
-        return Err(Refusal::new(400, "backslash in path"));
-    }
-    let mut out = Vec::new();
-    for segment in decoded.split(|&b| b == b'/') {
-        match segment {
-            b"" | b"." => {}
-            b".." => return Err(Refusal::new(400, "'..' in path")),
-            name => out.push(name.to_vec()),
-        }
-    }
-    Ok(out)
-}
-
-/// The canonical form of `path`, if it exists and lies under `root`.
-fn inside(root: &Path, path: &Path) -> Result<PathBuf, Refusal> {
-    let real = path.canonicalize().map_err(|_| NOT_FOUND)?;
-    if real.starts_with(root) {
-        Ok(real)
-    } else {
-        Err(NOT_FOUND)
-    }
-}
-
-/// An open file ready to be served, with its validators.
-#[derive(Debug)]
-pub(crate) struct StaticFile {
-    pub(crate) file: File,
-    pub(crate) len: u64,
-    pub(crate) content_type: &'static str,
-    /// Strong validator: changes whenever the size, mtime or inode changes.
-    pub(crate) etag: String,
-    /// Modification time, truncated to whole seconds as HTTP dates are.
-    pub(crate) modified: SystemTime,
-}
-
-/// Opens a resolved path (non-blocking, see the module doc) and reads its
-/// validators from the open file, not from the path.
-pub(crate) fn open(path: &Path) -> io::Result<StaticFile> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        return Err(io::ErrorKind::NotFound.into());
-    }
-    let seconds = u64::try_from(metadata.mtime()).unwrap_or(0);
-    let nanos = u64::try_from(metadata.mtime_nsec()).unwrap_or(0);
-    Ok(StaticFile {
-        len: metadata.len(),
-        content_type: content_type(path),
-        etag: format!(
-            "\"{:x}-{:x}-{:x}\"",
-            metadata.ino(),
-            metadata.len(),
-            seconds * 1_000_000_000 + nanos
-        ),
-        modified: UNIX_EPOCH + std::time::Duration::from_secs(seconds),
+/// The answer from one representation: `304` if the client's copy is
+/// current; else the range asked for (`206`, or `416`), or all of it.
+fn answer(
+    request: &Request,
+    file: &Representation,
+    settings: &Settings,
+    date: &str,
+    after: After,
+) -> Response {
+    let not_modified = not_modified(
         file,
-    })
-}
-
-impl StaticFile {
-    /// Whether the client's cached copy is current (RFC 9110 13.2.2):
-    /// `If-None-Match` decides when present; otherwise `If-Modified-Since`.
-    pub(crate) fn not_modified(
-        &self,
-        if_none_match: Option<&str>,
-        if_modified_since: Option<&str>,
-    ) -> bool {
-        if let Some(tags) = if_none_match {
-            return etag_matches(tags, &self.etag);
-        }
-        if let Some(since) = if_modified_since.and_then(|s| httpdate::parse_http_date(s).ok()) {
-            return self.modified <= since;
-        }
-        false
-    }
-}
-
-/// The answer to a `GET` or `HEAD` for a file under the www root: the file
-/// with its validators, `304` when the client's copy is current, or the
-/// refusal (`400`, `403`, `404`, `503` when out of descriptors) or
-/// redirect its path leads to.
-pub(crate) fn serve(request: &Request, settings: &Settings, date: &str, after: After) -> Response {
-    let root = match &settings.pages {
-        Pages::Dir(root) => root,
-        Pages::BuiltIn => return serve_built_in(request, settings, date, after),
-    };
-    let path = match resolve_path(root, &request.path) {
-        Ok(Resolved::File(path)) => path,
-        Ok(Resolved::AddSlash(location)) => return response::redirect(&location, date),
-        Err(refusal) => return response::refuse(refusal, date, &[]),
-    };
-    let file = match open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return response::refuse(NOT_FOUND, date, &[]);
-        }
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            return response::refuse(Refusal::new(403, "forbidden"), date, &[]);
-        }
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-            let busy = Refusal::new(503, "out of file descriptors");
-            return response::refuse(busy, date, &[("Retry-After", "1")]);
-        }
-        Err(e) => {
-            log::warn!("cannot open {}: {e}", path.display());
-            return response::refuse(Refusal::new(500, "cannot open file"), date, &[]);
-        }
-    };
-    let not_modified = file.not_modified(
         request.if_none_match.as_deref(),
         request.if_modified_since.as_deref(),
     );
-    let status = if not_modified { 304 } else { 200 };
-    let last_modified = httpdate::fmt_http_date(file.modified);
-    let mut bytes = Vec::with_capacity(384);
+    let range_applies = request
+        .if_range
+        .as_deref()
+        .is_none_or(|validator| if_range_holds(validator, &file.etag, file.modified));
+    let ranged = match (not_modified, range_applies) {
+        (false, true) => range::range(request.range.as_deref(), file.len),
+        _ => Ranged::Whole,
+    };
+    let (status, start, end) = match ranged {
+        _ if not_modified => (304, 0, 0),
+        Ranged::Whole => (200, 0, file.len),
+        Ranged::Part { start, end } => (206, start, end),
+        Ranged::Unsatisfiable => (416, 0, 0),
+    };
+    let mut bytes = Vec::with_capacity(512);
     let mut head = Head::new(&mut bytes, status, date);
-    if !not_modified {
-        head.header("Content-Type", file.content_type);
+    head.raw(&file.validators);
+    match status {
+        // A 304 may carry Content-Length only as the length a 200 would have.
+        304 => {
+            head.content_length(file.len);
+        }
+        416 => {
+            head.content_length(0)
+                .header("Content-Range", &format!("bytes */{}", file.len));
+        }
+        _ => {
+            head.raw(&file.type_lines).content_length(end - start);
+        }
     }
-    // A 304 may carry Content-Length only as the length a 200 would have.
-    head.content_length(file.len)
-        .header("ETag", &file.etag)
-        .header("Last-Modified", &last_modified)
-        .header("Cache-Control", "no-cache")
-        .header("X-Content-Type-Options", "nosniff");
+    if status == 206 {
+        head.header(
+            "Content-Range",
+            &format!("bytes {start}-{}/{}", end - 1, file.len),
+        );
+    }
     cors_headers(&mut head, request, settings);
     connection_header(&mut head, after, request.version == 0);
     head.finish();
-    let body = if request.method == Method::Get && !not_modified {
-        Body::File {
-            file: file.file,
-            offset: 0,
-            end: file.len,
+    let body = if request.method == Method::Get && matches!(status, 200 | 206) {
+        match &file.bytes {
+            Bytes::File(file) => Body::File {
+                file: file.clone(),
+                offset: start,
+                end,
+            },
+            Bytes::Memory(bytes) => Body::Shared {
+                bytes: bytes.clone(),
+                offset: start as usize,
+                end: end as usize,
+            },
+            Bytes::Static(bytes) => Body::Static {
+                bytes,
+                offset: start as usize,
+                end: end as usize,
+            },
         }
     } else {
         Body::Empty
@@ -218,6 +146,25 @@ pub(crate) fn serve(request: &Request, settings: &Settings, date: &str, after: A
         bytes,
         body,
         after,
+    }
+}
+
+/// Whether the client's cached copy is current (RFC 9110 13.2.2):
+/// `If-None-Match` decides when present; otherwise `If-Modified-Since`.
+fn not_modified(
+    file: &Representation,
+    if_none_match: Option<&str>,
+    if_modified_since: Option<&str>,
+) -> bool {
+    if let Some(tags) = if_none_match {
+        return etag_matches(tags, &file.etag);
+    }
+    match (
+        if_modified_since.and_then(|s| httpdate::parse_http_date(s).ok()),
+        file.modified,
+    ) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
     }
 }
 
@@ -233,60 +180,22 @@ enum BuiltIn {
 }
 
 /// The built-in page at a URL path.
-fn built_in(url_path: &str) -> Result<BuiltIn, Refusal> {
+fn built_in_page(url_path: &str) -> Result<BuiltIn, Refusal> {
     let mut path = String::new();
-    for segment in segments(url_path)? {
+    for segment in resolve::segments(url_path)? {
         path.push('/');
         path.push_str(&String::from_utf8(segment).map_err(|_| NOT_FOUND)?);
     }
     let find = |path: &str| BUILT_IN.iter().find(|(p, _, _)| *p == path);
     if path.is_empty() || url_path.ends_with('/') {
         path.push('/');
-        path.push_str(INDEX);
-    } else if find(&path).is_none() && find(&format!("{path}/{INDEX}")).is_some() {
+        path.push_str(resolve::INDEX);
+    } else if find(&path).is_none() && find(&format!("{path}/{}", resolve::INDEX)).is_some() {
         return Ok(BuiltIn::AddSlash(format!("{url_path}/")));
     }
     match find(&path) {
         Some(&(_, bytes, etag)) => Ok(BuiltIn::Page(path, bytes, etag)),
         None => Err(NOT_FOUND),
-    }
-}
-
-/// A built-in page: from memory, with its ETag, `304` for a client whose
-/// copy is current, and `HEAD`.
-fn serve_built_in(request: &Request, settings: &Settings, date: &str, after: After) -> Response {
-    let (path, bytes, etag) = match built_in(&request.path) {
-        Ok(BuiltIn::Page(path, bytes, etag)) => (path, bytes, etag),
-        Ok(BuiltIn::AddSlash(location)) => return response::redirect(&location, date),
-        Err(refusal) => return response::refuse(refusal, date, &[]),
-    };
-    let not_modified = request
-        .if_none_match
-        .as_deref()
-        .is_some_and(|tags| etag_matches(tags, etag));
-    let status = if not_modified { 304 } else { 200 };
-    let mut head_bytes = Vec::with_capacity(384);
-    let mut head = Head::new(&mut head_bytes, status, date);
-    if !not_modified {
-        head.header("Content-Type", content_type(Path::new(&path)));
-    }
-    head.content_length(bytes.len() as u64)
-        .header("ETag", etag)
-        .header("Cache-Control", "no-cache")
-        .header("X-Content-Type-Options", "nosniff");
-    cors_headers(&mut head, request, settings);
-    connection_header(&mut head, after, request.version == 0);
-    head.finish();
-    let body = if request.method == Method::Get && !not_modified {
-        Body::Static { bytes, offset: 0 }
-    } else {
-        Body::Empty
-    };
-    Response {
-        status,
-        bytes: head_bytes,
-        body,
-        after,
     }
 }
 
@@ -324,73 +233,178 @@ pub(crate) fn content_type(path: &Path) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use crate::config::{Config, Pages};
+    use crate::http::parse_request;
+    use clap::Parser;
+    use std::fs;
 
-    /// A www root with a file, a directory with an index, a directory
-    /// without one, and symlinks inside and outside.
-    fn fixture() -> (tempfile::TempDir, PathBuf) {
+    /// A root with a small file, a large one, and a script with both
+    /// precompressed siblings; its cache and settings.
+    fn fixture() -> (tempfile::TempDir, FileCache, Settings) {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("www");
-        fs::create_dir_all(root.join("docs")).unwrap();
-        fs::create_dir_all(root.join("empty")).unwrap();
-        fs::write(root.join("index.html"), "<h1>hi</h1>").unwrap();
-        fs::write(root.join("a b.txt"), "space").unwrap();
-        fs::write(root.join("docs/index.html"), "docs").unwrap();
-        fs::write(dir.path().join("secret.txt"), "secret").unwrap();
-        symlink(dir.path().join("secret.txt"), root.join("leak.txt")).unwrap();
-        symlink(dir.path(), root.join("up")).unwrap();
-        symlink(root.join("a b.txt"), root.join("alias.txt")).unwrap();
-        let root = root.canonicalize().unwrap();
-        (dir, root)
+        let digits: String = (0..100)
+            .map(|i| char::from(b'0' + (i % 10) as u8))
+            .collect();
+        fs::write(dir.path().join("small.txt"), &digits).unwrap();
+        let large: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(dir.path().join("large.bin"), &large).unwrap();
+        fs::write(dir.path().join("app.js"), "plain").unwrap();
+        fs::write(dir.path().join("app.js.br"), "brotli!").unwrap();
+        fs::write(dir.path().join("app.js.gz"), "gzipped").unwrap();
+        let root = Root::open(dir.path(), false).unwrap();
+        let settings = Settings::new(
+            &Config::parse_from(["sse-mio"]),
+            Pages::Dir(dir.path().to_path_buf()),
+        );
+        (dir, FileCache::new(root, 16), settings)
     }
 
-    fn file(root: &Path, name: &str) -> Result<Resolved, Refusal> {
-        Ok(Resolved::File(root.join(name)))
+    /// The whole response to `method path` with `headers`, as text (head
+    /// and body), written through the response's own writer.
+    fn ask(files: &mut FileCache, settings: &Settings, request: &str) -> (u16, String, Vec<u8>) {
+        let text = format!("{request}\r\nHost: t\r\n\r\n");
+        let (request, _) = parse_request(text.as_bytes()).unwrap().unwrap();
+        let mut response = serve(&request, Some(files), settings, "D", After::KeepAlive);
+        let mut out = Vec::new();
+        let mut written = 0;
+        let mut counters = crate::counters::Counters::default();
+        assert!(
+            response
+                .write_to(&mut out, &mut written, &mut counters, 0)
+                .unwrap()
+        );
+        let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8(out[..end].to_vec()).unwrap();
+        (response.status, head, out[end..].to_vec())
+    }
+
+    fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
     }
 
     #[test]
-    fn resolves_files_and_indexes() {
-        let (_dir, root) = fixture();
-        assert_eq!(resolve_path(&root, "/"), file(&root, "index.html"));
-        assert_eq!(
-            resolve_path(&root, "/index.html"),
-            file(&root, "index.html")
-        );
-        assert_eq!(resolve_path(&root, "/a%20b.txt"), file(&root, "a b.txt"));
-        assert_eq!(resolve_path(&root, "//./a%20b.txt"), file(&root, "a b.txt"));
-        assert_eq!(
-            resolve_path(&root, "/docs/"),
-            file(&root, "docs/index.html")
-        );
-        assert_eq!(
-            resolve_path(&root, "/docs"),
-            Ok(Resolved::AddSlash("/docs/".into()))
-        );
-        assert_eq!(resolve_path(&root, "/alias.txt"), file(&root, "a b.txt"));
+    fn each_range_form_on_a_small_and_a_large_file() {
+        let (_dir, mut files, settings) = fixture();
+        for (path, len) in [("/small.txt", 100u64), ("/large.bin", 40_000)] {
+            let whole = ask(&mut files, &settings, &format!("GET {path} HTTP/1.1")).2;
+            assert_eq!(whole.len() as u64, len);
+            let mut part = |range: &str| {
+                let request = format!("GET {path} HTTP/1.1\r\nRange: {range}");
+                ask(&mut files, &settings, &request)
+            };
+            let (status, head, body) = part("bytes=0-9");
+            assert_eq!(status, 206, "{head}");
+            assert_eq!(
+                header(&head, "Content-Range"),
+                Some(&*format!("bytes 0-9/{len}"))
+            );
+            assert_eq!(header(&head, "Content-Length"), Some("10"));
+            assert_eq!(body, whole[..10]);
+            let (_, head, body) = part("bytes=95-");
+            assert_eq!(
+                header(&head, "Content-Range"),
+                Some(&*format!("bytes 95-{}/{len}", len - 1))
+            );
+            assert_eq!(body, whole[95..]);
+            let (_, _, body) = part("bytes=-7");
+            assert_eq!(body, whole[len as usize - 7..]);
+            let (status, head, body) = part(&format!("bytes={len}-"));
+            assert_eq!(status, 416);
+            assert_eq!(
+                header(&head, "Content-Range"),
+                Some(&*format!("bytes */{len}"))
+            );
+            assert_eq!(header(&head, "Content-Length"), Some("0"));
+            assert!(body.is_empty());
+            let (status, _, body) = part("bytes=0-1,5-6");
+            assert_eq!(
+                (status, body),
+                (200, whole.clone()),
+                "several ranges: all of it"
+            );
+            let (status, _, body) = part("bytes=oops");
+            assert_eq!((status, body.len() as u64), (200, len));
+            assert_eq!(header(&part("bytes=0-0").1, "Accept-Ranges"), Some("bytes"));
+        }
     }
 
     #[test]
-    fn refuses_everything_outside_the_root() {
-        let (_dir, root) = fixture();
-        let bad = |p: &str| matches!(resolve_path(&root, p), Err(Refusal { status: 400, .. }));
-        assert!(bad("/../secret.txt"));
-        assert!(bad("/docs/../../secret.txt"));
-        assert!(bad("/%2e%2e/secret.txt"));
-        assert!(bad("/%2E%2E%2fsecret.txt"));
-        assert!(bad("/..%5csecret.txt"));
-        assert!(bad("/a%00.txt"));
-        assert!(bad("/%zz"));
-        assert!(bad("/%4"));
-        assert_eq!(resolve_path(&root, "/leak.txt"), Err(NOT_FOUND));
-        assert_eq!(resolve_path(&root, "/up/secret.txt"), Err(NOT_FOUND));
-        assert_eq!(resolve_path(&root, "/empty/"), Err(NOT_FOUND));
-        assert_eq!(resolve_path(&root, "/missing.html"), Err(NOT_FOUND));
-        assert_eq!(resolve_path(&root, "/index.html/x"), Err(NOT_FOUND));
-        // Decoded once only: %252e is a file literally named "%2e".
-        assert_eq!(
-            resolve_path(&root, "/%252e%252e/secret.txt"),
-            Err(NOT_FOUND)
+    fn if_range_head_and_conditional_requests_with_ranges() {
+        let (_dir, mut files, settings) = fixture();
+        let (_, head, _) = ask(&mut files, &settings, "GET /small.txt HTTP/1.1");
+        let etag = header(&head, "ETag").unwrap().to_owned();
+        let date = header(&head, "Last-Modified").unwrap().to_owned();
+        let mut with = |extra: &str| {
+            let request = format!("GET /small.txt HTTP/1.1\r\nRange: bytes=10-19\r\n{extra}");
+            ask(&mut files, &settings, request.trim_end())
+        };
+        assert_eq!(with(&format!("If-Range: {etag}")).0, 206);
+        assert_eq!(with(&format!("If-Range: {date}")).0, 206);
+        assert_eq!(with("If-Range: \"other\"").0, 200);
+        assert_eq!(with(&format!("If-Range: W/{etag}")).0, 200);
+        assert_eq!(with("If-Range: Tue, 01 Jan 2030 00:00:00 GMT").0, 200);
+        // A current copy wins over the range.
+        assert_eq!(with(&format!("If-None-Match: {etag}")).0, 304);
+        let (status, head, body) = ask(
+            &mut files,
+            &settings,
+            "HEAD /small.txt HTTP/1.1\r\nRange: bytes=10-19",
         );
+        assert_eq!(status, 206);
+        assert_eq!(header(&head, "Content-Length"), Some("10"));
+        assert!(body.is_empty());
+        let (status, head, body) = ask(
+            &mut files,
+            &settings,
+            &format!("GET /small.txt HTTP/1.1\r\nIf-None-Match: {etag}"),
+        );
+        assert_eq!((status, body.len()), (304, 0));
+        assert_eq!(header(&head, "Content-Type"), None);
+        assert_eq!(header(&head, "Content-Length"), Some("100"));
+    }
+
+    #[test]
+    fn precompressed_siblings_by_accept_encoding() {
+        let (_dir, mut files, settings) = fixture();
+        let mut get = |encoding: &str| {
+            let request = if encoding.is_empty() {
+                "GET /app.js HTTP/1.1".to_owned()
+            } else {
+                format!("GET /app.js HTTP/1.1\r\nAccept-Encoding: {encoding}")
+            };
+            let (status, head, body) = ask(&mut files, &settings, &request);
+            assert_eq!(status, 200);
+            assert_eq!(header(&head, "Vary"), Some("Accept-Encoding"), "{head}");
+            assert_eq!(
+                header(&head, "Content-Type"),
+                Some("text/javascript; charset=utf-8")
+            );
+            let etag = header(&head, "ETag").unwrap().to_owned();
+            let coding = header(&head, "Content-Encoding").map(str::to_owned);
+            (coding, String::from_utf8(body).unwrap(), etag)
+        };
+        let (coding, body, plain_tag) = get("");
+        assert_eq!((coding, body.as_str()), (None, "plain"));
+        let (coding, body, br_tag) = get("gzip, deflate, br");
+        assert_eq!((coding.as_deref(), body.as_str()), (Some("br"), "brotli!"));
+        let (coding, body, gz_tag) = get("gzip");
+        assert_eq!(
+            (coding.as_deref(), body.as_str()),
+            (Some("gzip"), "gzipped")
+        );
+        assert_eq!(get("br;q=0.4, gzip;q=0.8").1, "gzipped");
+        assert_eq!(get("br;q=0, gzip;q=0").1, "plain");
+        assert_eq!(get("gzip;q=0.5, identity").1, "plain");
+        // Each representation has its own validator.
+        assert!(plain_tag != br_tag && br_tag != gz_tag && plain_tag != gz_tag);
+        // A file without siblings does not vary.
+        let (_, head, _) = ask(
+            &mut files,
+            &settings,
+            "GET /small.txt HTTP/1.1\r\nAccept-Encoding: br",
+        );
+        assert_eq!(header(&head, "Vary"), None);
     }
 
     #[test]
@@ -411,7 +425,7 @@ mod tests {
             );
             assert!(etag.len() == 18 && etag.starts_with('"'), "{etag}");
         }
-        let index = |p: &str| match built_in(p) {
+        let index = |p: &str| match built_in_page(p) {
             Ok(BuiltIn::Page(path, _, _)) => Ok(path),
             Ok(BuiltIn::AddSlash(to)) => Ok(format!("301 {to}")),
             Err(refusal) => Err(refusal),
@@ -450,94 +464,30 @@ mod tests {
     }
 
     #[test]
-    fn conditional_requests() {
-        let (_dir, root) = fixture();
-        let file = open(&root.join("index.html")).unwrap();
-        assert_eq!(file.len, 11);
+    fn validators_decide_304() {
+        let (_dir, mut files, _) = fixture();
+        let Ok(Lookup::Entry(entry)) = files.lookup("/small.txt", Instant::now()) else {
+            panic!("a file");
+        };
+        let file = &entry.plain;
         let etag = file.etag.clone();
-        assert!(file.not_modified(Some(&etag), None));
-        assert!(file.not_modified(Some(&format!("\"x\", W/{etag}")), None));
-        assert!(file.not_modified(Some("*"), None));
-        assert!(!file.not_modified(Some("\"other\""), None));
-        let later = httpdate::fmt_http_date(file.modified + std::time::Duration::from_secs(5));
-        let earlier = httpdate::fmt_http_date(file.modified - std::time::Duration::from_secs(5));
-        let same = httpdate::fmt_http_date(file.modified);
-        assert!(file.not_modified(None, Some(&later)));
-        assert!(file.not_modified(None, Some(&same)));
-        assert!(!file.not_modified(None, Some(&earlier)));
-        assert!(!file.not_modified(None, Some("not a date")));
+        let modified = file.modified.unwrap();
+        assert!(not_modified(file, Some(&etag), None));
+        assert!(not_modified(file, Some(&format!("\"x\", W/{etag}")), None));
+        assert!(not_modified(file, Some("*"), None));
+        assert!(!not_modified(file, Some("\"other\""), None));
+        let later = httpdate::fmt_http_date(modified + std::time::Duration::from_secs(5));
+        let earlier = httpdate::fmt_http_date(modified - std::time::Duration::from_secs(5));
+        assert!(not_modified(file, None, Some(&later)));
+        assert!(not_modified(
+            file,
+            None,
+            Some(&httpdate::fmt_http_date(modified))
+        ));
+        assert!(!not_modified(file, None, Some(&earlier)));
+        assert!(!not_modified(file, None, Some("not a date")));
         // If-None-Match wins over If-Modified-Since.
-        assert!(!file.not_modified(Some("\"other\""), Some(&later)));
-        assert!(!file.not_modified(None, None));
-    }
-}
-
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-    use std::os::unix::fs::symlink;
-    use std::sync::OnceLock;
-
-    /// One fixture for all cases: a root with files, a subdirectory,
-    /// symlinks inside and out, and secrets beside it.
-    fn root() -> &'static Path {
-        static ROOT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-        &ROOT
-            .get_or_init(|| {
-                let dir = tempfile::tempdir().unwrap();
-                let root = dir.path().join("www");
-                fs::create_dir_all(root.join("sub")).unwrap();
-                fs::write(root.join("index.html"), "i").unwrap();
-                fs::write(root.join("sub/a.txt"), "a").unwrap();
-                fs::write(dir.path().join("secret"), "s").unwrap();
-                symlink(dir.path().join("secret"), root.join("leak")).unwrap();
-                symlink(dir.path(), root.join("up")).unwrap();
-                symlink("../..", root.join("sub/loop")).unwrap();
-                let root = root.canonicalize().unwrap();
-                (dir, root)
-            })
-            .1
-    }
-
-    fn url_path() -> impl Strategy<Value = String> {
-        proptest::collection::vec(
-            prop_oneof![
-                Just("/".to_owned()),
-                Just("..".to_owned()),
-                Just(".".to_owned()),
-                Just("%2e".to_owned()),
-                Just("%2E%2e".to_owned()),
-                Just("%2f".to_owned()),
-                Just("%5c".to_owned()),
-                Just("\\".to_owned()),
-                Just("%00".to_owned()),
-                Just("%".to_owned()),
-                Just("sub".to_owned()),
-                Just("a.txt".to_owned()),
-                Just("leak".to_owned()),
-                Just("up".to_owned()),
-                Just("loop".to_owned()),
-                Just("secret".to_owned()),
-                Just("index.html".to_owned()),
-                any::<String>(),
-            ],
-            0..10,
-        )
-        .prop_map(|parts| parts.concat())
-    }
-
-    proptest! {
-        /// Whatever the URL, the resolver answers with a refusal or a
-        /// regular file whose real path is inside the root.
-        #[test]
-        fn no_path_leaves_the_root(path in url_path()) {
-            let root = root();
-            if let Ok(Resolved::File(resolved)) = resolve_path(root, &path) {
-                prop_assert!(resolved.starts_with(root), "{path:?} -> {resolved:?}");
-                prop_assert_eq!(resolved.canonicalize().unwrap(), resolved.clone());
-                prop_assert!(resolved.is_file());
-            }
-        }
+        assert!(!not_modified(file, Some("\"other\""), Some(&later)));
+        assert!(!not_modified(file, None, None));
     }
 }

@@ -6,6 +6,7 @@ mod support;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::symlink;
+use std::time::Duration;
 
 use support::*;
 
@@ -225,7 +226,11 @@ fn no_request_escapes_the_root() {
 #[test]
 fn a_large_file_streams_to_a_slow_reader() {
     let dir = fixture();
-    let server = TestServer::start_in(&dir.path().join("www"), &["--interval", "1h"]);
+    // A small send buffer: sendfile takes a little at a time.
+    let server = TestServer::start_in(
+        &dir.path().join("www"),
+        &["--interval", "1h", "--send-buffer", "4096"],
+    );
     let mut stream = server.connect();
     send(&mut stream, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
     // Read the head, then the body in small pieces so the server's socket
@@ -248,6 +253,16 @@ fn a_large_file_streams_to_a_slow_reader() {
     // Still keep-alive afterwards.
     send(&mut stream, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(read_response(&mut stream, false).text(), "root index");
+    // It went out in many short writes and waits for room.
+    let metrics = server.get("/metrics").text();
+    assert!(
+        sample(&metrics, "sse_mio_short_writes_total") >= 10.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "sse_mio_would_block_total") >= 10.0,
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -260,4 +275,219 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     assert_closed(&mut stream);
     let waited = start.elapsed();
     assert!(waited.as_millis() >= 250, "closed after {waited:?}");
+}
+
+/// The body of a 200 (or `None` with the status otherwise), on a fresh connection.
+fn fetch(server: &TestServer, path: &str) -> Result<String, u16> {
+    let response = server.get(path);
+    match response.status {
+        200 => Ok(response.text()),
+        status => Err(status),
+    }
+}
+
+#[test]
+fn byte_ranges_over_the_wire() {
+    let dir = fixture();
+    let server = TestServer::start_in(&dir.path().join("www"), &["--interval", "1h"]);
+    let big = fs::read(dir.path().join("www/big.bin")).unwrap();
+    let mut stream = server.connect();
+    let mut ask = |lines: &str| {
+        send(&mut stream, &format!("{lines}\r\nHost: t\r\n\r\n"));
+        read_response(&mut stream, lines.starts_with("HEAD"))
+    };
+    let response = ask("GET /big.bin HTTP/1.1\r\nRange: bytes=1000-1999");
+    assert_eq!(response.status, 206);
+    assert_eq!(
+        response.header("Content-Range"),
+        Some("bytes 1000-1999/5000000")
+    );
+    assert_eq!(response.header("Accept-Ranges"), Some("bytes"));
+    assert_eq!(response.body, big[1000..2000]);
+    let response = ask("GET /big.bin HTTP/1.1\r\nRange: bytes=-10");
+    assert_eq!(response.body, big[big.len() - 10..]);
+    // A resumed download: from where it stopped to the end.
+    let response = ask("GET /big.bin HTTP/1.1\r\nRange: bytes=4999000-");
+    assert_eq!(
+        (response.status, &response.body[..]),
+        (206, &big[4_999_000..])
+    );
+    let response = ask("GET /big.bin HTTP/1.1\r\nRange: bytes=5000000-");
+    assert_eq!(response.status, 416);
+    assert_eq!(response.header("Content-Range"), Some("bytes */5000000"));
+    let etag = ask("HEAD /big.bin HTTP/1.1")
+        .header("ETag")
+        .unwrap()
+        .to_owned();
+    let response = ask(&format!(
+        "GET /big.bin HTTP/1.1\r\nRange: bytes=0-3\r\nIf-Range: {etag}"
+    ));
+    assert_eq!((response.status, response.body.len()), (206, 4));
+    let response = ask("GET /index.html HTTP/1.1\r\nRange: bytes=0-3\r\nIf-Range: \"old\"");
+    assert_eq!(
+        (response.status, response.text()),
+        (200, "root index".to_owned())
+    );
+    let response = ask("HEAD /big.bin HTTP/1.1\r\nRange: bytes=0-99");
+    assert_eq!(response.status, 206);
+    assert_eq!(response.header("Content-Length"), Some("100"));
+    // The connection stayed usable through all of it.
+    assert_eq!(ask("GET / HTTP/1.1").text(), "root index");
+}
+
+#[test]
+fn precompressed_siblings_and_never_a_compressed_stream() {
+    let dir = fixture();
+    let www = dir.path().join("www");
+    fs::write(www.join("app.js"), "plain script").unwrap();
+    fs::write(www.join("app.js.gz"), "gzip bytes").unwrap();
+    let server = TestServer::start_in(&www, &["--interval", "1h"]);
+    let mut stream = server.connect();
+    let mut ask = |encoding: &str| {
+        send(
+            &mut stream,
+            &format!("GET /app.js HTTP/1.1\r\nHost: t\r\nAccept-Encoding: {encoding}\r\n\r\n"),
+        );
+        read_response(&mut stream, false)
+    };
+    let gzip = ask("gzip, deflate, br");
+    assert_eq!(gzip.header("Content-Encoding"), Some("gzip"));
+    assert_eq!(gzip.header("Vary"), Some("Accept-Encoding"));
+    assert_eq!(
+        gzip.header("Content-Type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(gzip.text(), "gzip bytes");
+    let plain = ask("br");
+    assert_eq!(plain.header("Content-Encoding"), None);
+    assert_eq!(plain.header("Vary"), Some("Accept-Encoding"));
+    assert_eq!(plain.text(), "plain script");
+    assert_ne!(gzip.header("ETag"), plain.header("ETag"));
+    assert_eq!(ask("gzip;q=0").text(), "plain script");
+    // The event stream is never compressed, whatever the client takes.
+    let client = SseClient::open(server.addr, &["Accept-Encoding: gzip, br"]);
+    assert_eq!(client.response.header("Content-Encoding"), None);
+}
+
+#[test]
+fn the_cache_sees_a_changed_and_a_deleted_file_within_a_second() {
+    let dir = fixture();
+    let www = dir.path().join("www");
+    fs::write(www.join("note.txt"), "first").unwrap();
+    let server = TestServer::start_in(&www, &["--interval", "1h"]);
+    assert_eq!(fetch(&server, "/note.txt"), Ok("first".into()));
+    // Replaced, as a deploy does it (a new file renamed over the old).
+    fs::write(www.join("note.new"), "second version").unwrap();
+    fs::rename(www.join("note.new"), www.join("note.txt")).unwrap();
+    let changed = std::time::Instant::now();
+    poll_until(Duration::from_secs(5), "the new version", || {
+        (fetch(&server, "/note.txt") == Ok("second version".into())).then_some(())
+    });
+    // A second of trust, and some slack for two busy cores.
+    assert!(
+        changed.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        changed.elapsed()
+    );
+    fs::remove_file(www.join("note.txt")).unwrap();
+    let deleted = std::time::Instant::now();
+    poll_until(Duration::from_secs(5), "a 404", || {
+        (fetch(&server, "/note.txt") == Err(404)).then_some(())
+    });
+    assert!(
+        deleted.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        deleted.elapsed()
+    );
+}
+
+#[test]
+fn symlinks_inside_are_followed_and_absolute_ones_refused() {
+    let dir = fixture();
+    let www = dir.path().join("www");
+    symlink("index.html", www.join("alias.html")).unwrap();
+    symlink("../index.html", www.join("sub/up.html")).unwrap();
+    symlink(www.join("index.html"), www.join("absolute.html")).unwrap();
+    let server = TestServer::start_in(&www, &["--interval", "1h"]);
+    assert_eq!(fetch(&server, "/alias.html"), Ok("root index".into()));
+    assert_eq!(fetch(&server, "/sub/up.html"), Ok("root index".into()));
+    // openat2's RESOLVE_BENEATH refuses any absolute symlink (README).
+    assert_eq!(fetch(&server, "/absolute.html"), Err(404));
+    assert_eq!(fetch(&server, "/leak.txt"), Err(404));
+}
+
+#[test]
+fn without_openat2_the_fallback_serves_and_says_so_once() {
+    let dir = fixture();
+    let www = dir.path().join("www");
+    symlink(www.join("index.html"), www.join("absolute.html")).unwrap();
+    let www = www.to_str().unwrap();
+    let mut server = ChildServer::spawn_with(
+        &["--www", www, "--interval", "1h", "--test-without-openat2"],
+        |_| {},
+    );
+    // Said while starting, before the address.
+    assert!(
+        server.log.contains("openat2 is unavailable"),
+        "{}",
+        server.log
+    );
+    let get = |path: &str| {
+        let mut stream = connect(server.addr);
+        send(
+            &mut stream,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        );
+        let response = read_response(&mut stream, false);
+        (response.status, response.text())
+    };
+    assert_eq!(get("/"), (200, "root index".to_owned()));
+    // The fallback compares real paths: an absolute symlink inside is served...
+    assert_eq!(get("/absolute.html"), (200, "root index".to_owned()));
+    // ...and everything outside is still refused.
+    assert_eq!(get("/leak.txt").0, 404);
+    assert_eq!(get("/outside/secret.txt").0, 404);
+    assert!(!get("/..%2fsecret.txt").1.contains("top secret"));
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    assert_eq!(
+        server.log.matches("openat2 is unavailable").count(),
+        1,
+        "{}",
+        server.log
+    );
+}
+
+#[test]
+fn a_file_truncated_while_it_is_sent_closes_the_connection() {
+    let dir = fixture();
+    let www = dir.path().join("www");
+    let server = TestServer::start_in(&www, &["--interval", "1h", "--send-buffer", "4096"]);
+    let mut stream = server.connect();
+    send(&mut stream, "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = read_response(&mut stream, true);
+    assert_eq!(head.header("Content-Length"), Some("5000000"));
+    let mut received = 0;
+    let mut chunk = [0u8; 4096];
+    while received < 100_000 {
+        received += stream.read(&mut chunk).unwrap();
+    }
+    // The file shrinks under the response: it can no longer keep its length.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(www.join("big.bin"))
+        .unwrap()
+        .set_len(1_000_000)
+        .unwrap();
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => received += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the connection was neither closed nor finished: {e}"),
+        }
+    }
+    assert!(received < 5_000_000, "{received}");
+    // And the server goes on serving, not spinning on the short file.
+    assert_eq!(fetch(&server, "/"), Ok("root index".into()));
 }

@@ -1,16 +1,19 @@
-//! Fuzz the path resolver against a fixed www root with symlinks out of
-//! it: nothing may resolve outside the canonical root.
+//! Fuzz the path resolvers against a fixed www root with symlinks out of
+//! it: whatever `openat2` beneath the root opens, and whatever the
+//! `realpath` fallback opens or resolves, is a regular file inside the
+//! canonical root.
 #![no_main]
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sse_mio::internals::{Resolved, resolve_path};
+use sse_mio::internals::{Found, Resolved, Resolver, Root, open_path, resolve_path};
 
-fn root() -> &'static PathBuf {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+fn root() -> &'static (PathBuf, Root) {
+    static ROOT: OnceLock<(PathBuf, Root)> = OnceLock::new();
     ROOT.get_or_init(|| {
         let base = std::env::temp_dir().join(format!("sse-mio-fuzz-{}", std::process::id()));
         let root = base.join("www");
@@ -21,7 +24,11 @@ fn root() -> &'static PathBuf {
         let _ = symlink(base.join("secret"), root.join("leak"));
         let _ = symlink(&base, root.join("up"));
         let _ = symlink("../..", root.join("sub/loop"));
-        root.canonicalize().unwrap()
+        let _ = symlink("a.txt", root.join("sub/in"));
+        let _ = symlink(root.join("index.html"), root.join("absolute"));
+        let canonical = root.canonicalize().unwrap();
+        let opened = Root::open(&canonical, false).unwrap();
+        (canonical, opened)
     })
 }
 
@@ -29,9 +36,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(path) = std::str::from_utf8(data) else {
         return;
     };
-    let root = root();
-    if let Ok(Resolved::File(resolved)) = resolve_path(root, path) {
-        assert!(resolved.starts_with(root), "{path:?} -> {resolved:?}");
+    let (canonical, opened) = root();
+    for how in [Resolver::Openat2, Resolver::Canonical] {
+        if let Ok(Found::File(file, _)) = open_path(opened, path, how) {
+            let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+            assert!(real.starts_with(canonical), "{how:?} {path:?} -> {real:?}");
+            assert!(file.metadata().unwrap().is_file());
+        }
+    }
+    if let Ok(Resolved::File(resolved)) = resolve_path(canonical, path) {
+        assert!(resolved.starts_with(canonical), "{path:?} -> {resolved:?}");
         assert!(resolved.is_file());
     }
 });

@@ -16,6 +16,7 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
         202 => "Accepted",
         204 => "No Content",
         301 => "Moved Permanently",
+        206 => "Partial Content",
         304 => "Not Modified",
         400 => "Bad Request",
         403 => "Forbidden",
@@ -26,6 +27,7 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -62,6 +64,12 @@ impl<'a> Head<'a> {
         self.out.extend_from_slice(b": ");
         self.out.extend_from_slice(value.as_bytes());
         self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Header lines prebuilt elsewhere (each ending in CRLF), as they are.
+    pub(crate) fn raw(&mut self, lines: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(lines);
         self
     }
 

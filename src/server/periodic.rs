@@ -1,12 +1,13 @@
-//! What the schedule runs over and over: the housekeeping walk over the
-//! streams (heartbeats, stalls, lifetimes, gauges, giving memory back),
-//! the dashboard frame, and the summary line in the log.
+//! What the schedule runs over and over: the ticker, the housekeeping
+//! walk over the streams (heartbeats, stalls, lifetimes, gauges, giving
+//! memory back), the dashboard frame, and the summary line in the log.
 
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
 use super::Server;
+use super::floor::Floor;
 use crate::connection::{Kind, Step};
 use crate::counters::Gauges;
 use crate::hub::FanOutCtx;
@@ -31,6 +32,24 @@ const TRIM_AFTER_CLOSES: usize = 256;
 const TRIM_PERIOD: Duration = Duration::from_secs(10);
 
 impl Server {
+    /// The tick was due at `due`: ask the hub for one, and queue the next
+    /// on the same cadence, never making up missed ticks in a burst. The
+    /// ticker stops when shutdown begins, and pauses while the floor is on.
+    pub(super) fn tick(&mut self, due: Instant, now: Instant) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        if self.shutdown.is_draining() {
+            return;
+        }
+        let next = due + interval;
+        let next = if next <= now { now + interval } else { next };
+        self.shared.schedule.at(next, Timer::Tick);
+        if !self.floor.as_ref().is_some_and(Floor::is_on) {
+            self.hub.tick();
+        }
+    }
+
     /// Once a second: the frame of the dashboard streams, if any are open;
     /// in a worker, its figures for the supervisor instead (which sends
     /// every worker the whole server's frame).
