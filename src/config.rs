@@ -11,8 +11,10 @@ use std::io;
 use std::net::SocketAddr;
 
 mod addr;
+mod redis;
 
 pub use addr::{ListenAddr, parse_addr};
+pub use redis::{RedisUrl, parse_redis_url};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -110,6 +112,16 @@ pub struct Config {
     #[arg(long, value_name = "N", value_parser = positive_count)]
     pub max_per_address: Option<usize>,
 
+    /// Share one event log with other instances through Redis: redis://[[user]:password@]host:port[/db] (or the REDIS_URL environment variable, which keeps a password out of the process list). Off by default.
+    // Kept as text and read by `redis_url`: clap would repeat a bad value,
+    // password and all, in its error.
+    #[arg(long, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
+
+    /// The Redis stream that holds the events (and the prefix of the keys beside it).
+    #[arg(long, value_name = "NAME", default_value = "sse-mio:events")]
+    pub redis_key: String,
+
     /// Open files kept by the open-file cache (a descriptor each, taken from the reserve beside --max-connections; small files kept in memory count one), looked at again once a second; 0 turns it off.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub open_file_cache: usize,
@@ -138,6 +150,23 @@ pub struct Config {
 }
 
 impl Config {
+    /// `--redis` (or `REDIS_URL`), read. An error never repeats the URL,
+    /// which may hold a password.
+    pub fn redis_url(&self) -> io::Result<Option<RedisUrl>> {
+        self.redis
+            .as_deref()
+            .map(parse_redis_url)
+            .transpose()
+            .map_err(|why| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "invalid --redis URL: {why} (the URL is not shown: it may hold a password)"
+                    ),
+                )
+            })
+    }
+
     /// The address to listen on: a worker's is the one its supervisor
     /// fixed (`--addr 127.0.0.1:0` still means one port for all).
     pub(crate) fn listen_addr(&self) -> ListenAddr {
@@ -155,6 +184,7 @@ impl Config {
     /// server and a supervisor both check before they start, so a bad
     /// configuration fails once, in one line.
     pub(crate) fn check(&self) -> io::Result<Pages> {
+        self.redis_url()?;
         let pages = match &self.www {
             Some(dir) => Pages::Dir(usable_dir(dir)?),
             None if Path::new(DEFAULT_WWW).is_dir() => {
@@ -233,6 +263,9 @@ pub(crate) struct Settings {
     pub(crate) max_message: u32,
     /// This process is worker N of a supervisor (`--workers`).
     pub(crate) worker: Option<u32>,
+    /// Events come from a log shared with other instances (`--redis`),
+    /// which can replay what the ring no longer holds.
+    pub(crate) shared_log: bool,
 }
 
 impl Settings {
@@ -248,6 +281,7 @@ impl Settings {
             cors_origins: config.cors_origins.clone(),
             max_message: config.max_message,
             worker: config.worker,
+            shared_log: config.redis.is_some(),
         }
     }
 }

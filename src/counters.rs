@@ -131,6 +131,10 @@ pub(crate) struct Counters {
     pub(crate) replayed: u64,
     /// Streams that asked to resume from an id the ring no longer holds.
     pub(crate) resets: u64,
+    /// Streams that resumed from the shared log (`--redis`) because the
+    /// ring no longer held their next event.
+    #[serde(default)]
+    pub(crate) log_replays: u64,
     pub(crate) heartbeats: u64,
     /// Streams sent the shutdown goodbye.
     pub(crate) goodbyes: u64,
@@ -261,6 +265,9 @@ pub(crate) struct Gauges {
     /// The open-files limit.
     pub(crate) fd_limit: u64,
     pub(crate) uptime: Duration,
+    /// The shared log's state, with `--redis`.
+    #[serde(default)]
+    pub(crate) backplane: Option<crate::source::Status>,
 }
 
 impl Gauges {

@@ -130,12 +130,15 @@ fn connection_timer(key: usize, serial: u64) -> Timer {
 }
 
 /// What a connection waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Asked {
     /// Its chat message's id.
     Id,
     /// The whole server's metrics, for a `GET` (`head_only`: a `HEAD`).
     Metrics { head_only: bool },
+    /// The events its `Last-Event-ID` missed, from the shared log; `head`
+    /// is its stream's head and opening notice, ready.
+    Replay { head: Vec<u8> },
 }
 
 /// What a connection is doing, as counted on `/metrics`.
@@ -228,6 +231,10 @@ impl Exchange {
             Route::AskMetrics => {
                 let head_only = request.method == Method::Head;
                 self.ask(Ask::Metrics, Asked::Metrics { head_only }, &request, ctx);
+            }
+            Route::AskReplay { head, after, until } => {
+                let ask = Ask::Replay { after, until };
+                self.ask(ask, Asked::Replay { head }, &request, ctx);
             }
         }
         None

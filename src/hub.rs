@@ -137,6 +137,10 @@ impl Hub {
         &mut self.source
     }
 
+    pub(crate) fn source(&self) -> &Source {
+        &self.source
+    }
+
     /// When an event last went out to the streams.
     pub(crate) fn quiet_since(&self) -> Instant {
         self.quiet_since

@@ -55,6 +55,20 @@ pub(crate) enum ToWorker {
     /// The answer to a [`ToSupervisor::MetricsRequest`]: the whole server's
     /// exposition.
     Metrics { ticket: Ticket, text: String },
+    /// The answer to a [`ToSupervisor::Replay`]: the frames after the
+    /// connection's last id, the id the stream goes on from, and whether
+    /// they follow that id without a gap.
+    Replay {
+        ticket: Ticket,
+        frames: String,
+        next_id: u64,
+        complete: bool,
+    },
+    /// The shared log (`--redis`) is reachable, or not: for `/healthz`.
+    Backplane { connected: bool },
+    /// The chat message of the connection with `ticket` is the event with
+    /// this id (`--redis`: the event itself comes from the log).
+    Accepted { ticket: Ticket, id: u64 },
 }
 
 /// Why the supervisor refused a chat message.
@@ -64,6 +78,8 @@ pub(crate) enum Why {
     RateLimited,
     /// The server is shutting down (503).
     ShuttingDown,
+    /// The shared log (Redis) is unavailable (503).
+    Unavailable,
 }
 
 /// What a worker tells the supervisor.
@@ -77,6 +93,13 @@ pub(crate) enum ToSupervisor {
     MetricsRequest { ticket: Ticket },
     /// The worker listens now, and holds up to this many connections.
     Serving { max_connections: u64 },
+    /// A connection asks for the events after `after` up to `until`, which
+    /// its ring no longer holds (`--redis`).
+    Replay {
+        ticket: Ticket,
+        after: u64,
+        until: u64,
+    },
 }
 
 /// The peer sent something that is not the protocol.
@@ -131,6 +154,7 @@ impl Message for ToWorker {
                 let why = match why {
                     Why::RateLimited => 1,
                     Why::ShuttingDown => 2,
+                    Why::Unavailable => 3,
                 };
                 w.u8(4).ticket(Some(*ticket)).u8(why).u32(*retry_after_s);
             }
@@ -139,6 +163,24 @@ impl Message for ToWorker {
             }
             ToWorker::Metrics { ticket, text } => {
                 w.u8(6).ticket(Some(*ticket)).text(text);
+            }
+            ToWorker::Replay {
+                ticket,
+                frames,
+                next_id,
+                complete,
+            } => {
+                w.u8(7)
+                    .ticket(Some(*ticket))
+                    .text(frames)
+                    .u64(*next_id)
+                    .u8(u8::from(*complete));
+            }
+            ToWorker::Backplane { connected } => {
+                w.u8(8).u8(u8::from(*connected));
+            }
+            ToWorker::Accepted { ticket, id } => {
+                w.u8(9).ticket(Some(*ticket)).u64(*id);
             }
         }
     }
@@ -163,6 +205,7 @@ impl Message for ToWorker {
                 why: match r.u8()? {
                     1 => Why::RateLimited,
                     2 => Why::ShuttingDown,
+                    3 => Why::Unavailable,
                     _ => return Err(ProtocolError("unknown refusal")),
                 },
                 retry_after_s: r.u32()?,
@@ -171,6 +214,19 @@ impl Message for ToWorker {
             6 => ToWorker::Metrics {
                 ticket: r.some_ticket()?,
                 text: r.text()?,
+            },
+            7 => ToWorker::Replay {
+                ticket: r.some_ticket()?,
+                frames: r.text()?,
+                next_id: r.u64()?,
+                complete: r.u8()? == 1,
+            },
+            8 => ToWorker::Backplane {
+                connected: r.u8()? == 1,
+            },
+            9 => ToWorker::Accepted {
+                ticket: r.some_ticket()?,
+                id: r.u64()?,
             },
             _ => return Err(ProtocolError("unknown message type")),
         })
@@ -196,6 +252,13 @@ impl Message for ToSupervisor {
             ToSupervisor::Serving { max_connections } => {
                 w.u8(104).u64(*max_connections);
             }
+            ToSupervisor::Replay {
+                ticket,
+                after,
+                until,
+            } => {
+                w.u8(105).ticket(Some(*ticket)).u64(*after).u64(*until);
+            }
         }
     }
 
@@ -215,6 +278,11 @@ impl Message for ToSupervisor {
             },
             104 => ToSupervisor::Serving {
                 max_connections: r.u64()?,
+            },
+            105 => ToSupervisor::Replay {
+                ticket: r.some_ticket()?,
+                after: r.u64()?,
+                until: r.u64()?,
             },
             _ => return Err(ProtocolError("unknown message type")),
         })
@@ -436,6 +504,22 @@ mod tests {
                 ticket: ticket(),
                 text: "# HELP x\n".repeat(100),
             },
+            ToWorker::Refused {
+                ticket: ticket(),
+                why: Why::Unavailable,
+                retry_after_s: 3,
+            },
+            ToWorker::Replay {
+                ticket: ticket(),
+                frames: "id: 7\ndata: x\n\n".into(),
+                next_id: 8,
+                complete: true,
+            },
+            ToWorker::Backplane { connected: true },
+            ToWorker::Accepted {
+                ticket: ticket(),
+                id: 1_796_000_000_000,
+            },
         ]
     }
 
@@ -463,6 +547,11 @@ mod tests {
             ToSupervisor::MetricsRequest { ticket: ticket() },
             ToSupervisor::Serving {
                 max_connections: 19_900,
+            },
+            ToSupervisor::Replay {
+                ticket: ticket(),
+                after: 5,
+                until: 9,
             },
         ]
     }

@@ -26,6 +26,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A bad --redis is a flag error too, said without the URL.
+    if let Err(e) = config.redis_url() {
+        eprintln!("sse-mio: {e} (see --help)");
+        return ExitCode::from(2);
+    }
     init_logging(&config);
     if config.workers > 1 && config.worker.is_none() {
         return supervise(&config);

@@ -266,6 +266,12 @@ pub(crate) fn render(parts: &[Part<'_>], uptime_s: f64) -> String {
         &mut e,
     );
     c(
+        "log_replays_total",
+        "Streams that resumed from the shared log (--redis): their next event had left the ring.",
+        |c| c.log_replays,
+        &mut e,
+    );
+    c(
         "heartbeats_total",
         "Keep-alive comments sent to idle streams.",
         |c| c.heartbeats,
@@ -346,12 +352,56 @@ pub(crate) fn render(parts: &[Part<'_>], uptime_s: f64) -> String {
         "Seconds since the server started.",
     );
     e.line("uptime_seconds", "", format!("{uptime_s:.3}"));
+    render_backplane(&mut e);
     e.out
 }
 
 /// What only a supervisor knows, appended to the whole server's
 /// exposition: its workers (`workers`: number, serving, restarts) and the
 /// events it gave ids to.
+/// The shared log's gauges (`--redis`), from the part that knows them
+/// best (the supervisor's, when there is one: it is the Redis client).
+fn render_backplane(e: &mut Exposition<'_>) {
+    let Some(status) = e
+        .parts
+        .iter()
+        .rev()
+        .find_map(|p| p.figures.gauges.backplane)
+    else {
+        return;
+    };
+    let flag = |b: bool| u64::from(b);
+    for (name, kind, help, value) in [
+        (
+            "backplane_connected",
+            "gauge",
+            "Whether this instance follows the shared event log in Redis (--redis).",
+            flag(status.connected),
+        ),
+        (
+            "backplane_reconnects_total",
+            "counter",
+            "Times a connection to Redis was lost.",
+            status.reconnects,
+        ),
+        (
+            "backplane_lag_events",
+            "gauge",
+            "Events in the shared log past the last one delivered here.",
+            status.lag,
+        ),
+        (
+            "backplane_ticker",
+            "gauge",
+            "Whether this instance holds the ticker's lease (it ticks for all).",
+            flag(status.ticker),
+        ),
+    ] {
+        e.describe(name, kind, help);
+        e.line(name, "", value);
+    }
+}
+
 pub(crate) fn render_supervisor(out: &mut String, workers: &[(u32, bool, u64)], sequenced: u64) {
     let mut e = Exposition {
         out: std::mem::take(out),
@@ -406,6 +456,7 @@ pub(crate) fn dashboard_frame(parts: &[Part<'_>], events_per_second: f64, uptime
         "messages": parts.iter().map(|p| p.figures.counters.messages).max().unwrap_or(0),
         "uptime": (uptime_s * 10.0).round() / 10.0,
         "workers": workers.count(),
+        "backplane": parts.iter().rev().find_map(|p| p.figures.gauges.backplane),
     })
     .to_string()
 }

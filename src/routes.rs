@@ -23,13 +23,19 @@ use rand::RngExt;
 use crate::chat::{self, MESSAGES_PATH};
 use crate::counters::CloseReason;
 use crate::event::{Draft, Kind};
-use crate::http::{BodyFraming, Head, Method, Refusal, Request, query_param};
+use crate::http::{BodyFraming, Head, Method, Refusal, Request};
 use crate::metrics::{self, Figures, Part};
 use crate::response::{self, After, Body, Response, connection_header, cors_headers};
-use crate::ring::{Channel, Cursor, Ring};
 use crate::shared::Ctx;
 use crate::sse;
 use crate::static_files;
+
+mod streams;
+
+pub(crate) use streams::replayed_stream;
+#[cfg(test)]
+use streams::resume_point;
+use streams::{bare, dashboard_stream, event_stream, stream_head};
 
 /// The path of the event stream.
 pub(crate) const SSE_PATH: &str = "/sse";
@@ -39,6 +45,9 @@ pub(crate) const DASHBOARD_PATH: &str = "/stats";
 
 /// The Prometheus exposition.
 pub(crate) const METRICS_PATH: &str = "/metrics";
+
+/// Whether this instance serves, for a load balancer.
+pub(crate) const HEALTHZ_PATH: &str = "/healthz";
 
 /// What a client that finds the server full is told to wait before it comes
 /// back: a random delay in this range, so that a crowd turned away together
@@ -59,6 +68,15 @@ pub(crate) enum Route {
     /// `/metrics` on a worker: the whole server's figures are the
     /// supervisor's to give; ask it, then [`metrics_text`].
     AskMetrics,
+    /// `GET /sse` with a `Last-Event-ID` older than the ring, and a shared
+    /// log (`--redis`) that may still hold what follows it: ask for the
+    /// events after `after` up to `until`, then [`replayed_stream`]. `head`
+    /// is the stream's head and opening notice, ready.
+    AskReplay {
+        head: Vec<u8>,
+        after: u64,
+        until: u64,
+    },
 }
 
 /// Chooses what a parsed request gets. `over_limit`: the connection was
@@ -101,8 +119,9 @@ pub(crate) fn route(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr, over_lim
             {
                 too_many_from(request, ctx)
             }
-            SSE_PATH => event_stream(request, ctx, after),
+            SSE_PATH => return event_stream(request, ctx, after),
             DASHBOARD_PATH => dashboard_stream(request, ctx, after),
+            HEALTHZ_PATH => healthz(request, ctx, after),
             METRICS_PATH if ctx.settings.worker.is_some() => return Route::AskMetrics,
             METRICS_PATH => {
                 let figures = Figures::now(ctx.counters, ctx.gauges, ctx.rings.events.len());
@@ -128,6 +147,33 @@ pub(crate) fn route(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr, over_lim
     })
 }
 
+/// `GET /healthz`: `200 {"status": "ok"}` while the instance serves (and,
+/// with `--redis`, follows the shared log); otherwise `503` with the
+/// reason, so that a load balancer sends clients elsewhere.
+fn healthz(request: &Request, ctx: &Ctx<'_>, after: After) -> Response {
+    let reason = if ctx.draining {
+        Some("shutting down")
+    } else if ctx.gauges.backplane.is_some_and(|b| !b.connected) {
+        Some("the event log (Redis) is unreachable")
+    } else {
+        None
+    };
+    let (status, body) = match reason {
+        None => (200, serde_json::json!({ "status": "ok" })),
+        Some(reason) => (
+            503,
+            serde_json::json!({ "status": "unavailable", "reason": reason }),
+        ),
+    };
+    let mut response = response::json(status, &body.to_string(), ctx.date, after, &[]);
+    if request.method == Method::Head {
+        response
+            .bytes
+            .truncate(response.bytes.len() - body.to_string().len() - 1);
+    }
+    response
+}
+
 /// `OPTIONS`: what is allowed, and the answer to a CORS preflight.
 fn options(request: &Request, ctx: &Ctx<'_>, after: After) -> Response {
     let mut bytes = Vec::with_capacity(384);
@@ -149,103 +195,6 @@ fn options(request: &Request, ctx: &Ctx<'_>, after: After) -> Response {
         bytes,
         body: Body::Empty,
         after,
-    }
-}
-
-/// The head of every event stream (`/sse`, `/stats`, the server-full
-/// answer, and their `HEAD`s): `200`, `text/event-stream`, no caching, no
-/// proxy buffering (`X-Accel-Buffering: no`), CORS. A live stream says
-/// `Connection: keep-alive` so that proxies do not cut its open-ended body
-/// short.
-fn stream_head(request: &Request, ctx: &Ctx<'_>, after: After) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(384);
-    let mut head = Head::new(&mut bytes, 200, ctx.date);
-    head.header("Content-Type", "text/event-stream")
-        .header("Cache-Control", "no-cache")
-        .header("X-Accel-Buffering", "no");
-    cors_headers(&mut head, request, ctx.settings);
-    match after {
-        After::Stream(_) => {
-            head.header("Connection", "keep-alive");
-        }
-        _ => connection_header(&mut head, after, request.version == 0),
-    }
-    head.finish();
-    bytes
-}
-
-/// The `retry:` every stream opens with, in milliseconds.
-fn retry_ms(ctx: &Ctx<'_>) -> u64 {
-    ctx.settings.retry.as_millis() as u64
-}
-
-/// `GET /sse`: the stream's head and opening notice (`retry:` and a
-/// comment), then (by becoming a stream) the frames after the client's
-/// `Last-Event-ID` (or `?lastEventId=`) that the ring still holds, then
-/// every new frame. If the ring no longer holds them, an `event: reset`
-/// says so. `HEAD /sse` gets the same head and nothing else.
-fn event_stream(request: &Request, ctx: &mut Ctx<'_>, after: After) -> Response {
-    if request.method == Method::Head {
-        return bare(stream_head(request, ctx, after), after);
-    }
-    let from_query = query_param(request.query.as_deref(), "lastEventId");
-    let last_event_id = request.last_event_id.as_deref().or(from_query.as_deref());
-    let (start, lost) = resume_point(last_event_id, &ctx.rings.events);
-    let after = After::Stream(Cursor::at(start));
-    let mut bytes = stream_head(request, ctx, after);
-    match ctx.settings.worker {
-        // Which of the workers SO_REUSEPORT chose, for people (and tests)
-        // watching the spread.
-        Some(worker) => {
-            let comment = format!("connected to worker {worker}");
-            sse::encode_notice(&mut bytes, retry_ms(ctx), &comment);
-        }
-        None => sse::encode_notice(&mut bytes, retry_ms(ctx), "connected"),
-    }
-    if let Some(reason) = lost {
-        ctx.counters.resets += 1;
-        sse::encode_reset(&mut bytes, reason, start);
-    }
-    bare(bytes, after)
-}
-
-/// `GET /stats`: a stream of `event: stats` frames, one a second, with the
-/// figures the dashboard draws. Always live: no replay.
-fn dashboard_stream(request: &Request, ctx: &Ctx<'_>, after: After) -> Response {
-    if request.method == Method::Head {
-        return bare(stream_head(request, ctx, after), after);
-    }
-    let next = ctx.rings.dashboard.next_id();
-    let after = After::Stream(Cursor::on(Channel::Dashboard, next));
-    let mut bytes = stream_head(request, ctx, after);
-    sse::encode_notice(&mut bytes, retry_ms(ctx), "stats every second");
-    bare(bytes, after)
-}
-
-/// A `200` whose bytes are all in `bytes`.
-fn bare(bytes: Vec<u8>, after: After) -> Response {
-    Response {
-        status: 200,
-        bytes,
-        body: Body::Empty,
-        after,
-    }
-}
-
-/// Where a stream starts: right after the client's last event id when the
-/// ring still holds everything after it, otherwise at the next frame, with
-/// the reason history was lost.
-pub(crate) fn resume_point(
-    last_event_id: Option<&str>,
-    ring: &Ring,
-) -> (u64, Option<&'static str>) {
-    let Some(text) = last_event_id.map(str::trim).filter(|t| !t.is_empty()) else {
-        return (ring.next_id(), None);
-    };
-    match text.parse::<u64>() {
-        Ok(id) if id < ring.next_id() && id.saturating_add(1) >= ring.first_id() => (id + 1, None),
-        Ok(id) if id < ring.first_id() => (ring.next_id(), Some("expired")),
-        _ => (ring.next_id(), Some("unknown")),
     }
 }
 
@@ -410,6 +359,7 @@ pub(crate) fn shutting_down(date: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::Ring;
 
     #[test]
     fn resume_points() {

@@ -40,7 +40,7 @@ use crate::limits::{self, NofileLimit};
 use crate::schedule::Timer;
 use crate::shared::{PerAddress, Shared};
 use crate::shutdown::{Handle, Shutdown, Stopped, Wanted};
-use crate::source::{Ask, Source, Upstream};
+use crate::source::{Ask, Source};
 use crate::static_files::FileCache;
 
 mod drain;
@@ -66,6 +66,10 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// The token of the source's socket (a worker's link to its supervisor).
 const SOURCE: Token = Token(usize::MAX - 4);
+
+/// The token of the backplane's second connection (`--redis`: the reader
+/// is `SOURCE`).
+const REDIS_WRITER: Token = Token(usize::MAX - 6);
 
 /// The token of SIGUSR1's pipe, with `--bench-floor` ([`Floor`]).
 const FLOOR: Token = Token(usize::MAX - 5);
@@ -116,10 +120,7 @@ impl Server {
         let admission = Admission::bind(config, poll.registry(), LISTENER)?;
         let worker = config.worker.is_some();
         let shutdown = Shutdown::new(poll.registry(), WAKER, config.shutdown_timeout, worker)?;
-        let mut source = match config.channel_fd {
-            Some(fd) => Source::Upstream(Upstream::from_fd(fd)?),
-            None => Source::local(),
-        };
+        let mut source = Source::for_config(config, poll.registry(), (SOURCE, REDIS_WRITER))?;
         source.register(poll.registry(), SOURCE)?;
         // A worker's supervisor runs the ticker, the chat's rate limits and
         // the summary line for the whole server.
@@ -262,7 +263,7 @@ impl Server {
                     WAKER => {}
                     SIGNALS => self.shutdown.take_signals(),
                     FLOOR => self.toggle_floor(),
-                    SOURCE => {
+                    SOURCE | REDIS_WRITER => {
                         let scratch = self.shared.scratch_mut();
                         self.hub.source_mut().on_ready(scratch);
                     }
@@ -314,10 +315,12 @@ impl Server {
         {
             return Some(Duration::ZERO);
         }
-        self.shared
-            .schedule
-            .next()
-            .map(|at| at.saturating_duration_since(now))
+        let source = self.hub.source().deadline();
+        let next = match (self.shared.schedule.next(), source) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|at| at.saturating_duration_since(now))
     }
 
     /// Drives one connection and notes whether it yielded or is done.
@@ -347,6 +350,9 @@ impl Server {
             match ask {
                 Ask::Publish(draft) => self.hub.publish(draft, Some(ticket)),
                 Ask::Metrics => self.hub.source_mut().ask_metrics(ticket),
+                Ask::Replay { after, until } => {
+                    self.hub.source_mut().ask_replay(ticket, after, until);
+                }
             }
         }
         let mut ctx = FanOutCtx {
@@ -413,6 +419,10 @@ impl Server {
     /// ended.
     fn fire_timers(&mut self) -> bool {
         let now = Instant::now();
+        if self.hub.source().deadline().is_some_and(|at| at <= now) {
+            let scratch = self.shared.scratch_mut();
+            self.hub.source_mut().on_time(now, scratch);
+        }
         while let Some((at, timer)) = self.shared.schedule.pop_due(now) {
             match timer {
                 Timer::Connection { key, serial } => {

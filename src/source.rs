@@ -27,14 +27,18 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mio::{Interest, Registry, Token};
 
+use crate::config::Config;
 use crate::event::{Draft, Event, Ticket};
 use crate::http::Refusal;
 
+mod backplane;
 mod upstream;
+
+pub(crate) use backplane::{Backplane, Replay, Status};
 
 pub(crate) use upstream::Upstream;
 
@@ -45,6 +49,9 @@ pub(crate) enum Ask {
     Publish(Draft),
     /// The whole server's `/metrics` (a worker asks its supervisor).
     Metrics,
+    /// The events after `after` up to `until`, which the ring no longer
+    /// holds (only a source with a shared log has them).
+    Replay { after: u64, until: u64 },
 }
 
 /// What a connection is told, for its ticket.
@@ -57,6 +64,8 @@ pub(crate) enum Answer {
     Refused(Refusal, u32),
     /// The whole server's metrics exposition.
     Metrics(String),
+    /// The events it missed, from the shared log (`--redis`).
+    Replay(Replay),
 }
 
 /// What a source hands back.
@@ -87,9 +96,32 @@ pub(crate) enum Source {
     Local(Local),
     /// A supervisor sequences for this worker.
     Upstream(Upstream),
+    /// A Redis stream sequences for every instance (`--redis`).
+    Redis(Box<Backplane>),
 }
 
 impl Source {
+    /// The source `config` asks for: a worker's supervisor
+    /// (`--channel-fd`), the Redis backplane (`--redis`, whose two
+    /// connections will register under `tokens`), or this process.
+    pub(crate) fn for_config(
+        config: &Config,
+        registry: &Registry,
+        tokens: (Token, Token),
+    ) -> io::Result<Source> {
+        Ok(match (config.channel_fd, config.redis_url()?) {
+            (Some(fd), _) => Source::Upstream(Upstream::from_fd(fd)?),
+            (None, Some(url)) => Source::Redis(Box::new(Backplane::new(
+                url,
+                &config.redis_key,
+                config.history as usize,
+                registry.try_clone()?,
+                tokens,
+            ))),
+            (None, None) => Source::local(),
+        })
+    }
+
     /// A local sequencer (see [`Local::new`]).
     pub(crate) fn local() -> Source {
         Source::Local(Local::new())
@@ -101,7 +133,7 @@ impl Source {
     pub(crate) fn next_id(&self) -> u64 {
         match self {
             Source::Local(local) => local.next_id,
-            Source::Upstream(_) => 0,
+            Source::Upstream(_) | Source::Redis(_) => 0,
         }
     }
 
@@ -112,10 +144,11 @@ impl Source {
         matches!(self, Source::Upstream(_))
     }
 
-    /// Registers the source's socket, if it has one, under `token`.
+    /// Registers the source's socket, if it has one, under `token`. (The
+    /// backplane registers its own, as it connects.)
     pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         match self {
-            Source::Local(_) => Ok(()),
+            Source::Local(_) | Source::Redis(_) => Ok(()),
             Source::Upstream(upstream) => registry.register(
                 &mut upstream.channel.socket,
                 token,
@@ -126,8 +159,38 @@ impl Source {
 
     /// The source's socket is ready: read what came, write what waits.
     pub(crate) fn on_ready(&mut self, scratch: &mut [u8]) {
-        if let Source::Upstream(upstream) = self {
-            upstream.on_ready(scratch);
+        match self {
+            Source::Upstream(upstream) => upstream.on_ready(scratch),
+            Source::Redis(redis) => redis.on_ready(scratch),
+            Source::Local(_) => {}
+        }
+    }
+
+    /// When the source next has something to do by itself (the backplane
+    /// reconnects and renews its lease).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self {
+            Source::Redis(redis) => Some(redis.deadline()),
+            _ => None,
+        }
+    }
+
+    /// The source's [`deadline`](Self::deadline) came.
+    pub(crate) fn on_time(&mut self, now: Instant, scratch: &mut [u8]) {
+        if let Source::Redis(redis) = self {
+            redis.on_time(now, scratch);
+        }
+    }
+
+    /// The shared log's state (`--redis`), for `/metrics` and `/healthz`.
+    pub(crate) fn backplane(&self, now: Instant) -> Option<Status> {
+        match self {
+            Source::Redis(redis) => Some(redis.status(now)),
+            Source::Upstream(upstream) => upstream.backplane.map(|connected| Status {
+                connected,
+                ..Status::default()
+            }),
+            Source::Local(_) => None,
         }
     }
 
@@ -137,6 +200,20 @@ impl Source {
         match self {
             Source::Local(local) => local.publish(draft, ticket),
             Source::Upstream(upstream) => upstream.ask(Ask::Publish(draft), ticket),
+            Source::Redis(redis) => redis.publish(draft, ticket),
+        }
+    }
+
+    /// Asks for the events after `after` up to `until` for the connection
+    /// with `ticket`; a source without a shared log answers "none".
+    pub(crate) fn ask_replay(&mut self, ticket: Ticket, after: u64, until: u64) {
+        match self {
+            Source::Redis(redis) => redis.ask_replay(ticket, after, until),
+            Source::Upstream(upstream) => upstream.ask(Ask::Replay { after, until }, Some(ticket)),
+            Source::Local(local) => local.ready.push_back(Outcome::Answer {
+                ticket,
+                answer: Answer::Replay(Replay::unavailable()),
+            }),
         }
     }
 
@@ -176,6 +253,7 @@ impl Source {
         match self {
             Source::Local(local) => local.next(),
             Source::Upstream(upstream) => upstream.ready.pop_front(),
+            Source::Redis(redis) => redis.next(),
         }
     }
 }

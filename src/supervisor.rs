@@ -23,7 +23,7 @@
 //! terminal's Ctrl-C reaches the supervisor only, which passes it on once.
 //! A worker whose supervisor dies sees its socket close and drains itself.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io;
 use std::net::SocketAddr;
@@ -44,15 +44,19 @@ use crate::ipc::{Message, ToWorker, Why};
 use crate::limits;
 use crate::schedule::Schedule;
 use crate::shutdown::{log_summary, plural};
-use crate::source::{Local, Outcome};
+use crate::source::{Backplane, Local, Outcome};
 
 mod figures;
+mod redis;
 mod workers;
 
 use workers::Slot;
 
 /// The token of the signal pipe; worker N's socket has token N.
 const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// The tokens of the two connections to Redis (`--redis`).
+const REDIS: (Token, Token) = (Token(usize::MAX - 4), Token(usize::MAX - 5));
 
 /// How often the dashboard frame goes to the workers.
 const DASHBOARD_PERIOD: Duration = Duration::from_secs(1);
@@ -122,6 +126,14 @@ pub struct Supervisor {
     /// `--bench-floor` and SIGUSR1: the ticker pauses while the workers
     /// make floor rounds (see `server/floor.rs`).
     floor_on: bool,
+    /// `--redis`: the shared log, which then sequences instead of `sequencer`.
+    redis: Option<Box<Backplane>>,
+    /// What workers' connections wait for from Redis, by the supervisor's
+    /// own ticket serial: the worker and its ticket.
+    asks: HashMap<u64, (u32, Ticket)>,
+    last_ask: u64,
+    /// What the workers were last told of Redis.
+    told_connected: Option<bool>,
 }
 
 impl Supervisor {
@@ -176,7 +188,18 @@ impl Supervisor {
             messages: 0,
             announced: false,
             floor_on: false,
+            redis: None,
+            asks: HashMap::new(),
+            last_ask: 0,
+            told_connected: None,
         };
+        if let Some(url) = config.redis_url()? {
+            let registry = supervisor.poll.registry().try_clone()?;
+            let key = &config.redis_key;
+            let history = config.history as usize;
+            let backplane = Backplane::new(url, key, history, registry, REDIS);
+            supervisor.redis = Some(Box::new(backplane));
+        }
         for n in 1..=config.workers {
             supervisor.spawn(n)?;
         }
@@ -194,10 +217,12 @@ impl Supervisor {
     pub fn run(mut self) -> io::Result<ExitCode> {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = self
-                .schedule
-                .next()
-                .map(|at| at.saturating_duration_since(Instant::now()));
+            let redis = self.redis.as_ref().map(|r| r.deadline());
+            let next = match (self.schedule.next(), redis) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -207,10 +232,21 @@ impl Supervisor {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signals()?,
+                    token if token == REDIS.0 || token == REDIS.1 => {
+                        if let Some(redis) = &mut self.redis {
+                            redis.on_ready(&mut self.scratch);
+                        }
+                    }
                     Token(n) => self.on_channel(n as u32),
                 }
             }
             let now = Instant::now();
+            if let Some(redis) = &mut self.redis
+                && redis.deadline() <= now
+            {
+                redis.on_time(now, &mut self.scratch);
+            }
+            self.relay_redis();
             while let Some((_, duty)) = self.schedule.pop_due(now) {
                 self.perform(duty, now)?;
             }
@@ -321,46 +357,55 @@ impl Supervisor {
     /// Gives `draft` its id and sends the event to every worker, with its
     /// ticket to the worker that asked (`origin`: its slot and ticket).
     fn sequence(&mut self, draft: Draft, origin: Option<(u32, Ticket)>) {
+        if self.redis.is_some() {
+            return self.append(draft, origin);
+        }
         let ticket = origin.map(|(_, ticket)| ticket);
         self.sequencer.publish(draft, ticket);
         while let Some(Outcome::Published { event, .. }) = self.sequencer.next() {
-            self.sequenced += 1;
-            if event.kind == Kind::Message {
-                self.messages += 1;
-            }
-            debug!("event {}: to {} workers", event.id, self.slots.len());
-            // Encoded once for all; the asking worker's copy has its ticket.
-            let mut plain = Vec::with_capacity(event.data.len() + 32);
-            ToWorker::Event {
-                event: event.clone(),
-                ticket: None,
-            }
-            .encode(&mut plain);
-            for slot in &mut self.slots {
-                match origin {
-                    Some((n, ticket)) if n == slot.number => {
-                        let message = ToWorker::Event {
-                            event: event.clone(),
-                            ticket: Some(ticket),
-                        };
-                        slot.send(&message);
-                    }
-                    _ => slot.send_frames(&plain),
-                }
-                if slot.backlog() > WORKER_BACKLOG {
-                    warn!(
-                        "worker {} is {} MiB behind in reading its events: restarting it",
-                        slot.number,
-                        slot.backlog() >> 20
-                    );
-                    slot.kill();
-                }
-            }
-            if self.history.len() == self.history.capacity().max(1) {
-                self.history.pop_front();
-            }
-            self.history.push_back(event);
+            self.broadcast(event, origin);
         }
+    }
+
+    /// Sends `event` to every worker (the one that asked, `origin`, with
+    /// its ticket) and keeps it in the recent events.
+    fn broadcast(&mut self, event: Event, origin: Option<(u32, Ticket)>) {
+        self.sequenced += 1;
+        if event.kind == Kind::Message {
+            self.messages += 1;
+        }
+        debug!("event {}: to {} workers", event.id, self.slots.len());
+        // Encoded once for all; the asking worker's copy has its ticket.
+        let mut plain = Vec::with_capacity(event.data.len() + 32);
+        ToWorker::Event {
+            event: event.clone(),
+            ticket: None,
+        }
+        .encode(&mut plain);
+        for slot in &mut self.slots {
+            match origin {
+                Some((n, ticket)) if n == slot.number => {
+                    let message = ToWorker::Event {
+                        event: event.clone(),
+                        ticket: Some(ticket),
+                    };
+                    slot.send(&message);
+                }
+                _ => slot.send_frames(&plain),
+            }
+            if slot.backlog() > WORKER_BACKLOG {
+                warn!(
+                    "worker {} is {} MiB behind in reading its events: restarting it",
+                    slot.number,
+                    slot.backlog() >> 20
+                );
+                slot.kill();
+            }
+        }
+        if self.history.len() == self.history.capacity().max(1) {
+            self.history.pop_front();
+        }
+        self.history.push_back(event);
     }
 
     /// Passes `signal` on to every worker still running.

@@ -63,6 +63,16 @@
     set("dash-fanout", s.fanoutMs.toFixed(2) + " ms");
     set("dash-rss", (s.rssBytes / 1048576).toFixed(1) + " MiB");
     set("dash-uptime", Math.floor(s.uptime) + " s");
+    // With --redis: whether the instance follows the shared log, whether
+    // it is the one that ticks for all, and how far behind it is.
+    const row = document.getElementById("dash-backplane-row");
+    row.hidden = !s.backplane;
+    if (s.backplane) {
+      const b = s.backplane;
+      set("dash-backplane", b.connected
+        ? "Redis connected" + (b.ticker ? ", ticks for all" : "") + (b.lag ? `, ${b.lag} behind` : "")
+        : "Redis unreachable, reconnecting");
+    }
     push(history.connections, s.connections);
     push(history.fanoutMs, s.fanoutMs);
     spark("spark-connections", history.connections, (v) => String(v));

@@ -26,12 +26,13 @@ impl Exchange {
         socket: &mut TcpStream,
         ctx: &mut Ctx<'_>,
     ) -> Option<Progress> {
-        let Phase::Awaiting(asked, after) = self.phase else {
-            return None;
-        };
-        if serial != self.serial {
+        if !matches!(self.phase, Phase::Awaiting(..)) || serial != self.serial {
             return None;
         }
+        let Phase::Awaiting(asked, after) = std::mem::replace(&mut self.phase, Phase::Reading)
+        else {
+            return None;
+        };
         let response = match (asked, answer) {
             (Asked::Id, Answer::Id(id)) => {
                 debug!("#{} chat message is event {id}", ctx.key);
@@ -45,11 +46,25 @@ impl Exchange {
             (Asked::Metrics { head_only }, Answer::Metrics(text)) => {
                 routes::metrics_text(&text, head_only, after, ctx.date)
             }
-            (_, answer) => {
+            (Asked::Replay { head }, Answer::Replay(replay)) => {
+                debug!(
+                    "#{} replayed from the shared log up to {} ({})",
+                    ctx.key,
+                    replay.next_id.saturating_sub(1),
+                    if replay.complete {
+                        "no gap"
+                    } else {
+                        "with a gap: reset"
+                    }
+                );
+                routes::replayed_stream(head, Some(replay), ctx)
+            }
+            (asked, answer) => {
                 debug!(
                     "#{} an answer that does not fit the question: {answer:?}",
                     ctx.key
                 );
+                self.phase = Phase::Awaiting(asked, after);
                 return None;
             }
         };
@@ -88,6 +103,14 @@ impl Exchange {
             Phase::Lingering { reason, .. } => return Some(Progress::Close(*reason)),
         };
         debug!("#{} timeout: {}", ctx.key, refusal.status);
+        // A stream must not get a 503 (EventSource would give up for
+        // good): it starts now, with a reset.
+        if let Phase::Awaiting(Asked::Replay { head }, _) = &mut self.phase {
+            let head = std::mem::take(head);
+            let response = routes::replayed_stream(head, None, ctx);
+            self.start(response, CloseReason::Timeout, ctx);
+            return Some(self.drive(socket, ctx));
+        }
         let close = After::Close(CloseReason::Done);
         let response = match self.phase {
             Phase::ReadingBody(..) | Phase::Awaiting(Asked::Id, _) => {

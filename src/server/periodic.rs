@@ -139,6 +139,7 @@ impl Server {
             responding: 0,
             streaming: 0,
             dashboard_streams: 0,
+            backplane: self.hub.source().backplane(now),
             ..self.shared.gauges
         };
         let mut ctx = self.shared.ctx(self.hub.rings(), 0, now);

@@ -13,6 +13,7 @@ use std::os::fd::{FromRawFd, RawFd};
 use log::{debug, error, warn};
 use mio::net::UnixStream;
 
+use super::Replay;
 use super::{Answer, Ask, Outcome};
 use crate::event::Ticket;
 use crate::http::Refusal;
@@ -25,6 +26,9 @@ pub(crate) struct Upstream {
     pub(super) ready: VecDeque<Outcome>,
     /// The supervisor is gone (and `Outcome::Lost` has been queued).
     lost: bool,
+    /// Whether the supervisor reaches the shared log (`--redis`), as it
+    /// last said.
+    pub(super) backplane: Option<bool>,
 }
 
 impl Upstream {
@@ -60,6 +64,7 @@ impl Upstream {
             channel: Channel::new(UnixStream::from_std(socket)),
             ready: VecDeque::new(),
             lost: false,
+            backplane: None,
         })
     }
 
@@ -72,6 +77,11 @@ impl Upstream {
         let message = match ask {
             Ask::Publish(draft) => ToSupervisor::Publish { ticket, draft },
             Ask::Metrics => ToSupervisor::MetricsRequest { ticket },
+            Ask::Replay { after, until } => ToSupervisor::Replay {
+                ticket,
+                after,
+                until,
+            },
         };
         self.send(&message);
     }
@@ -124,6 +134,7 @@ impl Upstream {
         };
         loop {
             match self.channel.next::<ToWorker>() {
+                Ok(Some(ToWorker::Backplane { connected })) => self.backplane = Some(connected),
                 Ok(Some(message)) => self.ready.push_back(outcome(message)),
                 Ok(None) => break,
                 Err(e) => {
@@ -160,6 +171,7 @@ fn outcome(message: ToWorker) -> Outcome {
             let refusal = match why {
                 Why::RateLimited => Refusal::new(429, "too many messages, slow down"),
                 Why::ShuttingDown => Refusal::new(503, "server shutting down"),
+                Why::Unavailable => Refusal::new(503, "the event log (Redis) is unavailable"),
             };
             let answer = Answer::Refused(refusal, retry_after_s);
             Outcome::Answer { ticket, answer }
@@ -169,6 +181,26 @@ fn outcome(message: ToWorker) -> Outcome {
             ticket,
             answer: Answer::Metrics(text),
         },
+        ToWorker::Replay {
+            ticket,
+            frames,
+            next_id,
+            complete,
+        } => Outcome::Answer {
+            ticket,
+            answer: Answer::Replay(Replay {
+                bytes: frames.into_bytes().into(),
+                offset: 0,
+                next_id,
+                complete,
+            }),
+        },
+        ToWorker::Accepted { ticket, id } => Outcome::Answer {
+            ticket,
+            answer: Answer::Id(id),
+        },
+        // Taken in `on_ready`; never an outcome.
+        ToWorker::Backplane { .. } => Outcome::Ready,
     }
 }
 

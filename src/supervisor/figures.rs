@@ -3,7 +3,9 @@
 //! every worker as the dashboard frame, and logged as the summary line.
 
 use super::Supervisor;
-use crate::counters::Counters;
+use std::time::Instant;
+
+use crate::counters::{Counters, Gauges};
 use crate::ipc::{Message, ToWorker};
 use crate::metrics::{self, Figures, Part};
 use crate::shutdown::plural;
@@ -23,6 +25,10 @@ impl Supervisor {
                 events: self.sequenced,
                 messages: self.messages,
                 ..Counters::default()
+            },
+            gauges: Gauges {
+                backplane: self.redis.as_ref().map(|r| r.status(Instant::now())),
+                ..Gauges::default()
             },
             rss: metrics::resident_bytes(),
             fds: metrics::open_fds(),

@@ -334,6 +334,11 @@ impl Supervisor {
                 let text = self.render_metrics();
                 self.slot(n).send(&ToWorker::Metrics { ticket, text });
             }
+            ToSupervisor::Replay {
+                ticket,
+                after,
+                until,
+            } => self.replay(n, ticket, after, until),
             ToSupervisor::Serving { max_connections } => {
                 let slot = self.slot(n);
                 slot.serving = true;

@@ -1,0 +1,393 @@
+//! The Redis backplane (`--redis URL`): instances share one log, a Redis
+//! stream, so that an event published on any of them reaches the clients
+//! of all of them, in one order, with the same ids and bytes.
+//!
+//! Redis is the engine; this module only speaks to it, over two
+//! connections in the loop's own poll (see `link`): the **writer** runs
+//! the scripts (`scripts`): every event, tick or chat message, is
+//! appended by one `EVAL` that takes the next id from a counter and
+//! `XADD`s `<id>-0`; the ticker's lease is taken and renewed once a
+//! second, and a tick is appended only by the lease's holder, checked in
+//! the same script. The **reader** sits in `XREAD BLOCK` from the last id
+//! it delivered and hands every entry to the hub as an event, so every
+//! instance fans out the same stream in stream order. A chat post's `202`
+//! comes when its script has returned its id.
+//!
+//! Starting: the reader makes sure the counter exists, reads the last
+//! `--history` entries into the ring, then follows the stream. Redis gone:
+//! streams stay open, chat posts get `503`, both links reconnect with
+//! jittered backoff, and the reader resumes from the last id it
+//! delivered: nothing Redis kept is lost or repeated. A client whose
+//! `Last-Event-ID` is older than the ring gets what it missed from the
+//! stream (`XRANGE`, see `replay`), shared between clients that ask
+//! together.
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{info, trace, warn};
+use mio::{Registry, Token};
+use rand::RngExt;
+use rand::distr::Alphanumeric;
+
+use super::{Answer, Outcome};
+use crate::config::RedisUrl;
+use crate::event::{Draft, Kind, Ticket};
+use crate::http::Refusal;
+
+mod link;
+mod replay;
+mod replies;
+mod resp;
+mod scripts;
+
+use link::{Link, State};
+pub(crate) use replay::Replay;
+
+/// How often the lease is renewed (and the lag measured).
+const RENEW: Duration = Duration::from_secs(1);
+
+/// How long a lease lasts unless renewed: a dead holder's lease is free
+/// after this, and another instance takes it within a renewal.
+const LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// How long `XREAD` blocks in Redis before it is asked again.
+const READ_BLOCK_MS: &str = "1000";
+
+/// Most entries one `XREAD` returns.
+const READ_COUNT: &str = "1000";
+
+/// The stream keeps at least this many times `--history` entries.
+const KEEP_PER_HISTORY: usize = 10;
+
+/// What the reader's replies are for.
+#[derive(Debug)]
+enum ReadTag {
+    Login,
+    Init,
+    History,
+    Read,
+}
+
+/// What the writer's replies are for.
+#[derive(Debug)]
+enum WriteTag {
+    Login,
+    Append { ticket: Option<Ticket>, kind: Kind },
+    Lease { sent: Instant },
+    Top,
+    Replay(u64),
+}
+
+/// The backplane's figures, for `/metrics`, the dashboard and `/healthz`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Status {
+    /// Both connections are up and the stream is being followed.
+    pub(crate) connected: bool,
+    /// Times a connection to Redis was lost.
+    pub(crate) reconnects: u64,
+    /// Entries in the stream past the last one delivered here.
+    pub(crate) lag: u64,
+    /// This instance holds the ticker's lease.
+    pub(crate) ticker: bool,
+}
+
+/// The Redis backplane: this instance's connections to the shared log.
+pub(crate) struct Backplane {
+    url: RedisUrl,
+    stream: String,
+    counter: String,
+    lease: String,
+    /// This instance's name in the lease.
+    holder: String,
+    history: usize,
+    maxlen: String,
+    registry: Registry,
+    reader: Link<ReadTag>,
+    writer: Link<WriteTag>,
+    /// The last id delivered to the hub; `None` until the stream's start
+    /// is known.
+    last_id: Option<u64>,
+    /// The stream's newest id, as last measured.
+    top: u64,
+    /// The lease is ours until this instant.
+    ticker_until: Option<Instant>,
+    next_renew: Instant,
+    reconnects: u64,
+    /// Said once: Redis cannot be reached.
+    said_down: bool,
+    ready: VecDeque<Outcome>,
+    replays: replay::Reads,
+}
+
+impl Backplane {
+    /// A backplane on `url` and stream `key`, whose connections will
+    /// register in `registry` under `tokens`; nothing is connected yet.
+    pub(crate) fn new(
+        url: RedisUrl,
+        key: &str,
+        history: usize,
+        registry: Registry,
+        tokens: (Token, Token),
+    ) -> Backplane {
+        let now = Instant::now();
+        let random: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(8)
+            .map(char::from)
+            .collect();
+        Backplane {
+            url,
+            stream: key.to_owned(),
+            counter: format!("{key}:id"),
+            lease: format!("{key}:ticker"),
+            holder: format!("{}-{}", std::process::id(), random),
+            history,
+            maxlen: (history.max(1) * KEEP_PER_HISTORY).to_string(),
+            registry,
+            reader: Link::new("reader", tokens.0, now),
+            writer: Link::new("writer", tokens.1, now),
+            last_id: None,
+            top: 0,
+            ticker_until: None,
+            next_renew: now,
+            reconnects: 0,
+            said_down: false,
+            ready: VecDeque::new(),
+            replays: replay::Reads::default(),
+        }
+    }
+
+    /// What `/metrics`, the dashboard and `/healthz` show.
+    pub(crate) fn status(&self, now: Instant) -> Status {
+        Status {
+            connected: self.reader.is_up() && self.writer.is_up() && self.last_id.is_some(),
+            reconnects: self.reconnects,
+            lag: self.top.saturating_sub(self.last_id.unwrap_or(self.top)),
+            ticker: self.is_ticker(now),
+        }
+    }
+
+    fn is_ticker(&self, now: Instant) -> bool {
+        self.ticker_until.is_some_and(|until| now < until)
+    }
+
+    /// Asks for `draft` to be appended. A tick is dropped unless this
+    /// instance holds the lease; a chat message while Redis is away is
+    /// refused (`503`).
+    pub(crate) fn publish(&mut self, draft: Draft, ticket: Option<Ticket>) {
+        let now = Instant::now();
+        let kind = draft.kind;
+        if kind == Kind::Tick && !self.is_ticker(now) {
+            trace!("redis: not the ticker: no tick here");
+            return;
+        }
+        if !self.writer.is_up() || self.last_id.is_none() {
+            if let Some(ticket) = ticket {
+                self.refuse(ticket);
+            }
+            return;
+        }
+        let (kind_field, holder) = match kind {
+            Kind::Tick => ("t", self.holder.as_str()),
+            Kind::Message => ("m", ""),
+        };
+        let args = [
+            "EVAL",
+            scripts::APPEND,
+            "3",
+            &self.counter,
+            &self.stream,
+            &self.lease,
+            kind_field,
+            &draft.data,
+            &self.maxlen,
+            holder,
+            &now_ms().to_string(),
+        ];
+        self.writer.send(&args, WriteTag::Append { ticket, kind });
+        self.pump(&mut [0; 0]);
+    }
+
+    /// Asks for the events after `after` up to `until` (what the ring no
+    /// longer holds), for the connection with `ticket`.
+    pub(crate) fn ask_replay(&mut self, ticket: Ticket, after: u64, until: u64) {
+        if !self.writer.is_up() {
+            self.ready.push_back(Outcome::Answer {
+                ticket,
+                answer: Answer::Replay(Replay::unavailable()),
+            });
+            return;
+        }
+        if let Some(replay) = self.replays.covered_by_last(after, until) {
+            self.ready.push_back(Outcome::Answer {
+                ticket,
+                answer: Answer::Replay(replay),
+            });
+            return;
+        }
+        if let Some((read, from, to)) = self.replays.join(ticket, after, until) {
+            let (from, to) = (format!("{from}-0"), format!("{to}-0"));
+            self.writer.send(
+                &["XRANGE", self.stream.as_str(), &from, &to],
+                WriteTag::Replay(read),
+            );
+            self.pump(&mut [0; 0]);
+        }
+    }
+
+    /// The next outcome, in stream order.
+    pub(crate) fn next(&mut self) -> Option<Outcome> {
+        self.ready.pop_front()
+    }
+
+    /// When [`on_time`](Self::on_time) is next due.
+    pub(crate) fn deadline(&self) -> Instant {
+        let mut at = self.next_renew;
+        for state in [self.reader.state(), self.writer.state()] {
+            if let State::Down { retry_at } = state {
+                at = at.min(retry_at);
+            }
+        }
+        at
+    }
+
+    /// Connects what is down and due; renews the lease once a second.
+    pub(crate) fn on_time(&mut self, now: Instant, scratch: &mut [u8]) {
+        let due = |state| matches!(state, State::Down { retry_at } if now >= retry_at);
+        // A name is looked up only when a connection is to be made.
+        if due(self.reader.state()) || due(self.writer.state()) {
+            let addr = self.address();
+            for result in [
+                due(self.reader.state()).then(|| self.reader.connect_to(&self.registry, addr, now)),
+                due(self.writer.state()).then(|| self.writer.connect_to(&self.registry, addr, now)),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let Err(why) = result {
+                    self.down(&why);
+                }
+            }
+        }
+        if now >= self.next_renew {
+            self.next_renew = now + RENEW;
+            if self.writer.is_up() {
+                let ttl = LEASE_TTL.as_millis().to_string();
+                let args = ["EVAL", scripts::LEASE, "1", &self.lease, &self.holder, &ttl];
+                self.writer.send(&args, WriteTag::Lease { sent: now });
+                let top = ["XREVRANGE", self.stream.as_str(), "+", "-", "COUNT", "1"];
+                self.writer.send(&top, WriteTag::Top);
+            }
+        }
+        self.pump(scratch);
+    }
+
+    /// Redis's address, resolved now (a name is looked up at each attempt).
+    fn address(&self) -> Option<SocketAddr> {
+        (self.url.host.as_str(), self.url.port)
+            .to_socket_addrs()
+            .ok()?
+            .next()
+    }
+
+    /// A socket is ready: drive both links until nothing more happens.
+    pub(crate) fn on_ready(&mut self, scratch: &mut [u8]) {
+        self.pump(scratch);
+    }
+
+    /// Drives both links and acts on what they say, until they are quiet.
+    fn pump(&mut self, scratch: &mut [u8]) {
+        let mut buf = Vec::new();
+        let scratch = if scratch.is_empty() {
+            buf.resize(64 * 1024, 0);
+            &mut buf[..]
+        } else {
+            scratch
+        };
+        for _ in 0..64 {
+            let mut quiet = true;
+            // What follows a reply that dropped its link is the old
+            // connection's: it is left.
+            for event in self.reader.drive(scratch) {
+                quiet = false;
+                self.on_reader(event);
+                if matches!(self.reader.state(), State::Down { .. }) {
+                    break;
+                }
+            }
+            for event in self.writer.drive(scratch) {
+                quiet = false;
+                self.on_writer(event);
+                if matches!(self.writer.state(), State::Down { .. }) {
+                    break;
+                }
+            }
+            if quiet {
+                break;
+            }
+        }
+    }
+
+    /// Logs in (`AUTH`, `SELECT`) on a link that just connected.
+    fn login<T>(url: &RedisUrl, link: &mut Link<T>, tag: impl Fn() -> T) {
+        if let Some(password) = &url.password {
+            match &url.user {
+                Some(user) => link.send(&["AUTH", user, password], tag()),
+                None => link.send(&["AUTH", password.as_str()], tag()),
+            }
+        }
+        if url.db != 0 {
+            link.send(&["SELECT", &url.db.to_string()], tag());
+        }
+    }
+
+    /// A link connected: say so if Redis had been away.
+    fn up_again(&mut self) {
+        if self.said_down {
+            self.said_down = false;
+            info!("redis: {} reached again", self.url);
+        }
+    }
+
+    /// A link failed: a lost connection is counted and said; a failed
+    /// attempt is said once, until Redis is back.
+    fn lost(&mut self, which: &str, why: &str, was_up: bool) {
+        if was_up {
+            self.reconnects += 1;
+            warn!("redis {which}: {why}; connecting again (backoff 100 ms to 5 s)");
+            self.said_down = true;
+        } else {
+            self.down(why);
+        }
+    }
+
+    /// Redis could not be reached: said once until it is back.
+    fn down(&mut self, why: &str) {
+        if !self.said_down {
+            warn!(
+                "redis: {} unreachable ({why}); serving on, retrying with backoff",
+                self.url
+            );
+            self.said_down = true;
+        }
+    }
+
+    /// A chat message that cannot be appended now.
+    fn refuse(&mut self, ticket: Ticket) {
+        let refusal = Refusal::new(503, "the event log (Redis) is unavailable");
+        let wait = rand::rng().random_range(1..=5);
+        self.ready.push_back(Outcome::Answer {
+            ticket,
+            answer: Answer::Refused(refusal, wait),
+        });
+    }
+}
+
+/// The time in milliseconds: where a new counter starts.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

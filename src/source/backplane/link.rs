@@ -1,0 +1,266 @@
+//! One connection to Redis, in the loop's poll: a non-blocking socket,
+//! commands queued as bytes and written as the socket takes them (short
+//! writes resumed), replies read until `WouldBlock` and parsed as they
+//! complete, each matched in order with the tag of the command that asked
+//! for it (Redis answers in order). When the connection fails it is
+//! dropped, the tags still waiting are handed back (their commands may or
+//! may not have run), and a new attempt is due after a jittered backoff,
+//! 100 ms doubling to 5 s.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, trace};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rand::RngExt;
+
+use super::resp::{self, Reply};
+
+/// First wait before connecting again.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+/// Longest wait before connecting again.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Most bytes queued for Redis: beyond it the connection is dropped (Redis
+/// is not reading).
+const MAX_QUEUED: usize = 16 << 20;
+
+/// Where a link is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Not connected; the next attempt is due at this instant.
+    Down { retry_at: Instant },
+    /// `connect` is under way.
+    Connecting,
+    /// Connected: commands flow.
+    Up,
+}
+
+/// What happened on a link when it was driven.
+pub(crate) enum Event<T> {
+    /// The connection is established (log in now).
+    Connected,
+    /// A reply to the command tagged `T`.
+    Reply(T, Reply),
+    /// The connection failed: the tags still waiting, why, and whether it
+    /// had been established (or only attempted).
+    Lost(Vec<T>, String, bool),
+}
+
+/// One connection to Redis.
+pub(crate) struct Link<T> {
+    /// `reader` or `writer`, for the log.
+    name: &'static str,
+    token: Token,
+    socket: Option<TcpStream>,
+    state: State,
+    /// Bytes queued, and how many of them are written.
+    out: Vec<u8>,
+    written: usize,
+    /// Bytes received and not yet a whole reply.
+    inbuf: Vec<u8>,
+    /// The tag of each command sent and not yet answered, in order.
+    waiting: VecDeque<T>,
+    backoff: Duration,
+}
+
+impl<T> Link<T> {
+    pub(crate) fn new(name: &'static str, token: Token, now: Instant) -> Link<T> {
+        Link {
+            name,
+            token,
+            socket: None,
+            state: State::Down { retry_at: now },
+            out: Vec::new(),
+            written: 0,
+            inbuf: Vec::new(),
+            waiting: VecDeque::new(),
+            backoff: BACKOFF_MIN,
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        self.state == State::Up
+    }
+
+    /// Starts connecting to `addr` (non-blocking; [`Event::Connected`] or
+    /// [`Event::Lost`] follows from [`drive`](Self::drive)).
+    fn connect(&mut self, registry: &Registry, addr: SocketAddr) -> io::Result<()> {
+        let mut socket = TcpStream::connect(addr)?;
+        socket.set_nodelay(true)?;
+        registry.register(
+            &mut socket,
+            self.token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        trace!("redis {}: connecting to {addr}", self.name);
+        self.socket = Some(socket);
+        self.state = State::Connecting;
+        Ok(())
+    }
+
+    /// Queues a command whose reply goes to `tag`.
+    pub(crate) fn send<A: AsRef<[u8]>>(&mut self, args: &[A], tag: T) {
+        resp::command(&mut self.out, args);
+        self.waiting.push_back(tag);
+    }
+
+    /// Writes what is queued and reads what came; returns what happened.
+    pub(crate) fn drive(&mut self, scratch: &mut [u8]) -> Vec<Event<T>> {
+        let mut events = Vec::new();
+        if self.socket.is_none() {
+            return events;
+        }
+        if self.state == State::Connecting {
+            match self.check_connected() {
+                Ok(false) => return events,
+                Ok(true) => {
+                    self.state = State::Up;
+                    self.backoff = BACKOFF_MIN;
+                    debug!("redis {}: connected", self.name);
+                    events.push(Event::Connected);
+                    // Logging in is queued by the caller before the writes below.
+                    return events;
+                }
+                Err(e) => {
+                    events.push(self.fail(format!("cannot connect: {e}")));
+                    return events;
+                }
+            }
+        }
+        if let Err(why) = self.flush() {
+            events.push(self.fail(why));
+            return events;
+        }
+        if let Err(why) = self.read(scratch, &mut events) {
+            events.push(self.fail(why));
+        }
+        events
+    }
+
+    /// Whether a non-blocking connect has finished (an error if it failed).
+    fn check_connected(&mut self) -> io::Result<bool> {
+        let Some(socket) = &self.socket else {
+            return Ok(false);
+        };
+        if let Some(e) = socket.take_error()? {
+            return Err(e);
+        }
+        match socket.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes queued bytes until they are all out or the socket is full.
+    fn flush(&mut self) -> Result<(), String> {
+        let Some(socket) = &mut self.socket else {
+            return Ok(());
+        };
+        if self.out.len() > MAX_QUEUED {
+            return Err("Redis is not reading".into());
+        }
+        while self.written < self.out.len() {
+            match socket.write(&self.out[self.written..]) {
+                Ok(0) => return Err("write returned 0".into()),
+                Ok(n) => {
+                    if self.written + n < self.out.len() {
+                        trace!("redis {}: short write ({n} bytes)", self.name);
+                    }
+                    self.written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    /// Reads until `WouldBlock`, handing out each whole reply.
+    fn read(&mut self, scratch: &mut [u8], events: &mut Vec<Event<T>>) -> Result<(), String> {
+        let Some(socket) = &mut self.socket else {
+            return Ok(());
+        };
+        loop {
+            match socket.read(scratch) {
+                Ok(0) => return Err("Redis closed the connection".into()),
+                Ok(n) => self.inbuf.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+        let mut used = 0;
+        loop {
+            match resp::parse(&self.inbuf[used..]) {
+                Ok(Some((reply, n))) => {
+                    used += n;
+                    let tag = self.waiting.pop_front().ok_or("a reply nobody asked for")?;
+                    events.push(Event::Reply(tag, reply));
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("not RESP: {}", e.0)),
+            }
+        }
+        self.inbuf.drain(..used);
+        Ok(())
+    }
+
+    /// Drops the connection: the waiting tags come back in the event, and
+    /// the next attempt is due after the backoff.
+    pub(crate) fn fail(&mut self, why: String) -> Event<T> {
+        let was_up = self.state == State::Up;
+        self.drop_socket(Instant::now());
+        Event::Lost(self.waiting.drain(..).collect(), why, was_up)
+    }
+
+    /// Drops the connection (if any) and waits before the next attempt.
+    /// (Tags still waiting are dropped too: use [`fail`](Self::fail) to
+    /// get them back.)
+    pub(crate) fn drop_socket(&mut self, now: Instant) {
+        self.socket = None;
+        self.waiting.clear();
+        self.out.clear();
+        self.written = 0;
+        self.inbuf.clear();
+        let jittered = self.backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+        self.state = State::Down {
+            retry_at: now + jittered,
+        };
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Starts connecting to `addr` (`None`: the name did not resolve); a
+    /// failure to even start waits for the backoff, and says why.
+    pub(crate) fn connect_to(
+        &mut self,
+        registry: &Registry,
+        addr: Option<SocketAddr>,
+        now: Instant,
+    ) -> Result<(), String> {
+        let result = match addr {
+            Some(addr) => self
+                .connect(registry, addr)
+                .map_err(|e| format!("cannot connect: {e}")),
+            None => Err("cannot resolve the host".to_owned()),
+        };
+        if result.is_err() {
+            self.drop_socket(now);
+        }
+        result
+    }
+}

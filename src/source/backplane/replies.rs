@@ -1,0 +1,254 @@
+//! What the backplane does with each reply from Redis: the reader's
+//! (the stream's start, the events it follows) and the writer's (appended
+//! ids, the lease, replays), and a lost connection.
+
+use std::time::Instant;
+
+use log::{debug, info, trace, warn};
+
+use super::link;
+use super::resp::Reply;
+use super::{
+    Backplane, LEASE_TTL, READ_BLOCK_MS, READ_COUNT, RENEW, ReadTag, WriteTag, now_ms, scripts,
+};
+use crate::event::{Event, Kind};
+use crate::source::{Answer, Outcome};
+
+impl Backplane {
+    pub(super) fn on_reader(&mut self, event: link::Event<ReadTag>) {
+        match event {
+            link::Event::Connected => {
+                Self::login(&self.url, &mut self.reader, || ReadTag::Login);
+                match self.last_id {
+                    // Back after a loss: follow on from the last id delivered.
+                    Some(_) => self.read_on(),
+                    None => {
+                        let now = now_ms().to_string();
+                        let args = [
+                            "EVAL",
+                            scripts::INIT,
+                            "2",
+                            &self.counter,
+                            &self.stream,
+                            &now,
+                        ];
+                        self.reader.send(&args, ReadTag::Init);
+                        let count = self.history.max(1).to_string();
+                        let args = ["XREVRANGE", self.stream.as_str(), "+", "-", "COUNT", &count];
+                        self.reader.send(&args, ReadTag::History);
+                    }
+                }
+                self.up_again();
+            }
+            link::Event::Reply(ReadTag::Login, reply) => self.check_login(reply, "reader"),
+            link::Event::Reply(ReadTag::Init, reply) => {
+                let last = reply.text().and_then(|t| t.parse::<u64>().ok());
+                match (last, reply) {
+                    (Some(last), _) => self.top = self.top.max(last),
+                    (None, reply) => warn!("redis: the stream's counter: {reply:?}"),
+                }
+            }
+            link::Event::Reply(ReadTag::History, Reply::Error(e)) => {
+                warn!("redis: cannot read the stream {}: {e}", self.stream);
+                self.reader.drop_socket(Instant::now());
+            }
+            link::Event::Reply(ReadTag::History, reply) => {
+                let mut entries = entries(&reply);
+                entries.reverse();
+                let first_id = entries.first().map_or(self.top + 1, |e| e.id);
+                debug!(
+                    "redis: {} of the stream's recent events into the ring, from id {first_id}",
+                    entries.len()
+                );
+                self.ready.push_back(Outcome::Start { first_id });
+                let last = entries.last().map_or(first_id - 1, |e| e.id);
+                for event in entries {
+                    self.ready.push_back(Outcome::Published {
+                        event,
+                        ticket: None,
+                    });
+                }
+                self.last_id = Some(last);
+                self.top = self.top.max(last);
+                info!("redis: following {} from id {}", self.stream, last + 1);
+                self.read_on();
+            }
+            link::Event::Reply(ReadTag::Read, Reply::Error(e)) => {
+                // Not at once again: after the backoff, on a new connection.
+                warn!("redis: cannot follow the stream {}: {e}", self.stream);
+                self.reader.drop_socket(Instant::now());
+            }
+            link::Event::Reply(ReadTag::Read, reply) => {
+                for stream in reply.items() {
+                    for event in entries(stream.items().get(1).unwrap_or(&Reply::Array(None))) {
+                        let last = self.last_id.unwrap_or(0);
+                        if event.id <= last {
+                            continue; // never deliver an id twice
+                        }
+                        self.last_id = Some(event.id);
+                        self.top = self.top.max(event.id);
+                        self.ready.push_back(Outcome::Published {
+                            event,
+                            ticket: None,
+                        });
+                    }
+                }
+                self.read_on();
+            }
+            link::Event::Lost(_, why, was_up) => self.lost("reader", &why, was_up),
+        }
+    }
+
+    /// Asks for what follows the last id delivered (blocking in Redis, not here).
+    fn read_on(&mut self) {
+        let Some(last) = self.last_id else {
+            return;
+        };
+        let from = format!("{last}-0");
+        let args = [
+            "XREAD",
+            "COUNT",
+            READ_COUNT,
+            "BLOCK",
+            READ_BLOCK_MS,
+            "STREAMS",
+            &self.stream,
+            &from,
+        ];
+        self.reader.send(&args, ReadTag::Read);
+    }
+
+    pub(super) fn on_writer(&mut self, event: link::Event<WriteTag>) {
+        match event {
+            link::Event::Connected => {
+                Self::login(&self.url, &mut self.writer, || WriteTag::Login);
+                self.next_renew = Instant::now();
+                self.up_again();
+            }
+            link::Event::Reply(WriteTag::Login, reply) => self.check_login(reply, "writer"),
+            link::Event::Reply(WriteTag::Append { ticket, kind }, reply) => match reply {
+                Reply::Integer(id) => {
+                    trace!("redis: appended {kind:?} as {id}");
+                    if let Some(ticket) = ticket {
+                        self.ready.push_back(Outcome::Answer {
+                            ticket,
+                            answer: Answer::Id(id as u64),
+                        });
+                    }
+                }
+                Reply::Error(e) if e.starts_with("NOTTICKER") => {
+                    debug!("redis: the lease moved on: this tick is not appended");
+                    self.ticker_until = None;
+                }
+                other => {
+                    warn!("redis: append failed: {other:?}");
+                    if let Some(ticket) = ticket {
+                        self.refuse(ticket);
+                    }
+                }
+            },
+            link::Event::Reply(WriteTag::Lease { sent }, reply) => {
+                let held = reply == Reply::Integer(1);
+                let was = self.is_ticker(Instant::now());
+                // Counted from when it was asked, with a margin: never
+                // believe the lease ours longer than Redis keeps it.
+                self.ticker_until = held.then(|| sent + LEASE_TTL - RENEW / 2);
+                if held && !was {
+                    info!("redis: this instance holds the ticker lease: it ticks");
+                } else if !held && was {
+                    info!("redis: another instance holds the ticker lease");
+                }
+            }
+            link::Event::Reply(WriteTag::Top, reply) => {
+                if let Some(top) = entries(&reply).first() {
+                    self.top = self.top.max(top.id);
+                }
+            }
+            link::Event::Reply(WriteTag::Replay(read), reply) => {
+                let answers = self.replays.answer(read, &entries(&reply));
+                for (ticket, replay) in answers {
+                    self.ready.push_back(Outcome::Answer {
+                        ticket,
+                        answer: Answer::Replay(replay),
+                    });
+                }
+                for (ticket, after, until) in self.replays.take_queued() {
+                    self.ask_replay(ticket, after, until);
+                }
+            }
+            link::Event::Lost(waiting, why, was_up) => {
+                for tag in waiting {
+                    match tag {
+                        WriteTag::Append {
+                            ticket: Some(ticket),
+                            ..
+                        } => self.refuse(ticket),
+                        WriteTag::Replay(read) => {
+                            for (ticket, replay) in self.replays.fail(read) {
+                                self.ready.push_back(Outcome::Answer {
+                                    ticket,
+                                    answer: Answer::Replay(replay),
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                self.ticker_until = None;
+                self.lost("writer", &why, was_up);
+                for (ticket, after, until) in self.replays.take_queued() {
+                    self.ask_replay(ticket, after, until);
+                }
+            }
+        }
+    }
+
+    fn check_login(&mut self, reply: Reply, which: &str) {
+        if let Reply::Error(e) = reply {
+            // The password is in neither the reply nor this line.
+            let why = format!("login refused: {e}");
+            match which {
+                "reader" => {
+                    let event = self.reader.fail(why);
+                    self.on_reader(event);
+                }
+                _ => {
+                    let event = self.writer.fail(why);
+                    self.on_writer(event);
+                }
+            }
+        }
+    }
+}
+
+/// The events in a list of stream entries (`[[id, [field, value, ...]], ...]`);
+/// entries that are not sse-mio's are skipped.
+fn entries(reply: &Reply) -> Vec<Event> {
+    reply
+        .items()
+        .iter()
+        .filter_map(|entry| {
+            let [id, fields] = entry.items() else {
+                return None;
+            };
+            let id = id.text()?.strip_suffix("-0")?.parse().ok()?;
+            let fields = fields.items();
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|pair| pair[0].text() == Some(name))
+                    .and_then(|pair| pair.get(1)?.text().map(str::to_owned))
+            };
+            let kind = match field("k")?.as_str() {
+                "t" => Kind::Tick,
+                "m" => Kind::Message,
+                _ => return None,
+            };
+            Some(Event {
+                id,
+                kind,
+                data: field("d")?,
+            })
+        })
+        .collect()
+}
