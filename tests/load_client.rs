@@ -34,6 +34,31 @@ fn run_sse_load(server: &TestServer, args: &[&str]) -> (serde_json::Value, Strin
     (report, String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Runs sse-load against a server started as a child, with `args`,
+/// `--server-pid` and `--json`, asserts it succeeded, and returns its report
+/// and its printed table.
+fn run_sse_load_on_child(server: &ChildServer, args: &[&str]) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("report.json");
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_sse-load"))
+            .args(["--url", &format!("http://{}/sse", server.addr)])
+            .args(args)
+            .args(["--server-pid", &server.pid().to_string()])
+            .arg("--json")
+            .arg(&json_path),
+        SSE_LOAD_LIMIT,
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    (report, stdout)
+}
+
 #[test]
 fn sse_load_holds_200_connections_with_full_coverage() {
     let server = TestServer::start(&["--interval", "100ms"]);
@@ -128,26 +153,87 @@ fn sse_load_spreads_over_worker_processes_and_merges_them() {
 }
 
 #[test]
+fn sse_load_processes_share_every_source_address_evenly() {
+    // 150 connections, 50 per process, over 4 addresses: 37 or 38 from
+    // each. The server takes at most 40 streams per address, so a process
+    // that kept 50 connections to one address would see "server full".
+    let server = TestServer::start(&["--interval", "100ms", "--max-per-address", "40"]);
+    let (report, _) = run_sse_load(
+        &server,
+        &[
+            "-c",
+            "150",
+            "--per-process",
+            "50",
+            "--hold",
+            "1s",
+            "--quiet",
+            "--sources",
+            "127.0.0.1-127.0.0.4",
+        ],
+    );
+    assert_eq!(report["processes"], 3, "{report}");
+    assert_eq!(report["failures"].as_object().unwrap().len(), 0, "{report}");
+    assert_eq!(report["connected"], 150, "{report}");
+}
+
+#[test]
+fn sse_load_stops_the_server_and_counts_every_goodbye() {
+    let mut server = ChildServer::spawn(
+        &[
+            "--workers",
+            "2",
+            "--interval",
+            "100ms",
+            "--shutdown-timeout",
+            "10s",
+        ],
+        |_| {},
+    );
+    let (report, stdout) = run_sse_load_on_child(
+        &server,
+        &[
+            "-c",
+            "150",
+            "--per-process",
+            "50",
+            "--hold",
+            "1s",
+            "--then-stop",
+            "20s",
+            "--quiet",
+        ],
+    );
+    assert_eq!(report["connected"], 150, "{report}");
+    let stop = &report["stop"];
+    assert_eq!(stop["open_at_stop"], 150, "{report}");
+    assert_eq!(stop["goodbyes"], 150, "{report}");
+    assert_eq!(stop["cut"], 0, "{report}");
+    assert_eq!(stop["still_open"], 0, "{report}");
+    assert!(
+        stdout.contains("150 streams open: 150 said goodbye, 0 cut, 0 still open"),
+        "{stdout}"
+    );
+    // The kernel's own counters, read before and after (their values are
+    // the whole machine's, so only their presence is asserted here).
+    for counter in ["ListenOverflows", "ListenDrops", "TCPMemoryPressures"] {
+        assert!(report["kernel"][counter].is_u64(), "{counter}: {report}");
+    }
+    assert!(server.wait_exit(Duration::from_secs(20)).success());
+    // The supervisor's summary counts the goodbyes of both workers.
+    assert!(
+        server
+            .log
+            .contains("150 streams said goodbye, 0 connections cut"),
+        "{}",
+        server.log
+    );
+}
+
+#[test]
 fn sse_load_counts_a_server_with_workers_as_one_process_tree() {
     let server = ChildServer::spawn(&["--workers", "2", "--interval", "100ms"], |_| {});
-    let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("report.json");
-    let output = output_within(
-        Command::new(env!("CARGO_BIN_EXE_sse-load"))
-            .args(["--url", &format!("http://{}/sse", server.addr)])
-            .args(["-c", "200", "--hold", "2s", "--quiet"])
-            .args(["--server-pid", &server.pid().to_string()])
-            .arg("--json")
-            .arg(&json_path),
-        SSE_LOAD_LIMIT,
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let (report, _) = run_sse_load_on_child(&server, &["-c", "200", "--hold", "2s", "--quiet"]);
     assert_eq!(
         report["server_processes"], 3,
         "a supervisor and two workers: {report}"
@@ -174,22 +260,11 @@ fn sse_load_workers_measure_the_floor_and_chat_as_one_process_does() {
 /// server with `--bench-floor`: the hold, the floor and the chat figures.
 fn floor_and_chat(extra: &[&str]) {
     let mut server = ChildServer::spawn(&["--bench-floor", "--interval", "100ms"], |_| {});
-    let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("report.json");
-    let output = output_within(
-        Command::new(env!("CARGO_BIN_EXE_sse-load"))
-            .args(["--url", &format!("http://{}/sse", server.addr)])
-            .args(["-c", "100", "--hold", "2s", "--floor", "2s", "--chat", "2"])
-            .args(["--quiet", "--server-pid", &server.pid().to_string()])
-            .args(extra)
-            .arg("--json")
-            .arg(&json_path),
-        SSE_LOAD_LIMIT,
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let mut args = vec![
+        "-c", "100", "--hold", "2s", "--floor", "2s", "--chat", "2", "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let (report, stdout) = run_sse_load_on_child(&server, &args);
     assert_eq!(report["connected"], 100, "{report}");
     // The hold counts ticks and the two chat messages, never floor rounds.
     let ids = report["ids_counted"].as_u64().unwrap();

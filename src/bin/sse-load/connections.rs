@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -14,18 +14,18 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 use slab::Slab;
-use socket2::{Domain, Socket, Type};
 
 use sse_mio::event_parser::{ChunkedDecoder, EventParser, Item};
 
 use crate::phases::{self, Phases};
 use crate::report::ServerFigures;
+use crate::sockets::{Ramp, connect_socket, failure_kind, failure_name};
 use crate::workers;
 use crate::{Args, Target, mono_ns};
 
 /// After the hold, keep reading this long so the last counted ids can reach
 /// every connection.
-const GRACE: Duration = Duration::from_secs(1);
+pub(crate) const GRACE: Duration = Duration::from_secs(1);
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -49,6 +49,17 @@ pub(crate) struct Raw {
     pub(crate) missing: u64,
     /// Times a connection received an id not greater than its previous one.
     pub(crate) out_of_order: u64,
+    /// With `--then-stop`: streams open when the server was told to stop,
+    /// those it closed after its goodbye (`: server shutting down`), those
+    /// it closed without one, and those still open at the limit.
+    #[serde(default)]
+    pub(crate) open_at_stop: u64,
+    #[serde(default)]
+    pub(crate) goodbyes: u64,
+    #[serde(default)]
+    pub(crate) cut: u64,
+    #[serde(default)]
+    pub(crate) still_open: u64,
 }
 
 impl Raw {
@@ -65,6 +76,10 @@ impl Raw {
         }
         self.missing += other.missing;
         self.out_of_order += other.out_of_order;
+        self.open_at_stop += other.open_at_stop;
+        self.goodbyes += other.goodbyes;
+        self.cut += other.cut;
+        self.still_open += other.still_open;
         for (id, (first, last, count)) in other.ids {
             let entry = self.ids.entry(id).or_insert((first, last, 0));
             entry.0 = entry.0.min(first);
@@ -90,6 +105,8 @@ struct Conn {
     parser: EventParser,
     /// The server said it is full (a comment before it closes).
     turned_away: bool,
+    /// The server said goodbye: it is shutting down.
+    said_goodbye: bool,
     /// The last numeric id this connection received.
     last_id: Option<u64>,
 }
@@ -101,6 +118,13 @@ pub(crate) struct Window {
     pub(crate) end: u64,
 }
 
+/// Connections opened in one go before the loop turns to its events.
+const MAX_BURST: usize = 64;
+
+/// How often, in ns, the ramp looks for late connections and whether every
+/// connection has its head.
+const SCAN_EVERY_NS: u64 = 50_000_000;
+
 /// One process's connections and loop.
 struct Load<'a> {
     args: &'a Args,
@@ -111,6 +135,9 @@ struct Load<'a> {
     raw: Raw,
     request: Vec<u8>,
     scratch: Vec<u8>,
+    /// The server was told to stop (`--then-stop`): a stream that ends now
+    /// is counted as a goodbye or a cut, not a failure.
+    stopping: bool,
 }
 
 impl<'a> Load<'a> {
@@ -143,6 +170,7 @@ impl<'a> Load<'a> {
             chunked: None,
             parser: EventParser::new(),
             turned_away: false,
+            said_goodbye: false,
             last_id: None,
         });
     }
@@ -229,11 +257,13 @@ impl<'a> Load<'a> {
             }
             let raw = &mut self.raw;
             let turned_away = &mut conn.turned_away;
+            let said_goodbye = &mut conn.said_goodbye;
             let last_id = &mut conn.last_id;
             conn.parser.feed(bytes, &mut |item| match item {
                 Item::Comment(comment) => {
                     // sse-mio's answer when it is full: come back later.
                     *turned_away |= comment.contains("server full");
+                    *said_goodbye |= comment.contains("server shutting down");
                 }
                 // Every id is recorded from the start; the report counts
                 // those whose first arrival (over all workers) falls in the
@@ -267,25 +297,37 @@ impl<'a> Load<'a> {
         progress: &ProgressBar,
     ) -> io::Result<bool> {
         let mut events = Events::with_capacity(4096);
+        let mut next_scan = 0;
         loop {
             let now = mono_ns();
             if let Some(ramp) = ramp.as_deref_mut() {
-                while ramp.opened < ramp.total && ramp.due(now) {
+                // A burst at most, then the events: after a stall the ramp
+                // is behind, and connections opened in one long burst
+                // would all wait for it to end to send their requests
+                // (a server times out a connection that says nothing).
+                let mut burst = 0;
+                while ramp.opened < ramp.total && ramp.due(now) && burst < MAX_BURST {
                     let index = ramp.opened;
                     ramp.opened += 1;
+                    burst += 1;
                     self.open(index);
                 }
-                self.expire_connects(now);
-                let settled = self
-                    .conns
-                    .iter()
-                    .all(|(_, c)| matches!(c.phase, Phase::Streaming));
-                progress.set_position(self.raw.connected);
-                if ramp.opened == ramp.total && settled {
-                    return Ok(true);
+                // Walking every connection is not for every turn.
+                if now >= next_scan {
+                    next_scan = now + SCAN_EVERY_NS;
+                    self.expire_connects(now);
+                    progress.set_position(self.raw.connected);
+                    if ramp.opened == ramp.total
+                        && self
+                            .conns
+                            .iter()
+                            .all(|(_, c)| matches!(c.phase, Phase::Streaming))
+                    {
+                        return Ok(true);
+                    }
                 }
             }
-            if now >= until {
+            if now >= until || (self.stopping && self.conns.is_empty()) {
                 return Ok(false);
             }
             let timeout = Duration::from_nanos((until - now).min(10_000_000));
@@ -307,7 +349,11 @@ impl<'a> Load<'a> {
             for (key, reason) in dead {
                 if let Some(mut conn) = self.conns.try_remove(key) {
                     let _ = self.poll.registry().deregister(&mut conn.stream);
-                    self.raw.fail(reason);
+                    match (self.stopping, conn.said_goodbye) {
+                        (true, true) => self.raw.goodbyes += 1,
+                        (true, false) => self.raw.cut += 1,
+                        (false, _) => self.raw.fail(reason),
+                    }
                 }
             }
         }
@@ -329,63 +375,6 @@ impl<'a> Load<'a> {
             self.raw.fail("timeout");
         }
     }
-}
-
-/// Opens connections at a steady rate.
-struct Ramp {
-    total: usize,
-    opened: usize,
-    start: u64,
-    per_sec: f64,
-}
-
-impl Ramp {
-    fn due(&self, now: u64) -> bool {
-        let elapsed = (now - self.start) as f64 / 1e9;
-        (self.opened as f64) < elapsed * self.per_sec + 1.0
-    }
-}
-
-fn connect_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    if let Some(source) = source {
-        // Let connect() pick the port for the full 4-tuple, so ports are
-        // shared between destinations instead of reserved at bind().
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt reads an int from the pointer we pass.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        socket.bind(&SocketAddr::new(source, 0).into())?;
-    }
-    match socket.connect(&addr.into()) {
-        Ok(()) => Ok(socket),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
-        Err(e) => Err(e),
-    }
-}
-
-fn failure_kind(e: &io::Error) -> &'static str {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => "refused",
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => "reset",
-        io::ErrorKind::TimedOut => "timeout",
-        io::ErrorKind::AddrNotAvailable => "no ports left",
-        _ if e.raw_os_error() == Some(libc::EMFILE) => "out of descriptors",
-        _ => "other error",
-    }
-}
-
-fn failure_name(e: &io::Error) -> String {
-    failure_kind(e).to_owned()
 }
 
 /// Runs this process's share: ramp, (wait for the window), hold, (floor),
@@ -412,6 +401,7 @@ pub(crate) fn run_share(
         )
         .into_bytes(),
         scratch: vec![0; 64 * 1024],
+        stopping: false,
     };
     let mut ramp = Ramp {
         total: args.connections,
@@ -457,6 +447,16 @@ pub(crate) fn run_share(
         measuring.end(args, server);
     }
     load.run(window.end + GRACE.as_nanos() as u64, None, progress)?;
+    if let Some(limit) = args.then_stop {
+        // The parent tells the server (a worker only waits with its share).
+        if !args.worker {
+            phases::stop_server(args);
+        }
+        load.stopping = true;
+        load.raw.open_at_stop = load.conns.len() as u64;
+        load.run(mono_ns() + limit.as_nanos() as u64, None, progress)?;
+        load.raw.still_open = load.conns.len() as u64;
+    }
     // Streams that ended before the window's end count as closed early;
     // the rest are closed now, by dropping them.
     Ok((load.raw, window))

@@ -26,6 +26,7 @@
 mod connections;
 mod phases;
 mod report;
+mod sockets;
 mod workers;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -87,6 +88,12 @@ pub(crate) struct Args {
     /// measuring its `floor-K` rounds as the hold measures events; then switch it back.
     #[arg(long, default_value = "0s", value_parser = parse_duration, requires = "server_pid")]
     pub(crate) floor: Duration,
+
+    /// After the hold (and the floor), send SIGTERM to the server
+    /// (`--server-pid`) and keep every stream open until the server closes
+    /// it, at most D; count the streams that got its goodbye and those cut.
+    #[arg(long, value_name = "D", value_parser = parse_duration, requires = "server_pid")]
+    pub(crate) then_stop: Option<Duration>,
 
     /// Post this many chat messages during the hold, evenly spaced, and
     /// report the time from each POST to its last receiver.
@@ -230,6 +237,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let processes = args.connections.div_ceil(per_process).max(1);
     let mut server = ServerFigures {
         rss_before: args.server_pid.and_then(proc_rss),
+        kernel_before: report::kernel_counters(),
         ..ServerFigures::default()
     };
 

@@ -84,6 +84,7 @@ impl Measuring {
     pub(crate) fn hold_over(&mut self, args: &Args, phases: Phases, server: &mut ServerFigures) {
         let pid = args.server_pid;
         server.rss_after = pid.and_then(proc_rss);
+        server.kernel_after = crate::report::kernel_counters();
         if let (Some(start), Some(end)) = (self.cpu_start, pid.and_then(proc_cpu_seconds)) {
             let seconds = (phases.hold_end - phases.start) as f64 / 1e9;
             server.cpu_percent = Some((end - start) / seconds.max(0.001) * 100.0);
@@ -101,6 +102,15 @@ impl Measuring {
         if let Some(poster) = self.poster {
             server.chat = poster.join().unwrap_or_default();
         }
+    }
+}
+
+/// SIGTERM to the server (`--then-stop`): it says goodbye to every stream
+/// and closes it.
+pub(crate) fn stop_server(args: &Args) {
+    if let Some(pid) = args.server_pid {
+        // SAFETY: kill has no memory effects; a pid that is gone gives ESRCH.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
     }
 }
 

@@ -23,6 +23,9 @@ pub(crate) struct Report {
     failures: BTreeMap<String, u64>,
     processes: usize,
     hold_s: f64,
+    /// The hold, on CLOCK_MONOTONIC (ns), to line up `--dump-ids` with it.
+    hold_start_ns: u64,
+    hold_end_ns: u64,
     ids_counted: usize,
     events_per_connection: f64,
     coverage_min: f64,
@@ -47,6 +50,45 @@ pub(crate) struct Report {
     /// Chat messages posted during the hold (`--chat`).
     #[serde(skip_serializing_if = "Option::is_none")]
     chat: Option<Chat>,
+    /// The server told to stop after the hold (`--then-stop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<Stop>,
+    /// The kernel's TCP counters that say what a client never sees (an
+    /// accept queue that overflowed, memory pressure), from the start to
+    /// the end of the hold: they should stay 0.
+    kernel: BTreeMap<String, u64>,
+}
+
+/// What the server's shutdown did to the streams (`--then-stop`).
+#[derive(Serialize)]
+struct Stop {
+    open_at_stop: u64,
+    goodbyes: u64,
+    cut: u64,
+    still_open: u64,
+}
+
+/// The TCP counters of `/proc/net/netstat` that a load test watches.
+pub(crate) const KERNEL_COUNTERS: [&str; 3] =
+    ["ListenOverflows", "ListenDrops", "TCPMemoryPressures"];
+
+/// [`KERNEL_COUNTERS`] now (`nstat`'s `TcpExt` figures), by name.
+pub(crate) fn kernel_counters() -> BTreeMap<String, u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let mut out = BTreeMap::new();
+    if let [names, values] = lines[..] {
+        for (name, value) in names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .skip(1)
+        {
+            if KERNEL_COUNTERS.contains(&name) {
+                out.insert(name.to_owned(), value.parse().unwrap_or(0));
+            }
+        }
+    }
+    out
 }
 
 /// The floor phase: the server's `floor-K` rounds, one bare write each.
@@ -235,6 +277,8 @@ pub(crate) fn report(
         failures: raw.failures.clone(),
         processes,
         hold_s: args.hold.as_secs_f64(),
+        hold_start_ns: phases.start,
+        hold_end_ns: phases.hold_end,
         ids_counted: events.ids,
         events_per_connection: events.receipts as f64 / open.max(1) as f64,
         coverage_min: events.coverage_min,
@@ -264,6 +308,20 @@ pub(crate) fn report(
             spread_us_p99: floor.p99,
             spread_us_max: floor.max,
         }),
+        stop: args.then_stop.map(|_| Stop {
+            open_at_stop: raw.open_at_stop,
+            goodbyes: raw.goodbyes,
+            cut: raw.cut,
+            still_open: raw.still_open,
+        }),
+        kernel: server
+            .kernel_after
+            .iter()
+            .map(|(name, after)| {
+                let before = server.kernel_before.get(name).copied().unwrap_or(*after);
+                (name.clone(), after.saturating_sub(before))
+            })
+            .collect(),
         chat: (args.chat > 0).then(|| Chat {
             posted: server.chat.len(),
             accepted: server.chat.iter().filter(|p| p.id.is_some()).count(),
@@ -282,6 +340,9 @@ pub(crate) struct ServerFigures {
     pub(crate) cpu_percent: Option<f64>,
     /// The chat messages posted to it during the hold (`--chat`).
     pub(crate) chat: Vec<Posted>,
+    /// [`kernel_counters`] at the start and at the end of the hold.
+    pub(crate) kernel_before: BTreeMap<String, u64>,
+    pub(crate) kernel_after: BTreeMap<String, u64>,
 }
 
 pub(crate) fn print_report(r: &Report) {
@@ -344,6 +405,18 @@ pub(crate) fn print_report(r: &Report) {
                 r.spread_us_p99 as f64 / f.spread_us_p99.max(1) as f64
             );
         }
+    }
+    if r.kernel.is_empty() {
+        println!("kernel                   no /proc/net/netstat here");
+    } else {
+        let counters: Vec<String> = r.kernel.iter().map(|(k, v)| format!("{k} +{v}")).collect();
+        println!("kernel (TcpExt)          {}", counters.join(", "));
+    }
+    if let Some(s) = &r.stop {
+        println!(
+            "server stopped           {} streams open: {} said goodbye, {} cut, {} still open",
+            s.open_at_stop, s.goodbyes, s.cut, s.still_open
+        );
     }
     if let Some(c) = &r.chat {
         let ms = |us: Option<u64>| {

@@ -54,18 +54,16 @@ pub(crate) fn run_workers(
     for i in 0..processes {
         let share = left / (processes - i);
         left -= share;
-        // Each worker gets its own slice of the source addresses when
-        // there are enough, otherwise all of them.
-        let mine: Vec<String> = if sources.len() >= processes {
-            sources
-                .iter()
-                .skip(i)
-                .step_by(processes)
-                .map(|a| a.to_string())
-                .collect()
-        } else {
-            sources.iter().map(|a| a.to_string()).collect()
-        };
+        // Every worker uses every source address, each starting at its
+        // own, so every address carries the same number of connections
+        // however the counts divide. (Slices of the list gave some workers
+        // one address where others had two: 19,600 connections from one
+        // address to one port crowd its 28,000 ephemeral ports, connect()
+        // searches long for a free one, and the server times out requests
+        // that come late.)
+        let mine: Vec<String> = (0..sources.len())
+            .map(|k| sources[(i + k) % sources.len()].to_string())
+            .collect();
         let mut command = Command::new(&exe);
         command
             .args(["--worker", "--url", &args.url])
@@ -77,6 +75,10 @@ pub(crate) fn run_workers(
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
+        if let (Some(limit), Some(pid)) = (args.then_stop, args.server_pid) {
+            command.args(["--then-stop", &format!("{}ms", limit.as_millis())]);
+            command.args(["--server-pid", &pid.to_string()]);
+        }
         if !mine.is_empty() {
             command.args(["--sources", &mine.join(",")]);
         }
@@ -128,6 +130,13 @@ pub(crate) fn run_workers(
     }
     measuring.end(args, server);
     hold_bar.finish_and_clear();
+    if args.then_stop.is_some() {
+        // The workers read on through the grace, then wait for the closes.
+        while mono_ns() < phases.end + crate::connections::GRACE.as_nanos() as u64 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        phases::stop_server(args);
+    }
     let mut merged = Raw::default();
     for (mut reader, mut child) in outputs.into_iter().zip(children) {
         let mut json = String::new();
