@@ -228,9 +228,26 @@ pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// Events per second for a log line: `12.5`, or `0.017` when ticks are a
+/// minute apart (where `0.0` would say nothing happened).
+pub(crate) fn rate(per_second: f64) -> String {
+    if per_second >= 1.0 || per_second == 0.0 {
+        format!("{per_second:.1}")
+    } else {
+        format!("{per_second:.3}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_rate_is_not_written_as_nothing() {
+        assert_eq!(rate(0.0), "0.0");
+        assert_eq!(rate(1.0 / 60.0), "0.017");
+        assert_eq!(rate(12.345), "12.3");
+    }
 
     #[test]
     fn each_request_raises_the_flag_one_level() {

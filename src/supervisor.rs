@@ -50,7 +50,7 @@ mod figures;
 mod redis;
 mod workers;
 
-use workers::Slot;
+use workers::{Slot, backlog_limit, workers_and_pids};
 
 /// The token of the signal pipe; worker N's socket has token N.
 const SIGNALS: Token = Token(usize::MAX - 3);
@@ -60,10 +60,6 @@ const REDIS: (Token, Token) = (Token(usize::MAX - 4), Token(usize::MAX - 5));
 
 /// How often the dashboard frame goes to the workers.
 const DASHBOARD_PERIOD: Duration = Duration::from_secs(1);
-
-/// Events queued for one worker beyond this, and it is restarted: it has
-/// stopped reading, and the supervisor will not hold more for it.
-const WORKER_BACKLOG: usize = 16 << 20;
 
 /// What the supervisor does on its schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -203,12 +199,12 @@ impl Supervisor {
         for n in 1..=config.workers {
             supervisor.spawn(n)?;
         }
-        let pids: Vec<String> = supervisor
+        let pids: Vec<(u32, u32)> = supervisor
             .slots
             .iter()
-            .map(|s| format!("{} (pid {})", s.number, s.pid().unwrap_or(0)))
+            .map(|s| (s.number, s.pid().unwrap_or(0)))
             .collect();
-        info!("workers started: {}", pids.join(", "));
+        info!("workers started: {}", workers_and_pids(&pids));
         Ok(supervisor)
     }
 
@@ -382,6 +378,7 @@ impl Supervisor {
             ticket: None,
         }
         .encode(&mut plain);
+        let limit = backlog_limit(self.slots.len());
         for slot in &mut self.slots {
             match origin {
                 Some((n, ticket)) if n == slot.number => {
@@ -393,7 +390,7 @@ impl Supervisor {
                 }
                 _ => slot.send_frames(&plain),
             }
-            if slot.backlog() > WORKER_BACKLOG {
+            if slot.backlog() > limit {
                 warn!(
                     "worker {} is {} MiB behind in reading its events: restarting it",
                     slot.number,

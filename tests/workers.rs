@@ -41,18 +41,39 @@ fn worker_of(client: &SseClient) -> u32 {
         .unwrap()
 }
 
-/// The pid of worker `n`, from the supervisor's log.
+/// The pid of worker `n`, from the supervisor's log: the latest of
+/// `worker N restarted (pid P)`, `N (pid P)` and, in the start-up line's
+/// runs, `A-B (pids X-Y)`.
 fn worker_pid(log: &str, n: u32) -> i32 {
-    let needle = format!("{n} (pid ");
-    let at = log
-        .rfind(&needle)
-        .unwrap_or_else(|| panic!("no pid for worker {n} in\n{log}"));
-    log[at + needle.len()..]
-        .split(')')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    let mut latest = None;
+    for line in log.lines() {
+        if let Some(at) = line.find(&format!("worker {n} restarted (pid ")) {
+            let rest = &line[at..];
+            latest = rest
+                .split("(pid ")
+                .nth(1)
+                .and_then(|r| r.split(')').next()?.parse().ok());
+            continue;
+        }
+        let Some(list) = line.split("workers started: ").nth(1) else {
+            continue;
+        };
+        for entry in list.split(", ") {
+            let (workers, pids) = entry.split_once(" (").unwrap();
+            let pids = pids.trim_end_matches(')');
+            let pids = pids
+                .strip_prefix("pids ")
+                .or_else(|| pids.strip_prefix("pid "))
+                .unwrap();
+            let (first, last) = workers.split_once('-').unwrap_or((workers, workers));
+            let (first, last): (u32, u32) = (first.parse().unwrap(), last.parse().unwrap());
+            let first_pid: i32 = pids.split('-').next().unwrap().parse().unwrap();
+            if (first..=last).contains(&n) {
+                latest = Some(first_pid + (n - first) as i32);
+            }
+        }
+    }
+    latest.unwrap_or_else(|| panic!("no pid for worker {n} in\n{log}"))
 }
 
 /// Reads events until one with `id`, and returns the events from there.

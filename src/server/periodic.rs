@@ -14,7 +14,7 @@ use crate::hub::FanOutCtx;
 use crate::limits;
 use crate::metrics::{self, Figures, Part};
 use crate::schedule::Timer;
-use crate::shutdown::plural;
+use crate::shutdown::{plural, rate};
 
 /// How often housekeeping walks the streams (heartbeats, stalls,
 /// lifetimes, gauges). Their timeouts are seconds; a quarter second is
@@ -109,9 +109,10 @@ impl Server {
         self.events_at_last_summary = events;
         let g = &self.shared.gauges;
         info!(
-            "{} ({}), {per_second:.1} events/s, last fan-out {:?}, RSS {:.1} MiB",
+            "{} ({}), {} events/s, last fan-out {:?}, RSS {:.1} MiB",
             plural(g.open() as u64, "connection", "connections"),
             plural(g.streaming as u64, "stream", "streams"),
+            rate(per_second),
             self.shared.counters.last_fanout,
             metrics::resident_bytes() as f64 / 1_048_576.0
         );

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::counters::{Counters, Gauges};
 use crate::ipc::{Message, ToWorker};
 use crate::metrics::{self, Figures, Part};
-use crate::shutdown::plural;
+use crate::shutdown::{plural, rate};
 use log::info;
 
 impl Supervisor {
@@ -102,10 +102,11 @@ impl Supervisor {
         let per_second = (self.sequenced - self.sequenced_at_last_summary) as f64 / interval;
         self.sequenced_at_last_summary = self.sequenced;
         info!(
-            "{} serving: {} ({}), {per_second:.1} events/s, RSS {:.1} MiB in all",
+            "{} serving: {} ({}), {} events/s, RSS {:.1} MiB in all",
             plural(workers.len() as u64, "worker", "workers"),
             plural(sum(|f| f.gauges.open() as u64), "connection", "connections"),
             plural(sum(|f| f.gauges.streaming as u64), "stream", "streams"),
+            rate(per_second),
             (sum(|f| f.rss) + own.rss) as f64 / 1_048_576.0
         );
     }

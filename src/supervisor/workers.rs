@@ -32,6 +32,42 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A worker that ran this long before it died is restarted at once again.
 const STABLE: Duration = Duration::from_secs(10);
 
+/// Events queued for one worker beyond its share of this (at most 16 MiB,
+/// at least 1 MiB), and it is restarted: it has stopped reading, and the
+/// supervisor will not hold more for it. A budget for all of them, so 56
+/// workers stuck at once cost what two do.
+const BACKLOG_BUDGET: usize = 32 << 20;
+
+/// How many bytes may wait for one of `workers` workers.
+pub(super) fn backlog_limit(workers: usize) -> usize {
+    (BACKLOG_BUDGET / workers.max(1)).clamp(1 << 20, 16 << 20)
+}
+
+/// `1-3 (pids 100-102), 4 (pid 200)`: workers and their pids, runs of
+/// consecutive numbers with consecutive pids written once, so the line
+/// stays short at fifty workers.
+pub(super) fn workers_and_pids(list: &[(u32, u32)]) -> String {
+    let mut runs: Vec<((u32, u32), (u32, u32))> = Vec::new();
+    for &(n, pid) in list {
+        match runs.last_mut() {
+            Some((_, last)) if last.0 + 1 == n && last.1 != 0 && last.1 + 1 == pid => {
+                *last = (n, pid)
+            }
+            _ => runs.push(((n, pid), (n, pid))),
+        }
+    }
+    runs.iter()
+        .map(|&(first, last)| {
+            if first == last {
+                format!("{} (pid {})", first.0, first.1)
+            } else {
+                format!("{}-{} (pids {}-{})", first.0, last.0, first.1, last.1)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One worker's place: its process, its socket, its last figures.
 pub(super) struct Slot {
     pub(super) number: u32,
@@ -223,8 +259,11 @@ impl Supervisor {
                 continue;
             };
             let pid = child.id();
+            let n = self.slots[i].number;
+            // Its last report (what the summary line counts) may still be
+            // in the socket, behind its exit.
+            self.read_last_words(n);
             let slot = &mut self.slots[i];
-            let n = slot.number;
             slot.child = None;
             slot.serving = false;
             if let Some(mut channel) = slot.channel.take() {
@@ -265,6 +304,26 @@ impl Supervisor {
 
     /// Worker `n`'s socket is ready: write what waits, read and act on
     /// what came.
+    /// Reads what an exited worker wrote before it went, and keeps its
+    /// last figures.
+    fn read_last_words(&mut self, n: u32) {
+        let scratch = &mut self.scratch;
+        let slot = &mut self.slots[n as usize - 1];
+        let Some(channel) = &mut slot.channel else {
+            return;
+        };
+        if channel.receive(scratch).is_err() {
+            return;
+        }
+        while let Ok(Some(message)) = channel.next::<ToSupervisor>() {
+            if let ToSupervisor::Report { json } = message
+                && let Ok(figures) = serde_json::from_str::<Figures>(&json)
+            {
+                slot.figures = Some(figures);
+            }
+        }
+    }
+
     pub(super) fn on_channel(&mut self, n: u32) {
         if n == 0 || n as usize > self.slots.len() {
             return;
@@ -372,5 +431,31 @@ impl Supervisor {
             urls(&self.addrs),
             plural(self.slots.len() as u64, "worker", "workers"),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_up_line_stays_short_at_fifty_workers() {
+        let many: Vec<(u32, u32)> = (1..=56).map(|n| (n, 3716 + n)).collect();
+        assert_eq!(workers_and_pids(&many), "1-56 (pids 3717-3772)");
+        let gaps = [(1, 100), (2, 101), (3, 205), (4, 0), (5, 1)];
+        assert_eq!(
+            workers_and_pids(&gaps),
+            "1-2 (pids 100-101), 3 (pid 205), 4 (pid 0), 5 (pid 1)"
+        );
+        assert_eq!(workers_and_pids(&[]), "");
+    }
+
+    #[test]
+    fn the_backlog_budget_is_shared() {
+        assert_eq!(backlog_limit(1), 16 << 20);
+        assert_eq!(backlog_limit(2), 16 << 20);
+        assert_eq!(backlog_limit(8), 4 << 20);
+        assert_eq!(backlog_limit(56), 1 << 20);
+        assert_eq!(backlog_limit(0), 16 << 20);
     }
 }
