@@ -134,16 +134,7 @@ fn events(client: &mut SseClient, n: usize) -> Vec<(u64, Event)> {
 }
 
 fn post(addr: SocketAddr, text: &str) -> Response {
-    let body = format!(r#"{{"user":"t","text":"{text}"}}"#);
-    let mut stream = connect(addr);
-    send(
-        &mut stream,
-        &format!(
-            "POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    );
-    read_response(&mut stream, false)
+    post_json_to(addr, &format!(r#"{{"user":"t","text":"{text}"}}"#))
 }
 
 /// A sample of `/metrics`, if it is there.

@@ -115,16 +115,8 @@ fn a_chat_message_reaches_every_worker_with_the_id_in_its_202() {
     let mut clients = one_stream_per_worker(server.addr, 2);
     for n in 0..4 {
         // Each post lands on one of the two workers; over four, both.
-        let mut stream = connect(server.addr);
         let body = format!("{{\"user\":\"ada\",\"text\":\"hello {n}\"}}");
-        send(
-            &mut stream,
-            &format!(
-                "POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            ),
-        );
-        let response = read_response(&mut stream, false);
+        let response = post_json_to(server.addr, &body);
         assert_eq!(response.status, 202, "{}", response.text());
         let id = serde_json::from_slice::<serde_json::Value>(&response.body).unwrap()["id"]
             .as_u64()
@@ -301,16 +293,8 @@ fn the_chat_rate_limit_holds_for_the_whole_server() {
     );
     let statuses: Vec<u16> = (0..6)
         .map(|n| {
-            let mut stream = connect(server.addr);
             let body = format!("{{\"text\":\"flood {n}\"}}");
-            send(
-                &mut stream,
-                &format!(
-                    "POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                ),
-            );
-            let response = read_response(&mut stream, false);
+            let response = post_json_to(server.addr, &body);
             if response.status == 429 {
                 let wait: u64 = response.header("Retry-After").unwrap().parse().unwrap();
                 assert!(wait >= 1, "{}", response.head);

@@ -40,17 +40,7 @@ impl Supervisor {
     /// The whole server's `/metrics`.
     pub(super) fn render_metrics(&self) -> String {
         let (workers, own) = self.parts();
-        let mut parts: Vec<Part<'_>> = workers
-            .iter()
-            .map(|(n, f)| Part {
-                worker: Some(n.clone()),
-                figures: f,
-            })
-            .collect();
-        parts.push(Part {
-            worker: Some("supervisor".into()),
-            figures: &own,
-        });
+        let parts = labelled(&workers, &own);
         let mut text = metrics::render(&parts, self.started.elapsed().as_secs_f64());
         metrics::render_supervisor(&mut text, &self.workers_and_restarts(), self.sequenced);
         text
@@ -74,17 +64,7 @@ impl Supervisor {
         if !workers.iter().any(|(_, f)| f.gauges.dashboard_streams > 0) {
             return;
         }
-        let mut parts: Vec<Part<'_>> = workers
-            .iter()
-            .map(|(n, f)| Part {
-                worker: Some(n.clone()),
-                figures: f,
-            })
-            .collect();
-        parts.push(Part {
-            worker: Some("supervisor".into()),
-            figures: &own,
-        });
+        let parts = labelled(&workers, &own);
         let uptime = self.started.elapsed().as_secs_f64();
         let data = metrics::dashboard_frame(&parts, per_second, uptime);
         let mut frame = Vec::new();
@@ -110,4 +90,20 @@ impl Supervisor {
             (sum(|f| f.rss) + own.rss) as f64 / 1_048_576.0
         );
     }
+}
+
+/// Every worker's figures under its number, and the supervisor's own.
+fn labelled<'a>(workers: &'a [(String, Figures)], own: &'a Figures) -> Vec<Part<'a>> {
+    let mut parts: Vec<Part<'a>> = workers
+        .iter()
+        .map(|(n, f)| Part {
+            worker: Some(n.clone()),
+            figures: f,
+        })
+        .collect();
+    parts.push(Part {
+        worker: Some("supervisor".into()),
+        figures: own,
+    });
+    parts
 }

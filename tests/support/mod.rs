@@ -109,6 +109,19 @@ pub fn send(stream: &mut TcpStream, text: &str) {
     stream.write_all(text.as_bytes()).expect("send");
 }
 
+/// POSTs `json` to `/messages` on a new connection and reads the answer.
+pub fn post_json_to(addr: SocketAddr, json: &str) -> Response {
+    let mut stream = connect(addr);
+    send(
+        &mut stream,
+        &format!(
+            "POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        ),
+    );
+    read_response(&mut stream, false)
+}
+
 /// A response as read off the wire.
 #[derive(Debug)]
 pub struct Response {
