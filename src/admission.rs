@@ -12,11 +12,13 @@
 //! [`ACCEPT_PAUSE`] instead of spinning on a listener that stays readable.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::time::{Duration, Instant};
 
-use log::{debug, error, warn};
-use mio::net::{TcpListener, TcpStream};
+use log::{debug, error, info, warn};
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 use socket2::{SockRef, TcpKeepalive};
@@ -24,7 +26,7 @@ use socket2::{SockRef, TcpKeepalive};
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::counters::CloseReason;
-use crate::limits;
+use crate::limits::{self, NofileLimit};
 use crate::schedule::Timer;
 use crate::shared::Shared;
 
@@ -80,16 +82,22 @@ pub(crate) struct Admission {
     warned_emfile: bool,
     /// The serial number of the last connection admitted.
     last_serial: u64,
+    /// How the open-files limit was raised at start-up (for the start-up
+    /// lines), and how many descriptors are kept back from it.
+    nofile: io::Result<NofileLimit>,
+    reserved_fds: usize,
 }
 
 impl Admission {
     /// Binds the listener (non-blocking, `SO_REUSEADDR`) and, unless this
     /// is a worker, starts listening and registers it under `token`;
-    /// `--max-connections` is checked against the open-files limit.
+    /// `--max-connections` is checked against the open-files limit (which
+    /// start-up raised as `nofile` says).
     pub(crate) fn bind(
         config: &Config,
         registry: &Registry,
         token: Token,
+        nofile: io::Result<NofileLimit>,
     ) -> io::Result<Admission> {
         let worker = config.worker.is_some();
         let bound = limits::bind_all(&config.listen_addr(), worker)?;
@@ -126,6 +134,8 @@ impl Admission {
             paused: false,
             warned_emfile: false,
             last_serial: 0,
+            nofile,
+            reserved_fds: reserved_fds(config),
         };
         if !worker {
             admission.start_listening(registry)?;
@@ -146,14 +156,21 @@ impl Admission {
         Ok(())
     }
 
+    /// Logs the open-files limit, `what` is served where (`how`: the
+    /// ticker), with room for how many, and what caps that.
+    pub(crate) fn log_start_up(&self, what: &str, how: &str) {
+        limits::log_nofile(&self.nofile);
+        info!(
+            "{what} on {} ({how}; up to {} connections)",
+            limits::urls(&self.local_addrs),
+            self.max_connections
+        );
+        limits::log_capped(self.max_connections, self.reserved_fds);
+    }
+
     /// The first address listened on.
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local_addrs[0]
-    }
-
-    /// Every address listened on.
-    pub(crate) fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local_addrs
     }
 
     pub(crate) fn max_connections(&self) -> usize {
@@ -189,7 +206,14 @@ impl Admission {
                 return;
             };
             match listener.accept() {
-                Ok((socket, peer)) => self.admit(socket, peer, registry, conns, shared),
+                Ok((socket, peer)) => {
+                    // SAFETY: the descriptor moves from mio's socket type,
+                    // which gives it up, to the standard one (a descriptor
+                    // and nothing else: see `Connection`), still
+                    // non-blocking.
+                    let socket = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+                    self.admit(socket, peer, registry, conns, shared)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
@@ -241,7 +265,7 @@ impl Admission {
     /// slots are taken.
     fn admit(
         &mut self,
-        mut socket: TcpStream,
+        socket: TcpStream,
         peer: SocketAddr,
         registry: &Registry,
         conns: &mut Slab<Connection>,
@@ -271,7 +295,8 @@ impl Admission {
         let entry = conns.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = registry.register(&mut socket, Token(key), interest) {
+        let fd = socket.as_raw_fd();
+        if let Err(e) = registry.register(&mut SourceFd(&fd), Token(key), interest) {
             warn!("cannot register a connection from {peer}: {e}");
             counters.closed(CloseReason::Error);
             return;

@@ -9,10 +9,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::{Draft, Kind};
 use crate::http::{Refusal, percent_decode};
 
 /// The path messages are posted to.
@@ -187,6 +188,25 @@ impl RateLimiter {
     fn tracked(&self) -> usize {
         self.buckets.len()
     }
+}
+
+/// `POST /messages` once its body is read: the event a valid message
+/// becomes (`event: message` with one line of JSON, `{user, text, at}`,
+/// posted from `peer`), or the refusal (400, or 415) to answer with.
+pub(crate) fn draft(
+    content_type: Option<&str>,
+    body: &[u8],
+    peer: IpAddr,
+) -> Result<Draft, Refusal> {
+    let message = parse_message(content_type, body)?;
+    let at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(Draft {
+        kind: Kind::Message,
+        data: event_data(&message, at_ms),
+        origin: Some(peer),
+    })
 }
 
 #[cfg(test)]

@@ -132,6 +132,8 @@ pub struct Config {
 
     /// Internal, for benchmarks: SIGUSR1 switches between ticking and the
     /// bare-write floor (see `server/floor.rs`, and `sse-load --floor`).
+    /// Only in a build with the `bench-floor` feature.
+    #[cfg(feature = "bench-floor")]
     #[arg(long, hide = true)]
     pub bench_floor: bool,
 

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::{Status, Why};
+
 /// Why a connection ended. Every connection that ends is counted with one of
 /// these: through the loop's one close path, or, for a connection turned
 /// away the instant it was accepted (no slot, not even an overflow one), by
@@ -47,6 +49,21 @@ pub(crate) enum CloseReason {
 }
 
 impl CloseReason {
+    /// Logs that connection `key` closed for this reason (`open` are left):
+    /// the two that mean a slow client (`ring_frames`, the ring's length;
+    /// `stall`, `--stall-timeout`) at info, the rest at debug.
+    pub(crate) fn log(self, key: usize, open: usize, ring_frames: usize, stall: Duration) {
+        match self {
+            CloseReason::Lagged => log::info!(
+                "#{key} closed: fell behind by more than the ring holds ({ring_frames} frames)"
+            ),
+            CloseReason::Stalled => {
+                log::info!("#{key} closed: behind and not reading for {stall:?}")
+            }
+            _ => log::debug!("#{key} closed: {self} ({open} open)"),
+        }
+    }
+
     pub(crate) const ALL: [CloseReason; 11] = [
         CloseReason::Eof,
         CloseReason::Reset,
@@ -159,13 +176,14 @@ impl Counters {
         *self.responses.entry(status).or_default() += 1;
     }
 
-    /// Counts a refused chat message, by the status it got.
-    pub(crate) fn reject_message(&mut self, status: u16) {
-        self.rejected[RejectReason::from_status(status) as usize] += 1;
+    /// Counts a refused chat message, by why it was refused.
+    pub(crate) fn reject_message(&mut self, reason: RejectReason) {
+        self.rejected[reason as usize] += 1;
     }
 }
 
-/// Why a chat message was refused, named after the status it got.
+/// Why a chat message was refused. The client errors are named after
+/// their status; the two kinds of 503 are told apart (see [`Why`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RejectReason {
     /// 400: bad UTF-8 or JSON, no text, a user name too long, bad chunks.
@@ -180,21 +198,39 @@ pub(crate) enum RejectReason {
     TooLarge,
     /// 415: not JSON or a form.
     UnsupportedType,
-    /// 503 and anything else: the server could not take it now.
+    /// 503: the server is shutting down.
+    ShuttingDown,
+    /// 503: the shared log (Redis) is unavailable.
+    Unavailable,
+    /// Any other status (none is sent today).
     Other,
 }
 
+impl From<Why> for RejectReason {
+    fn from(why: Why) -> RejectReason {
+        match why {
+            Why::RateLimited => RejectReason::RateLimited,
+            Why::ShuttingDown => RejectReason::ShuttingDown,
+            Why::Unavailable => RejectReason::Unavailable,
+        }
+    }
+}
+
 impl RejectReason {
-    pub(crate) const ALL: [RejectReason; 7] = [
+    pub(crate) const ALL: [RejectReason; 9] = [
         RejectReason::Invalid,
         RejectReason::NoLength,
         RejectReason::RateLimited,
         RejectReason::Timeout,
         RejectReason::TooLarge,
         RejectReason::UnsupportedType,
+        RejectReason::ShuttingDown,
+        RejectReason::Unavailable,
         RejectReason::Other,
     ];
 
+    /// The reason of a refusal the server makes itself, by its status (a
+    /// client error: every 503 comes from a [`Why`] instead).
     pub(crate) fn from_status(status: u16) -> RejectReason {
         match status {
             400 => RejectReason::Invalid,
@@ -215,6 +251,8 @@ impl RejectReason {
             RejectReason::Timeout => "timeout",
             RejectReason::TooLarge => "too_large",
             RejectReason::UnsupportedType => "unsupported_type",
+            RejectReason::ShuttingDown => "shutting_down",
+            RejectReason::Unavailable => "unavailable",
             RejectReason::Other => "other",
         }
     }
@@ -267,7 +305,7 @@ pub(crate) struct Gauges {
     pub(crate) uptime: Duration,
     /// The shared log's state, with `--redis`.
     #[serde(default)]
-    pub(crate) backplane: Option<crate::source::Status>,
+    pub(crate) backplane: Option<Status>,
 }
 
 impl Gauges {
@@ -290,6 +328,13 @@ mod tests {
             assert_eq!(*reason as usize, i, "{}", reason.as_str());
         }
         assert_eq!(RejectReason::from_status(429), RejectReason::RateLimited);
-        assert_eq!(RejectReason::from_status(503), RejectReason::Other);
+        assert_eq!(
+            RejectReason::from(Why::ShuttingDown),
+            RejectReason::ShuttingDown
+        );
+        assert_eq!(
+            RejectReason::from(Why::Unavailable),
+            RejectReason::Unavailable
+        );
     }
 }

@@ -2,8 +2,25 @@
 //! carries or delivers them: what an event is ([`Kind`]), one asked for
 //! ([`Draft`]), one with its id ([`Event`]), and who waits for an id
 //! ([`Ticket`]).
+//!
+//! And the words of the seam between the loop and whatever gives events
+//! their ids (`source`): what a connection asks ([`Ask`]), what it is told
+//! ([`Answer`], [`Why`] for a refusal, [`Replay`]), what a source hands
+//! back ([`Outcome`]), and how the shared log is doing ([`Status`]). They
+//! live here, beside `Event`, because the loop, the hub, the exchange, the
+//! IPC protocol and the figures all speak them; only `source` implements
+//! them.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use rand::RngExt;
+use rand::distr::Alphanumeric;
+
+use crate::http::Refusal;
+
+/// Length of the random string each tick sends.
+pub(crate) const TICK_STRING_LEN: usize = 16;
 
 /// What an event is: a tick of the random-string ticker, or a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +50,24 @@ pub(crate) struct Draft {
     pub(crate) origin: Option<IpAddr>,
 }
 
+impl Draft {
+    /// A tick: [`TICK_STRING_LEN`] random alphanumerics. The one place a
+    /// tick's data is made, whoever runs the ticker (a single server, a
+    /// supervisor).
+    pub(crate) fn tick() -> Draft {
+        let data = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(TICK_STRING_LEN)
+            .map(char::from)
+            .collect();
+        Draft {
+            kind: Kind::Tick,
+            data,
+            origin: None,
+        }
+    }
+}
+
 /// An event with its id, as a source hands it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Event {
@@ -48,4 +83,116 @@ pub(crate) struct Event {
 pub(crate) struct Ticket {
     pub(crate) key: usize,
     pub(crate) serial: u64,
+}
+
+/// What a connection asks of the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ask {
+    /// Publish this event (a tick, or a chat message: then answer with its
+    /// id).
+    Publish(Draft),
+    /// The whole server's `/metrics` (a worker asks its supervisor).
+    Metrics,
+    /// The events after `after` up to `until`, which the ring no longer
+    /// holds (only a source with a shared log has them).
+    Replay { after: u64, until: u64 },
+}
+
+/// What a connection is told, for its ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Its message is the event with this id.
+    Id(u64),
+    /// Its message was not taken, for this reason: `Retry-After` this many
+    /// seconds.
+    Refused(Why, u32),
+    /// The whole server's metrics exposition.
+    Metrics(String),
+    /// The events it missed, from the shared log (`--redis`).
+    Replay(Replay),
+}
+
+/// Why a sequencer refused a chat message: the one vocabulary from the
+/// supervisor's IPC to the HTTP answer and the `/metrics` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The poster's address has posted too much (429).
+    RateLimited,
+    /// The server is shutting down (503).
+    ShuttingDown,
+    /// The shared log (Redis) is unavailable (503).
+    Unavailable,
+}
+
+impl Why {
+    /// The HTTP answer this refusal becomes.
+    pub(crate) const fn refusal(self) -> Refusal {
+        match self {
+            Why::RateLimited => Refusal::new(429, "too many messages, slow down"),
+            Why::ShuttingDown => Refusal::new(503, "server shutting down"),
+            Why::Unavailable => Refusal::new(503, "the event log (Redis) is unavailable"),
+        }
+    }
+}
+
+/// What a source hands back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// An event with its id; `ticket` names the connection waiting for it,
+    /// if any.
+    Published {
+        event: Event,
+        ticket: Option<Ticket>,
+    },
+    /// An answer that is not an event, for the connection with `ticket`.
+    Answer { ticket: Ticket, answer: Answer },
+    /// The sequence starts (again) at `first_id`: what follows are the
+    /// recent events, then live ones.
+    Start { first_id: u64 },
+    /// The recent events have all come: clients may connect.
+    Ready,
+    /// One frame of the dashboard stream, for the whole server.
+    Dashboard(String),
+    /// The source is gone (the supervisor exited): shut down gracefully.
+    Lost,
+}
+
+/// What a connection gets back for a replay from the shared log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Replay {
+    /// Encoded frames, shared by every connection the read answered.
+    pub(crate) bytes: Arc<[u8]>,
+    /// Where this connection's first frame starts in `bytes`.
+    pub(crate) offset: usize,
+    /// The id the stream goes on from, after the frames.
+    pub(crate) next_id: u64,
+    /// The frames start right after the client's last id (no gap).
+    pub(crate) complete: bool,
+}
+
+impl Replay {
+    /// No shared log, or it cannot answer: nothing to replay (the client
+    /// gets a reset).
+    pub(crate) fn unavailable() -> Replay {
+        Replay {
+            bytes: Arc::from(&b""[..]),
+            offset: 0,
+            next_id: 0,
+            complete: false,
+        }
+    }
+}
+
+/// The shared log's figures (`--redis`), for `/metrics`, the dashboard and
+/// `/healthz`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Status {
+    /// Both connections are up and the stream is being followed.
+    pub(crate) connected: bool,
+    /// Times a connection to Redis was lost.
+    pub(crate) reconnects: u64,
+    /// Entries in the stream past the last one delivered here.
+    pub(crate) lag: u64,
+    /// This instance holds the ticker's lease.
+    pub(crate) ticker: bool,
 }

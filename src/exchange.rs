@@ -45,21 +45,20 @@
 //! [`Progress`].
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use log::{debug, trace};
-use mio::net::TcpStream;
 
-use crate::counters::CloseReason;
-use crate::event::Ticket;
-use crate::http::{BodyReader, Method, Request, RequestReader};
-use crate::response::{After, Response, refuse};
+use crate::chat;
+use crate::counters::{CloseReason, RejectReason};
+use crate::event::{Ask, Ticket};
+use crate::http::{BodyReader, Method, Refusal, Request, RequestReader};
+use crate::response::{self, After, Response, refuse};
 use crate::ring::Cursor;
 use crate::routes::{self, Route};
 use crate::schedule::{Schedule, Timer};
 use crate::shared::Ctx;
-use crate::source::Ask;
 
 mod notices;
 
@@ -257,10 +256,11 @@ impl Exchange {
     /// and the connection waits for the id; or it is refused.
     fn on_body(&mut self, request: Request, body: BodyReader, ctx: &mut Ctx<'_>) {
         let after = After::for_request(&request);
-        match routes::message(&request, &body.into_body(), self.peer) {
+        let content_type = request.content_type.as_deref();
+        match chat::draft(content_type, &body.into_body(), self.peer) {
             Ok(draft) => self.ask(Ask::Publish(draft), Asked::Id, &request, ctx),
             Err(refusal) => {
-                let response = routes::refuse_message(refusal, after, ctx, &[]);
+                let response = refuse_message(refusal, after, ctx);
                 self.start(response, CloseReason::Done, ctx);
             }
         }
@@ -321,7 +321,7 @@ impl Exchange {
                 Phase::ReadingBody(_, body) => {
                     if let Err(refusal) = body.consume(&mut self.buf) {
                         let close = After::Close(CloseReason::Done);
-                        let response = routes::refuse_message(refusal, close, ctx, &[]);
+                        let response = refuse_message(refusal, close, ctx);
                         self.start(response, CloseReason::Done, ctx);
                         continue;
                     }
@@ -403,6 +403,13 @@ impl Exchange {
 /// Writes the interim `100 Continue` a client with `Expect: 100-continue`
 /// waits for. It goes out between responses, when the socket's buffer is
 /// empty, so one write takes it all; if not, the connection is closed.
+/// A chat message refused by the server itself (a bad body, too large,
+/// too slow), counted by its status.
+fn refuse_message(refusal: Refusal, after: After, ctx: &mut Ctx<'_>) -> Response {
+    let reason = RejectReason::from_status(refusal.status);
+    response::refuse_message(refusal, reason, after, ctx.counters, ctx.date, &[])
+}
+
 fn send_continue(socket: &mut TcpStream) -> bool {
     const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
     matches!(socket.write(CONTINUE), Ok(n) if n == CONTINUE.len())

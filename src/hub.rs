@@ -1,17 +1,15 @@
 //! The hub: every event the server sends passes through here, in one
-//! direction. It asks the [`Source`] for events, takes them back with their
-//! ids, encodes each once into the ring, and writes it to every stream that
-//! is ready for it, a slice at a time.
+//! direction. The loop takes each [`Outcome`] from its source and hands it
+//! here; the hub encodes each event once into the ring and writes it to
+//! every stream that is ready for it, a slice at a time.
 //!
-//! The journey of a tick, top to bottom in this file:
-//! 1. [`Hub::tick`]: a random string becomes a [`Draft`], asked of the
-//!    source (a chat message enters the same way, [`Hub::publish`], with
-//!    the ticket of the connection waiting for its id).
-//! 2. [`Hub::deliver`]: the source hands back each event with its id, in
-//!    order; it is encoded once into the ring ([`Ring::push_event`]), and a
-//!    fan-out *pass* begins (or, if one is under way, it will come round
-//!    again for the streams it already visited).
-//! 3. [`Hub::fan_out_slice`]: the pass walks the slab, at most
+//! The journey of an event, top to bottom in this file:
+//! 1. [`Hub::take`]: an event with its id, in order; it is encoded once
+//!    into the ring ([`Ring::push_event`]), and a fan-out *pass* begins
+//!    (or, if one is under way, it will come round again for the streams
+//!    it already visited). What the loop must act on (an answer for a
+//!    waiting connection, "ready", "lost") becomes a [`Note`].
+//! 2. [`Hub::fan_out`]: one slice of the pass walks the slab, at most
 //!    [`SLICE_STREAMS`] writes or [`SLICE_TIME`] per turn of the loop, so
 //!    accepts, files and chat posts are served while a tick goes out to
 //!    tens of thousands of streams. Every stream that was caught up gets
@@ -19,8 +17,6 @@
 //!    with an earlier frame is left alone and catches up on its next
 //!    writable event; one whose next frame left the ring is closed
 //!    (`lagged`).
-//! 4. The ticket, if any, goes back to the loop as a [`Note`], and the chat
-//!    post gets its `202 {"id": N}`.
 //!
 //! A worker's source also hands over the dashboard frames of the whole
 //! server, the start of its sequence, and answers that are not events; a
@@ -30,18 +26,13 @@
 use std::time::{Duration, Instant};
 
 use log::debug;
-use rand::RngExt;
-use rand::distr::Alphanumeric;
 use slab::Slab;
 
 use crate::connection::{Connection, Step, after_flush};
 use crate::counters::{CloseReason, Counters};
-use crate::event::{Draft, Kind, Ticket};
-use crate::ring::{Channel, Ring, Rings};
-use crate::source::{Answer, Outcome, Source};
-
-/// Length of the random string each tick sends.
-pub(crate) const TICK_STRING_LEN: usize = 16;
+use crate::event::{Answer, Kind, Outcome, Ticket};
+use crate::ring::{Feed, Ring, Rings};
+use crate::shared::Shared;
 
 /// Frames kept for the dashboard stream, which never replays.
 const DASHBOARD_FRAMES: usize = 4;
@@ -85,10 +76,8 @@ struct Pass {
     deferred: usize,
 }
 
-/// The events: where they come from, the rings they are kept in, and the
-/// fan-out.
+/// The events: the rings they are kept in, and the fan-out.
 pub(crate) struct Hub {
-    source: Source,
     rings: Rings,
     /// `--history`, the event ring's size.
     history: usize,
@@ -97,6 +86,10 @@ pub(crate) struct Hub {
     /// When an event last went to the streams: heartbeats go out after
     /// `--heartbeat` of quiet.
     quiet_since: Instant,
+    /// Chat posts whose events are in the pass under way: their `202`
+    /// waits until the pass ends, so that the poster reads its answer only
+    /// once every stream that was caught up has been written its event.
+    held: Vec<(Ticket, u64)>,
 }
 
 /// What the fan-out needs from the loop besides the connections.
@@ -109,13 +102,23 @@ pub(crate) struct FanOutCtx<'a> {
     pub(crate) dead: &'a mut Vec<(usize, CloseReason)>,
 }
 
+impl<'a> FanOutCtx<'a> {
+    /// The clock and the counters of `shared`, and where the streams to
+    /// close go.
+    pub(crate) fn new(shared: &'a mut Shared, dead: &'a mut Vec<(usize, CloseReason)>) -> Self {
+        FanOutCtx {
+            clock: shared.clock(Instant::now()),
+            counters: &mut shared.counters,
+            dead,
+        }
+    }
+}
+
 impl Hub {
-    /// A hub whose event ring holds `history` frames and starts where the
-    /// source's sequence does.
-    pub(crate) fn new(source: Source, history: usize, now: Instant) -> Hub {
-        let first_id = source.next_id();
+    /// A hub whose event ring holds `history` frames and starts at
+    /// `first_id`, where the source's sequence does.
+    pub(crate) fn new(first_id: u64, history: usize, now: Instant) -> Hub {
         Hub {
-            source,
             rings: Rings {
                 events: Ring::new(history, first_id),
                 dashboard: Ring::new(DASHBOARD_FRAMES, 1),
@@ -123,22 +126,13 @@ impl Hub {
             history,
             pass: None,
             quiet_since: now,
+            held: Vec::new(),
         }
     }
 
     /// The rings, for connections to start streams from.
     pub(crate) fn rings(&self) -> &Rings {
         &self.rings
-    }
-
-    /// The source, for what the loop tells it directly (its socket's
-    /// readiness, a worker's reports).
-    pub(crate) fn source_mut(&mut self) -> &mut Source {
-        &mut self.source
-    }
-
-    pub(crate) fn source(&self) -> &Source {
-        &self.source
     }
 
     /// When an event last went out to the streams.
@@ -157,62 +151,41 @@ impl Hub {
         self.pass.is_some()
     }
 
-    /// One tick: a new random string, asked of the source.
-    pub(crate) fn tick(&mut self) {
-        let data: String = rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(TICK_STRING_LEN)
-            .map(char::from)
-            .collect();
-        let draft = Draft {
-            kind: Kind::Tick,
-            data,
-            origin: None,
-        };
-        self.publish(draft, None);
-    }
-
-    /// Asks the source for an event; `ticket` names the connection waiting
-    /// for its id, if any. The event comes back through [`deliver`](Self::deliver).
-    pub(crate) fn publish(&mut self, draft: Draft, ticket: Option<Ticket>) {
-        self.source.publish(draft, ticket);
-    }
-
-    /// Takes every outcome the source has ready: each event into the ring,
-    /// a fan-out pass begun for it, and what the loop must act on appended
-    /// to `notes`.
-    pub(crate) fn deliver(
+    /// Takes one outcome of the source: an event into the ring, with a
+    /// fan-out pass begun for it; what the loop must act on appended to
+    /// `notes`.
+    pub(crate) fn take(
         &mut self,
+        outcome: Outcome,
         conns: &mut Slab<Connection>,
         ctx: &mut FanOutCtx<'_>,
         notes: &mut Vec<Note>,
     ) {
-        while let Some(outcome) = self.source.next() {
-            match outcome {
-                Outcome::Published { event, ticket } => {
-                    let name = event.kind.event_name();
-                    let id = self.rings.events.push_event(event.id, name, &event.data);
-                    let counters = &mut *ctx.counters;
-                    counters.events += 1;
-                    match event.kind {
-                        Kind::Tick => counters.ticks += 1,
-                        Kind::Message => counters.messages += 1,
-                    }
-                    debug!("event {id}: {:.40}", event.data);
-                    self.begin_pass(id);
-                    if let Some(ticket) = ticket {
-                        notes.push(Note::Answer(ticket, Answer::Id(id)));
-                    }
+        match outcome {
+            Outcome::Published { event, ticket } => {
+                let name = event.kind.event_name();
+                let id = self.rings.events.push_event(event.id, name, &event.data);
+                let counters = &mut *ctx.counters;
+                counters.events += 1;
+                match event.kind {
+                    Kind::Tick => counters.ticks += 1,
+                    Kind::Message => counters.messages += 1,
                 }
-                Outcome::Answer { ticket, answer } => notes.push(Note::Answer(ticket, answer)),
-                Outcome::Start { first_id } => {
-                    debug!("the sequence starts at {first_id}");
-                    self.rings.events = Ring::new(self.history, first_id);
+                debug!("event {id}: {:.40}", event.data);
+                self.begin_pass(id);
+                if let Some(ticket) = ticket {
+                    // Answered when the pass that writes it has ended.
+                    self.held.push((ticket, id));
                 }
-                Outcome::Ready => notes.push(Note::Ready),
-                Outcome::Dashboard(data) => self.publish_dashboard(&data, conns, ctx),
-                Outcome::Lost => notes.push(Note::Lost),
             }
+            Outcome::Answer { ticket, answer } => notes.push(Note::Answer(ticket, answer)),
+            Outcome::Start { first_id } => {
+                debug!("the sequence starts at {first_id}");
+                self.rings.events = Ring::new(self.history, first_id);
+            }
+            Outcome::Ready => notes.push(Note::Ready),
+            Outcome::Dashboard(data) => self.publish_dashboard(&data, conns, ctx),
+            Outcome::Lost => notes.push(Note::Lost),
         }
     }
 
@@ -237,11 +210,13 @@ impl Hub {
     }
 
     /// One slice of the fan-out pass under way: at most [`SLICE_STREAMS`]
-    /// writes or [`SLICE_TIME`]. Returns whether the pass goes on.
-    pub(crate) fn fan_out_slice(
+    /// writes or [`SLICE_TIME`]. Returns whether the pass goes on; when it
+    /// ends, the answers it held go to `notes`.
+    pub(crate) fn fan_out(
         &mut self,
         conns: &mut Slab<Connection>,
         ctx: &mut FanOutCtx<'_>,
+        notes: &mut Vec<Note>,
     ) -> bool {
         let Some(pass) = &mut self.pass else {
             return false;
@@ -265,7 +240,7 @@ impl Hub {
                 continue;
             };
             let cursor = stream.cursor;
-            if cursor.channel != Channel::Events || cursor.caught_up(ring) {
+            if cursor.feed != Feed::Events || cursor.caught_up(ring) {
                 continue;
             }
             if cursor.next_id < first_id {
@@ -299,6 +274,8 @@ impl Hub {
             pass.sent, pass.deferred
         );
         self.pass = None;
+        let held = self.held.drain(..);
+        notes.extend(held.map(|(ticket, id)| Note::Answer(ticket, Answer::Id(id))));
         false
     }
 
@@ -317,7 +294,7 @@ impl Hub {
             let Some((socket, stream)) = conn.stream_mut() else {
                 continue;
             };
-            if stream.cursor.channel != Channel::Dashboard || stream.cursor.next_id != id {
+            if stream.cursor.feed != Feed::Dashboard || stream.cursor.next_id != id {
                 continue;
             }
             let flushed = stream.flush(socket, ring, ctx.clock, ctx.counters);
@@ -331,6 +308,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Ask, Draft};
     use crate::ring::{Cursor, Stream};
     use std::io::Read;
 
@@ -350,7 +328,7 @@ mod tests {
                 ends_at: 0,
             };
             conns.insert(Connection::Streaming {
-                socket: mio::net::TcpStream::from_std(server),
+                socket: server,
                 stream,
             });
             client.set_nonblocking(true).unwrap();
@@ -368,7 +346,9 @@ mod tests {
 
     #[test]
     fn a_pass_goes_out_a_slice_at_a_time_and_comes_round_for_a_newer_event() {
-        let mut hub = Hub::new(Source::local(), 16, Instant::now());
+        let mut source = crate::source::Source::local();
+        let mut timers = crate::schedule::Schedule::<crate::schedule::Timer>::default();
+        let mut hub = Hub::new(source.first_id(), 16, Instant::now());
         let n = SLICE_STREAMS * 2 + 500;
         let (mut conns, mut clients) = streams(n, hub.rings.events.next_id());
         let mut counters = Counters::default();
@@ -379,11 +359,20 @@ mod tests {
             counters: &mut counters,
             dead: &mut dead,
         };
-        hub.tick();
-        hub.deliver(&mut conns, &mut ctx, &mut notes);
+        let mut publish = |hub: &mut Hub,
+                           conns: &mut Slab<Connection>,
+                           ctx: &mut FanOutCtx<'_>,
+                           notes: &mut Vec<Note>,
+                           ticket: Option<Ticket>| {
+            source.ask(Ask::Publish(Draft::tick()), ticket, &mut timers);
+            while let Some(outcome) = source.next() {
+                hub.take(outcome, conns, ctx, notes);
+            }
+        };
+        publish(&mut hub, &mut conns, &mut ctx, &mut notes, None);
         assert!(hub.fan_out_pending());
         assert!(
-            hub.fan_out_slice(&mut conns, &mut ctx),
+            hub.fan_out(&mut conns, &mut ctx, &mut notes),
             "more than one slice"
         );
         let after_one = caught_up(&mut conns, &hub.rings.events);
@@ -391,14 +380,18 @@ mod tests {
             (1..=SLICE_STREAMS).contains(&after_one),
             "one slice wrote to {after_one} streams"
         );
-        // A second event in the middle of the pass.
-        hub.tick();
-        hub.deliver(&mut conns, &mut ctx, &mut notes);
+        // A second event in the middle of the pass, one a poster waits for:
+        // its answer is held until the pass has written it everywhere.
+        let poster = Ticket { key: 7, serial: 1 };
+        publish(&mut hub, &mut conns, &mut ctx, &mut notes, Some(poster));
         let mut slices = 1;
-        while hub.fan_out_slice(&mut conns, &mut ctx) {
+        while hub.fan_out(&mut conns, &mut ctx, &mut notes) {
+            assert!(notes.is_empty(), "answered before the pass ended");
             slices += 1;
             assert!(slices < 100, "the pass never ends");
         }
+        let second = hub.rings.events.next_id() - 1;
+        assert_eq!(notes, [Note::Answer(poster, Answer::Id(second))]);
         assert!(slices >= 3, "{slices} slices for {n} streams");
         assert_eq!(
             caught_up(&mut conns, &hub.rings.events),

@@ -20,7 +20,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::event::{Draft, Event, Kind, Ticket};
+use crate::event::{Draft, Event, Kind, Ticket, Why};
 
 mod channel;
 
@@ -69,17 +69,6 @@ pub(crate) enum ToWorker {
     /// The chat message of the connection with `ticket` is the event with
     /// this id (`--redis`: the event itself comes from the log).
     Accepted { ticket: Ticket, id: u64 },
-}
-
-/// Why the supervisor refused a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Why {
-    /// The poster's address has posted too much (429).
-    RateLimited,
-    /// The server is shutting down (503).
-    ShuttingDown,
-    /// The shared log (Redis) is unavailable (503).
-    Unavailable,
 }
 
 /// What a worker tells the supervisor.

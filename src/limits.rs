@@ -157,6 +157,31 @@ pub(crate) fn release_free_memory() {
     }
 }
 
+/// Logs how the open-files limit was raised at start-up.
+pub(crate) fn log_nofile(nofile: &io::Result<NofileLimit>) {
+    match nofile {
+        Ok(limit) if limit.before < limit.soft => log::info!(
+            "open-files limit raised from {} to {} (the hard limit)",
+            limit.before,
+            limit.soft
+        ),
+        Ok(limit) => log::info!("open-files limit is {} (the hard limit)", limit.soft),
+        Err(e) => log::warn!("cannot raise the open-files limit: {e}"),
+    }
+}
+
+/// Says so when the open-files limit, less `reserved` descriptors, is what
+/// caps connections at `max`.
+pub(crate) fn log_capped(max: usize, reserved: usize) {
+    let fd_limit = open_files_limit();
+    if (max as u64) + (reserved as u64) >= fd_limit {
+        log::info!(
+            "the open-files limit ({fd_limit}) caps connections at {max}; raise the hard limit \
+             (ulimit -Hn, or LimitNOFILE= under systemd) to hold more"
+        );
+    }
+}
+
 /// `http://a and http://b`, for the start-up line.
 pub(crate) fn urls(addrs: &[SocketAddr]) -> String {
     let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();

@@ -496,7 +496,7 @@ mod tests {
         counters.closed(CloseReason::Eof);
         counters.fanout.observe(0.000_2);
         counters.fanout.observe(0.3);
-        counters.reject_message(429);
+        counters.reject_message(RejectReason::RateLimited);
         Figures {
             counters,
             gauges: Gauges {

@@ -13,8 +13,12 @@
 //! connection.
 //!
 //! Refusals ([`Refusal`]) become responses here, as plain text
-//! ([`refuse`]) or, for the chat endpoint, as JSON ([`refuse_json`]); every
+//! ([`refuse`]) or, for the chat endpoint, as JSON ([`refuse_json`],
+//! counted by reason: [`refuse_message`], [`refused_by_source`]); every
 //! refusal closes the connection unless the request's body was fully read.
+//! So do the answers that come from the source, which an exchange builds
+//! here without going back to `routes`: [`accepted`], [`metrics_text`],
+//! [`replayed_stream`].
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
@@ -24,9 +28,12 @@ use std::sync::Arc;
 use log::trace;
 
 use crate::config::Settings;
-use crate::counters::{CloseReason, Counters};
+use crate::counters::{CloseReason, Counters, RejectReason};
+use crate::event::{Replay, Why};
 use crate::http::{Head, Refusal, Request};
-use crate::ring::Cursor;
+use crate::metrics;
+use crate::ring::{Cursor, Ring};
+use crate::sse;
 
 /// A response ready to be written.
 #[derive(Debug)]
@@ -98,7 +105,7 @@ pub(crate) trait Sink: Write {
     }
 }
 
-impl Sink for mio::net::TcpStream {
+impl Sink for std::net::TcpStream {
     fn send_file(&mut self, file: &File, offset: u64, count: usize) -> io::Result<usize> {
         let mut offset = offset as libc::off_t;
         // SAFETY: both descriptors are open for the call; the kernel writes
@@ -260,6 +267,120 @@ pub(crate) fn refuse_json(
 ) -> Response {
     let body = serde_json::json!({ "error": refusal.reason }).to_string();
     json(refusal.status, &body, date, after, extra)
+}
+
+/// A `200` whose bytes are all in `bytes` (a stream's head, a short page).
+pub(crate) fn bare(bytes: Vec<u8>, after: After) -> Response {
+    Response {
+        status: 200,
+        bytes,
+        body: Body::Empty,
+        after,
+    }
+}
+
+/// A refused chat message: counted by its reason, answered with JSON.
+pub(crate) fn refuse_message(
+    refusal: Refusal,
+    reason: RejectReason,
+    after: After,
+    counters: &mut Counters,
+    date: &str,
+    extra: &[(&str, &str)],
+) -> Response {
+    counters.reject_message(reason);
+    refuse_json(refusal, date, after, extra)
+}
+
+/// A chat message the sequencer did not take (`why`): counted under that
+/// reason, answered with its status and `Retry-After`.
+pub(crate) fn refused_by_source(
+    why: Why,
+    retry_after_s: u32,
+    after: After,
+    counters: &mut Counters,
+    date: &str,
+) -> Response {
+    let seconds = retry_after_s.max(1).to_string();
+    let extra = [("Retry-After", seconds.as_str())];
+    refuse_message(why.refusal(), why.into(), after, counters, date, &extra)
+}
+
+/// `202 {"id": N}`: the chat message is event `id`, which the source has
+/// given it; the fan-out pass that wrote it to every caught-up stream has
+/// ended (see `Hub::take`).
+pub(crate) fn accepted(id: u64, after: After, date: &str) -> Response {
+    json(202, &format!("{{\"id\":{id}}}"), date, after, &[])
+}
+
+/// `GET /metrics`: the Prometheus exposition `text` (for `HEAD`, its
+/// head alone).
+pub(crate) fn metrics_text(text: &str, head_only: bool, after: After, date: &str) -> Response {
+    let mut bytes = Vec::with_capacity(text.len() + 256);
+    let mut head = Head::new(&mut bytes, 200, date);
+    head.header("Content-Type", metrics::CONTENT_TYPE)
+        .header("Cache-Control", "no-store")
+        .content_length(text.len() as u64);
+    connection_header(&mut head, after, false);
+    head.finish();
+    if !head_only {
+        bytes.extend_from_slice(text.as_bytes());
+    }
+    bare(bytes, after)
+}
+
+/// The answer to a replay asked of the shared log (`Route::AskReplay`): `head`, then the frames the
+/// shared log replayed (if they follow the client's id without a gap and
+/// reach the ring), then the ring and the live stream; otherwise `head`,
+/// an `event: reset`, and the live stream.
+pub(crate) fn replayed_stream(
+    head: Vec<u8>,
+    replay: Option<Replay>,
+    ring: &Ring,
+    counters: &mut Counters,
+    key: usize,
+) -> Response {
+    match replay {
+        Some(replay)
+            if replay.complete
+                && replay.next_id >= ring.first_id()
+                && replay.next_id <= ring.next_id() =>
+        {
+            counters.log_replays += 1;
+            let end = replay.bytes.len();
+            Response {
+                status: 200,
+                bytes: head,
+                body: Body::Shared {
+                    bytes: replay.bytes,
+                    offset: replay.offset,
+                    end,
+                },
+                after: After::Stream(Cursor::at(replay.next_id)),
+            }
+        }
+        replay => {
+            log::debug!(
+                "#{} no replay from the shared log ({}): reset at {}",
+                key,
+                match &replay {
+                    None => "no answer in time".to_owned(),
+                    Some(r) if !r.complete => "a gap after the client's id".to_owned(),
+                    Some(r) => format!(
+                        "it ends at {}, the ring starts at {}",
+                        r.next_id,
+                        ring.first_id()
+                    ),
+                },
+                ring.next_id()
+            );
+            let mut bytes = head;
+            let start = ring.next_id();
+            counters.resets += 1;
+            sse::encode_reset(&mut bytes, "expired", start);
+            bare(bytes, After::Stream(Cursor::at(start)))
+        }
+    }
 }
 
 /// A redirect to `location` (a directory asked for without its slash).

@@ -110,12 +110,12 @@ impl Ring {
 /// once-a-second frames of the dashboard stream, `/stats`. Each has its own
 /// ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Channel {
+pub(crate) enum Feed {
     Events,
     Dashboard,
 }
 
-/// The server's rings, one per [`Channel`].
+/// The server's rings, one per [`Feed`].
 pub(crate) struct Rings {
     /// Ticks and chat: `--history` frames, for replay and slow clients.
     pub(crate) events: Ring,
@@ -124,11 +124,11 @@ pub(crate) struct Rings {
 }
 
 impl Rings {
-    /// The ring a stream on `channel` walks.
-    pub(crate) fn get(&self, channel: Channel) -> &Ring {
-        match channel {
-            Channel::Events => &self.events,
-            Channel::Dashboard => &self.dashboard,
+    /// The ring a stream on `feed` walks.
+    pub(crate) fn get(&self, feed: Feed) -> &Ring {
+        match feed {
+            Feed::Events => &self.events,
+            Feed::Dashboard => &self.dashboard,
         }
     }
 }
@@ -144,22 +144,22 @@ pub(crate) struct Cursor {
     /// started between frames (`offset == 0`) and finished before the next.
     pub(crate) heartbeat_left: u8,
     /// Which ring this cursor walks.
-    pub(crate) channel: Channel,
+    pub(crate) feed: Feed,
 }
 
 impl Cursor {
     /// A cursor on the event stream that starts with frame `next_id`.
     pub(crate) fn at(next_id: u64) -> Cursor {
-        Cursor::on(Channel::Events, next_id)
+        Cursor::on(Feed::Events, next_id)
     }
 
-    /// A cursor on `channel` that starts with frame `next_id`.
-    pub(crate) fn on(channel: Channel, next_id: u64) -> Cursor {
+    /// A cursor on `feed` that starts with frame `next_id`.
+    pub(crate) fn on(feed: Feed, next_id: u64) -> Cursor {
         Cursor {
             next_id,
             offset: 0,
             heartbeat_left: 0,
-            channel,
+            feed,
         }
     }
 
@@ -427,7 +427,7 @@ mod tests {
                 next_id: 1,
                 offset: 6,
                 heartbeat_left: 0,
-                channel: Channel::Events,
+                feed: Feed::Events,
             }
         );
         assert_eq!(counters.would_block, 1);

@@ -16,26 +16,26 @@
 //! answer instead, whatever it asked.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngExt;
 
 use crate::chat::{self, MESSAGES_PATH};
-use crate::counters::CloseReason;
-use crate::event::{Draft, Kind};
+use crate::counters::{CloseReason, RejectReason};
+use crate::event::Why;
 use crate::http::{BodyFraming, Head, Method, Refusal, Request};
 use crate::metrics::{self, Figures, Part};
-use crate::response::{self, After, Body, Response, connection_header, cors_headers};
+use crate::response::{
+    self, After, Body, Response, bare, connection_header, cors_headers, metrics_text,
+};
 use crate::shared::Ctx;
 use crate::sse;
 use crate::static_files;
 
 mod streams;
 
-pub(crate) use streams::replayed_stream;
 #[cfg(test)]
 use streams::resume_point;
-use streams::{bare, dashboard_stream, event_stream, stream_head};
+use streams::{dashboard_stream, event_stream, stream_head};
 
 /// The path of the event stream.
 pub(crate) const SSE_PATH: &str = "/sse";
@@ -86,10 +86,7 @@ pub(crate) fn route(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr, over_lim
         return Route::Answer(come_back_later(request, ctx));
     }
     if request.method == Method::Post && request.path == MESSAGES_PATH {
-        return match check_post(request, ctx, peer) {
-            Ok(()) => Route::ReadMessage,
-            Err(response) => Route::Answer(response),
-        };
+        return check_post(request, ctx, peer);
     }
     if matches!(request.method, Method::Get | Method::Head)
         && request.path == MESSAGES_PATH
@@ -198,22 +195,6 @@ fn options(request: &Request, ctx: &Ctx<'_>, after: After) -> Response {
     }
 }
 
-/// `GET /metrics`: the Prometheus exposition `text` (for `HEAD`, its
-/// head alone).
-pub(crate) fn metrics_text(text: &str, head_only: bool, after: After, date: &str) -> Response {
-    let mut bytes = Vec::with_capacity(text.len() + 256);
-    let mut head = Head::new(&mut bytes, 200, date);
-    head.header("Content-Type", metrics::CONTENT_TYPE)
-        .header("Cache-Control", "no-store")
-        .content_length(text.len() as u64);
-    connection_header(&mut head, after, false);
-    head.finish();
-    if !head_only {
-        bytes.extend_from_slice(text.as_bytes());
-    }
-    bare(bytes, after)
-}
-
 /// The answer for a connection accepted while the server is full. An
 /// `EventSource` gives up for good on any status but 200, so `/sse` gets a
 /// 200 event stream that only says when to retry, and ends; everything else
@@ -277,15 +258,21 @@ fn too_many_from(request: &Request, ctx: &Ctx<'_>) -> Response {
 /// refused without it (411 no length, 413 declared too large, 415 wrong
 /// type, 429 too many from this address). These close the connection,
 /// since the body is left unread.
-fn check_post(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr) -> Result<(), Response> {
-    let close = After::Close(CloseReason::Done);
+fn check_post(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr) -> Route {
+    let refuse = |refusal: Refusal, reason, ctx: &mut Ctx<'_>, extra: &[(&str, &str)]| {
+        let close = After::Close(CloseReason::Done);
+        let (counters, date) = (&mut *ctx.counters, ctx.date);
+        Route::Answer(response::refuse_message(
+            refusal, reason, close, counters, date, extra,
+        ))
+    };
     match request.body {
         BodyFraming::None => {
-            let reason = "a body with Content-Length or chunked encoding is required";
-            return Err(refuse_message(Refusal::new(411, reason), close, ctx, &[]));
+            let why = "a body with Content-Length or chunked encoding is required";
+            return refuse(Refusal::new(411, why), RejectReason::NoLength, ctx, &[]);
         }
         BodyFraming::Length(n) if n > u64::from(ctx.settings.max_message) => {
-            return Err(refuse_message(TOO_LARGE, close, ctx, &[]));
+            return refuse(TOO_LARGE, RejectReason::TooLarge, ctx, &[]);
         }
         _ => {}
     }
@@ -295,7 +282,7 @@ fn check_post(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr) -> Result<(), 
             "Accept-Post",
             "application/json, application/x-www-form-urlencoded",
         );
-        return Err(refuse_message(refusal, close, ctx, &[accept]));
+        return refuse(refusal, RejectReason::UnsupportedType, ctx, &[accept]);
     }
     // With workers, the supervisor keeps the one limiter for the whole
     // server and checks the message when it is published.
@@ -303,58 +290,15 @@ fn check_post(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr) -> Result<(), 
         && let Err(wait) = limiter.take(peer, ctx.now)
     {
         let seconds = wait.as_secs_f64().ceil().max(1.0).to_string();
-        let refusal = Refusal::new(429, "too many messages, slow down");
-        return Err(refuse_message(
-            refusal,
-            close,
-            ctx,
-            &[("Retry-After", &seconds)],
-        ));
+        let refusal = Why::RateLimited.refusal();
+        let extra = [("Retry-After", seconds.as_str())];
+        return refuse(refusal, RejectReason::RateLimited, ctx, &extra);
     }
-    Ok(())
+    Route::ReadMessage
 }
 
 /// The refusal of a chat body over `--max-message`.
 pub(crate) const TOO_LARGE: Refusal = Refusal::new(413, "message body too large");
-
-/// `POST /messages` once its body is read: the event a valid message
-/// becomes (`event: message` with one line of JSON, `{user, text, at}`), or
-/// the refusal (400, or 415) to answer with.
-pub(crate) fn message(request: &Request, body: &[u8], peer: IpAddr) -> Result<Draft, Refusal> {
-    let message = chat::parse_message(request.content_type.as_deref(), body)?;
-    let at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Ok(Draft {
-        kind: Kind::Message,
-        data: chat::event_data(&message, at_ms),
-        origin: Some(peer),
-    })
-}
-
-/// A refused chat message: counted by reason, answered with JSON.
-pub(crate) fn refuse_message(
-    refusal: Refusal,
-    after: After,
-    ctx: &mut Ctx<'_>,
-    extra: &[(&str, &str)],
-) -> Response {
-    ctx.counters.reject_message(refusal.status);
-    response::refuse_json(refusal, ctx.date, after, extra)
-}
-
-/// `202 {"id": N}`: the chat message is event `id`, which the source has
-/// given it and the streams have been sent.
-pub(crate) fn accepted(id: u64, after: After, date: &str) -> Response {
-    response::json(202, &format!("{{\"id\":{id}}}"), date, after, &[])
-}
-
-/// The answer to a chat post cut off by a shutdown: 503, retry later.
-pub(crate) fn shutting_down(date: &str) -> Response {
-    let refusal = Refusal::new(503, "server shutting down");
-    let after = After::Close(CloseReason::Shutdown);
-    response::refuse_json(refusal, date, after, &[("Retry-After", "5")])
-}
 
 #[cfg(test)]
 mod tests {

@@ -5,8 +5,12 @@
 //! What can come due is a [`Timer`]: a connection's timeout (header, idle,
 //! linger, a body or an event id that does not come), the tick, the
 //! housekeeping walk, the dashboard frame, the summary log line, the end of
-//! an accept pause, and the end of the shutdown drain. Periodic timers put
-//! themselves back when they fire.
+//! an accept pause, the end of the shutdown drain, and the source's own
+//! deadlines ([`SourceTimer`]: the backplane's reconnects and lease
+//! renewals). Periodic timers put themselves back when they fire. A
+//! supervisor keeps its duties in a `Schedule` of its own kind, and the
+//! source queues its deadlines there too: one schedule per process, whose
+//! earliest entry is `poll`'s timeout.
 //!
 //! Entries are never removed early. A connection keeps its current deadline
 //! itself and queues an entry only when that deadline moves *earlier* than
@@ -43,11 +47,42 @@ pub(crate) enum Timer {
     /// The `--stats-interval` summary line in the log.
     Summary,
     /// Round `round` of the bare-write floor (`--bench-floor`).
+    #[cfg(feature = "bench-floor")]
     Floor { round: u64 },
     /// Accepting resumes after running out of descriptors.
     AcceptResume,
+    /// A deadline of the source's own.
+    Source(SourceTimer),
     /// The shutdown drain ends: whatever is still open is cut.
     DrainEnd,
+}
+
+/// A deadline a source keeps (see `source`): the loop hands it back to
+/// `Source::on_time` when it comes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum SourceTimer {
+    /// A connection that is down may be due to be made again.
+    Reconnect,
+    /// The backplane renews the ticker's lease and measures its lag.
+    Renew,
+}
+
+impl From<SourceTimer> for Timer {
+    fn from(timer: SourceTimer) -> Timer {
+        Timer::Source(timer)
+    }
+}
+
+/// Where a source queues its deadlines: the schedule of whichever loop
+/// holds it (a server's [`Timer`]s, a supervisor's duties).
+pub(crate) trait SourceTimers {
+    fn queue(&mut self, at: Instant, timer: SourceTimer);
+}
+
+impl<T: Ord + Copy + From<SourceTimer>> SourceTimers for Schedule<T> {
+    fn queue(&mut self, at: Instant, timer: SourceTimer) {
+        self.at(at, timer.into());
+    }
 }
 
 /// One queued deadline: nanoseconds since the schedule's epoch, and what.

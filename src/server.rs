@@ -1,24 +1,23 @@
 //! The event loop: one `mio::Poll`, one slab of connections, one schedule.
-//! Everything happens on one thread, and every turn reads top to bottom in
-//! [`Server::run_until`]:
+//! Everything happens on one thread, every turn reads top to bottom in
+//! [`Server::run_until`], and everything the loop runs is in this file (the
+//! periodic work and the floor are types it calls; only the benchmarks'
+//! hooks, `bench_hooks.rs`, live apart):
 //!
-//! 1. `poll`, until the schedule's earliest deadline (or not at all if
-//!    some connection yielded or a chat message waits for the source).
-//! 2. Dispatch each event by its token: the listener
-//!    ([`Admission::accept_all`]), the signal pipe, the waker, or a
-//!    connection ([`Connection::drive`]), which answers wait, yield or
-//!    close ([`Step`]).
-//! 3. End of the batch ([`Server::end_of_batch`]): close the connections
-//!    that asked (only now: slab keys are reused at once, so closing
-//!    mid-batch could hand a later event for an old token to a new
-//!    connection), hand accepted chat messages to the source, deliver what
-//!    the source has ready through the hub (ring, fan-out), and answer the
-//!    posts whose events came back.
+//! 1. `poll`, until the schedule's earliest deadline (not at all if work
+//!    waits: a yielded connection, an ask, a fan-out pass under way).
+//! 2. Dispatch by token: the listener, the signal pipe, the waker, the
+//!    source's sockets ([`Source::on_ready`]), or a connection
+//!    ([`Connection::drive`], which answers wait, yield or close).
+//! 3. [`Server::end_of_batch`]: close the connections that asked (only
+//!    now: slab keys are reused at once), hand what connections asked to
+//!    the source ([`Source::ask`]), take what it has ready into the hub
+//!    ([`Hub::take`]: ring, fan-out pass), and act on what it said.
 //! 4. Start or finish a shutdown if one was asked for.
 //! 5. Drive the connections that yielded.
-//! 6. Fire what the schedule says is due: connection timeouts, the tick,
-//!    housekeeping, the dashboard frame, the summary line, the end of an
-//!    accept pause, the end of the drain.
+//! 6. [`Server::fire_timers`]: connection timeouts, the tick, the periodic
+//!    work ([`Periodic`]), the source's deadlines, the drain's end.
+//! 7. One slice of the fan-out pass under way ([`Hub::fan_out`]).
 //!
 //! A connection ends in one place only, [`Server::close`].
 
@@ -26,52 +25,43 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info, trace, warn};
+use log::{debug, error, trace, warn};
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
-use crate::admission::{Admission, reserved_fds};
-use crate::chat::RateLimiter;
-use crate::config::{Config, Settings};
+use crate::admission::Admission;
+use crate::config::Config;
 use crate::connection::Connection;
-use crate::counters::{CloseReason, Gauges};
+use crate::counters::CloseReason;
+use crate::event::{Ask, Draft};
 use crate::hub::{FanOutCtx, Hub, Note};
-use crate::limits::{self, NofileLimit};
+use crate::limits;
 use crate::schedule::Timer;
-use crate::shared::{PerAddress, Shared};
-use crate::shutdown::{Handle, Shutdown, Stopped, Wanted};
-use crate::source::{Ask, Source};
-use crate::static_files::FileCache;
+use crate::shared::Shared;
+use crate::shutdown::{Handle, Shutdown, Stopped, Wanted, log_summary};
+use crate::source::Source;
 
-mod drain;
+#[cfg(feature = "internals")]
+mod bench_hooks;
+#[cfg(feature = "bench-floor")]
 mod floor;
 mod periodic;
 mod turn;
 
-#[cfg(feature = "internals")]
-mod bench_hooks;
-
+#[cfg(feature = "bench-floor")]
 use floor::Floor;
-use periodic::{DASHBOARD_PERIOD, HOUSEKEEPING};
+use periodic::{Dashboard, Periodic, figures_json};
 use turn::Turn;
 
-/// The listener's token. Slab keys count up from 0 and can never get here.
+// The tokens that are not connections (slab keys count up from 0 and never
+// get here): the listener, the waker that [`Handle`]s use, the signal pipe,
+// the source's sockets (a worker's link to its supervisor, or the
+// backplane's reader and writer), and SIGUSR1's pipe for `--bench-floor`.
 const LISTENER: Token = Token(usize::MAX - 1);
-
-/// The token of the waker that [`Handle`]s use.
 const WAKER: Token = Token(usize::MAX - 2);
-
-/// The token of the signal pipe ([`Server::handle_signals`]).
 const SIGNALS: Token = Token(usize::MAX - 3);
-
-/// The token of the source's socket (a worker's link to its supervisor).
-const SOURCE: Token = Token(usize::MAX - 4);
-
-/// The token of the backplane's second connection (`--redis`: the reader
-/// is `SOURCE`).
-const REDIS_WRITER: Token = Token(usize::MAX - 6);
-
-/// The token of SIGUSR1's pipe, with `--bench-floor` ([`Floor`]).
+const SOURCE: (Token, Token) = (Token(usize::MAX - 4), Token(usize::MAX - 6));
+#[cfg(feature = "bench-floor")]
 const FLOOR: Token = Token(usize::MAX - 5);
 
 /// Readiness events taken from the kernel per `poll` call.
@@ -83,30 +73,19 @@ pub struct Server {
     conns: Slab<Connection>,
     /// What connections borrow while they are driven (see `shared`).
     shared: Shared,
-    /// The events: source, rings, fan-out.
+    /// Where events come from (see `source`).
+    source: Source,
+    /// The events: rings, fan-out.
     hub: Hub,
     admission: Admission,
     shutdown: Shutdown,
     turn: Turn,
-    /// Tick period; `None` when the ticker is off.
+    /// Tick period; `None` when the ticker is off (or a supervisor runs it).
     interval: Option<Duration>,
+    periodic: Periodic,
     /// `--bench-floor`: the benchmarks' bare-write yardstick.
+    #[cfg(feature = "bench-floor")]
     floor: Option<Floor>,
-    /// `--heartbeat`, when on.
-    heartbeat: Option<Duration>,
-    /// `--stats-interval`: how often the summary line is logged.
-    summary_interval: Option<Duration>,
-    /// The event count at the last dashboard frame and at the last summary
-    /// line, for events/s.
-    events_at_last_frame: u64,
-    events_at_last_summary: u64,
-    /// How the open-files limit was raised at start-up, and how many
-    /// descriptors are kept back from it.
-    nofile: io::Result<NofileLimit>,
-    reserved_fds: usize,
-    /// Most connections open since memory was last given back, and when.
-    trim_peak: usize,
-    trimmed_at: Instant,
 }
 
 impl Server {
@@ -117,59 +96,33 @@ impl Server {
         let nofile = limits::raise_open_files_limit();
         let pages = config.check()?;
         let poll = Poll::new()?;
-        let admission = Admission::bind(config, poll.registry(), LISTENER)?;
-        let worker = config.worker.is_some();
-        let shutdown = Shutdown::new(poll.registry(), WAKER, config.shutdown_timeout, worker)?;
-        let mut source = Source::for_config(config, poll.registry(), (SOURCE, REDIS_WRITER))?;
-        source.register(poll.registry(), SOURCE)?;
+        let admission = Admission::bind(config, poll.registry(), LISTENER, nofile)?;
         // A worker's supervisor runs the ticker, the chat's rate limits and
         // the summary line for the whole server.
-        let remote = source.is_remote();
+        let worker = config.channel_fd.is_some();
+        let shutdown = Shutdown::new(poll.registry(), WAKER, config.shutdown_timeout, worker)?;
         let now = Instant::now();
-        let settings = Settings::new(config, pages);
-        let limiter = (!remote).then(|| RateLimiter::new(config.post_rate, config.post_burst));
-        let mut shared = Shared::new(settings, limiter, now);
-        shared.per_address = config.max_per_address.map(PerAddress::new);
-        shared.files = FileCache::for_pages(&shared.settings.pages, config)?;
-        shared.gauges = Gauges {
-            max_connections: admission.max_connections(),
-            fd_limit: limits::open_files_limit(),
-            ..Gauges::default()
-        };
-        let interval = (!config.interval.is_zero() && !remote).then_some(config.interval);
-        let summary_interval =
-            (!config.stats_interval.is_zero() && !remote).then_some(config.stats_interval);
-        let schedule = &mut shared.schedule;
+        let max = admission.max_connections();
+        let mut shared = Shared::for_config(config, pages, worker, max, now)?;
+        let source = Source::for_config(config, poll.registry(), SOURCE, &mut shared.schedule)?;
+        let interval = (!config.interval.is_zero() && !worker).then_some(config.interval);
         if let Some(interval) = interval {
-            schedule.at(now + interval, Timer::Tick);
+            shared.schedule.at(now + interval, Timer::Tick);
         }
-        if let Some(period) = summary_interval {
-            schedule.at(now + period, Timer::Summary);
-        }
-        schedule.at(now + HOUSEKEEPING, Timer::Housekeeping);
-        schedule.at(now + DASHBOARD_PERIOD, Timer::Dashboard);
-        let hub = Hub::new(source, config.history as usize, now);
-        let floor = config
-            .bench_floor
-            .then(|| Floor::new(poll.registry(), FLOOR, config.interval));
+        let periodic = Periodic::start(config, worker, &mut shared, now);
         Ok(Server {
-            poll,
             conns: Slab::with_capacity(admission.max_connections().min(1 << 20)),
+            hub: Hub::new(source.first_id(), config.history as usize, now),
+            source,
             shared,
-            hub,
             admission,
             shutdown,
             turn: Turn::default(),
             interval,
-            floor: floor.transpose()?,
-            heartbeat: (!config.heartbeat.is_zero()).then_some(config.heartbeat),
-            summary_interval,
-            events_at_last_frame: 0,
-            events_at_last_summary: 0,
-            nofile,
-            reserved_fds: reserved_fds(config),
-            trim_peak: 0,
-            trimmed_at: now,
+            periodic,
+            #[cfg(feature = "bench-floor")]
+            floor: Floor::for_config(config, poll.registry(), FLOOR)?,
+            poll,
         })
     }
 
@@ -187,43 +140,21 @@ impl Server {
     }
 
     /// Makes SIGINT and SIGTERM shut the server down (the first gracefully,
-    /// the second at once). `signal-hook` records the signal and writes to a
-    /// pipe that is registered in this poll, so the loop sees a signal as
-    /// one more readiness event; nothing runs inside the signal handler.
+    /// the second at once), as readiness events of this poll (see
+    /// `Shutdown::handle_signals`).
     pub fn handle_signals(&mut self) -> io::Result<()> {
         self.shutdown.handle_signals(self.poll.registry(), SIGNALS)
     }
 
-    /// Logs what the server is about to do: the open-files limit, the
-    /// address, the ticker and the capacity. (Kept out of `bind`, so that
-    /// a server that fails to start prints only its error.)
+    /// Logs what the server is about to do (kept out of `bind`, so that a
+    /// server that fails to start prints only its error).
     pub fn log_start_up(&self) {
-        match &self.nofile {
-            Ok(limit) if limit.before < limit.soft => info!(
-                "open-files limit raised from {} to {} (the hard limit)",
-                limit.before, limit.soft
-            ),
-            Ok(limit) => info!("open-files limit is {} (the hard limit)", limit.soft),
-            Err(e) => log::warn!("cannot raise the open-files limit: {e}"),
-        }
         let ticker = match self.interval {
             Some(interval) => format!("events on /sse every {interval:?}"),
             None => "events on /sse: chat only, the ticker is off".to_owned(),
         };
-        info!(
-            "serving {} on {} ({ticker}; up to {} connections)",
-            self.shared.settings.pages,
-            limits::urls(self.admission.local_addrs()),
-            self.max_connections()
-        );
-        let fd_limit = limits::open_files_limit();
-        if (self.max_connections() as u64) + (self.reserved_fds as u64) >= fd_limit {
-            info!(
-                "the open-files limit ({fd_limit}) caps connections at {}; raise the hard limit \
-                 (ulimit -Hn, or LimitNOFILE= under systemd) to hold more",
-                self.max_connections()
-            );
-        }
+        let serving = format!("serving {}", self.shared.settings.pages);
+        self.admission.log_start_up(&serving, &ticker);
     }
 
     /// Serves until shut down ([`Handle::shutdown`] or a signal). Only a
@@ -262,23 +193,17 @@ impl Server {
                     }
                     WAKER => {}
                     SIGNALS => self.shutdown.take_signals(),
-                    FLOOR => self.toggle_floor(),
-                    SOURCE | REDIS_WRITER => {
-                        let scratch = self.shared.scratch_mut();
-                        self.hub.source_mut().on_ready(scratch);
+                    #[cfg(feature = "bench-floor")]
+                    FLOOR => {
+                        if let Some(floor) = &mut self.floor {
+                            floor.toggle(&mut self.shared.schedule);
+                        }
+                    }
+                    token if token == SOURCE.0 || token == SOURCE.1 => {
+                        self.source.on_ready(&mut self.shared.schedule);
                     }
                     Token(key) => {
-                        trace!(
-                            "#{key} event:{}{}{}{}",
-                            if event.is_readable() { " readable" } else { "" },
-                            if event.is_writable() { " writable" } else { "" },
-                            if event.is_read_closed() {
-                                " read-closed"
-                            } else {
-                                ""
-                            },
-                            if event.is_error() { " error" } else { "" },
-                        );
+                        trace!("#{key} event:{}", turn::readiness(event));
                         // read-closed and error are hints; a read confirms them.
                         let readable =
                             event.is_readable() || event.is_read_closed() || event.is_error();
@@ -303,24 +228,17 @@ impl Server {
             if self.fire_timers() {
                 return Ok(Stopped::Drained);
             }
-            self.fan_out_slice();
+            self.fan_out();
         }
     }
 
-    /// Time until the earliest thing we must do without an event.
+    /// Until the schedule's earliest entry, or not at all if work waits.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.turn.ready.is_empty()
-            || !self.shared.outbox.is_empty()
-            || self.hub.fan_out_pending()
-        {
+        let busy = !self.turn.ready.is_empty() || !self.shared.outbox.is_empty();
+        if busy || self.hub.fan_out_pending() {
             return Some(Duration::ZERO);
         }
-        let source = self.hub.source().deadline();
-        let next = match (self.shared.schedule.next(), source) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        next.map(|at| at.saturating_duration_since(now))
+        (self.shared.schedule.next()).map(|at| at.saturating_duration_since(now))
     }
 
     /// Drives one connection and notes whether it yielded or is done.
@@ -343,26 +261,25 @@ impl Server {
 
     /// After a batch of events, timers or yielded connections: close the
     /// connections that asked, hand what connections asked to the source,
-    /// deliver what it has ready, and act on what it said.
+    /// take what it has ready into the hub, and act on what it said.
     fn end_of_batch(&mut self) {
         self.close_dead();
         for (ticket, ask) in std::mem::take(&mut self.shared.outbox) {
-            match ask {
-                Ask::Publish(draft) => self.hub.publish(draft, Some(ticket)),
-                Ask::Metrics => self.hub.source_mut().ask_metrics(ticket),
-                Ask::Replay { after, until } => {
-                    self.hub.source_mut().ask_replay(ticket, after, until);
-                }
-            }
+            self.source
+                .ask(ask, Some(ticket), &mut self.shared.schedule);
         }
-        let mut ctx = FanOutCtx {
-            clock: self.shared.clock(Instant::now()),
-            counters: &mut self.shared.counters,
-            dead: &mut self.turn.dead,
-        };
-        self.hub
-            .deliver(&mut self.conns, &mut ctx, &mut self.turn.notes);
+        let mut ctx = FanOutCtx::new(&mut self.shared, &mut self.turn.dead);
+        while let Some(outcome) = self.source.next() {
+            self.hub
+                .take(outcome, &mut self.conns, &mut ctx, &mut self.turn.notes);
+        }
         self.close_dead();
+        self.act_on_notes();
+    }
+
+    /// Acts on what the source said through the hub: answers for waiting
+    /// connections, "ready", "lost".
+    fn act_on_notes(&mut self) {
         let now = Instant::now();
         for note in std::mem::take(&mut self.turn.notes) {
             match note {
@@ -375,13 +292,12 @@ impl Server {
                         self.turn.note(ticket.key, step);
                     }
                 }
-                Note::Ready => self.start_serving(),
-                Note::Lost => {
-                    if !self.shutdown.is_draining() {
-                        warn!("the supervisor is gone: shutting down");
-                        self.shutdown.request_drain();
-                    }
+                Note::Ready if !self.shutdown.is_draining() => self.start_serving(),
+                Note::Lost if !self.shutdown.is_draining() => {
+                    warn!("the supervisor is gone: shutting down");
+                    self.shutdown.request_drain();
                 }
+                Note::Ready | Note::Lost => {}
             }
         }
         self.close_dead();
@@ -389,9 +305,6 @@ impl Server {
 
     /// A worker's history is in: listen, and tell the supervisor.
     fn start_serving(&mut self) {
-        if self.shutdown.is_draining() {
-            return;
-        }
         if let Err(e) = self.admission.start_listening(self.poll.registry()) {
             error!("{e}; shutting down");
             self.shutdown.request_drain();
@@ -399,30 +312,30 @@ impl Server {
         }
         let max = self.max_connections();
         debug!("serving on {} (up to {max} connections)", self.local_addr());
-        self.hub.source_mut().serving(max);
+        if let Some(upstream) = self.source.upstream() {
+            upstream.serving(max);
+        }
     }
 
-    /// One slice of the fan-out under way, if any: a turn of the loop never
-    /// writes to more than a slice of the streams before it polls again.
-    fn fan_out_slice(&mut self) {
-        let mut ctx = FanOutCtx {
-            clock: self.shared.clock(Instant::now()),
-            counters: &mut self.shared.counters,
-            dead: &mut self.turn.dead,
-        };
-        if self.hub.fan_out_slice(&mut self.conns, &mut ctx) || !self.turn.dead.is_empty() {
-            self.close_dead();
+    /// One slice of the fan-out pass under way, if any: a turn of the loop
+    /// never writes to more than a slice of the streams before it polls
+    /// again. The answers held for the pass's end (a chat post's `202`)
+    /// go out when it ends.
+    fn fan_out(&mut self) {
+        if !self.hub.fan_out_pending() {
+            return;
         }
+        let mut ctx = FanOutCtx::new(&mut self.shared, &mut self.turn.dead);
+        self.hub
+            .fan_out(&mut self.conns, &mut ctx, &mut self.turn.notes);
+        self.close_dead();
+        self.act_on_notes();
     }
 
     /// Fires every timer that is due; returns true when the shutdown drain
     /// ended.
     fn fire_timers(&mut self) -> bool {
         let now = Instant::now();
-        if self.hub.source().deadline().is_some_and(|at| at <= now) {
-            let scratch = self.shared.scratch_mut();
-            self.hub.source_mut().on_time(now, scratch);
-        }
         while let Some((at, timer)) = self.shared.schedule.pop_due(now) {
             match timer {
                 Timer::Connection { key, serial } => {
@@ -436,23 +349,123 @@ impl Server {
                     }
                 }
                 Timer::Tick => self.tick(at, now),
-                Timer::Floor { round } => self.floor_round(round),
-                Timer::Housekeeping => self.housekeeping(now),
-                Timer::Dashboard => self.publish_dashboard(now),
-                Timer::Summary => self.log_summary_line(now),
+                Timer::Source(timer) => self.source.on_time(timer, now, &mut self.shared.schedule),
+                Timer::Housekeeping => {
+                    let (conns, shared, hub) = (&mut self.conns, &mut self.shared, &mut self.hub);
+                    let status = self.source.status(now);
+                    (self.periodic).housekeeping(
+                        conns,
+                        shared,
+                        hub,
+                        status,
+                        &mut self.turn.dead,
+                        now,
+                    );
+                    self.close_dead();
+                    self.periodic.trim_after_burst(self.conns.len(), now);
+                }
+                Timer::Dashboard => self.dashboard(now),
+                Timer::Summary => self.periodic.summary_line(&mut self.shared, now),
+                #[cfg(feature = "bench-floor")]
+                Timer::Floor { round } => {
+                    if let (Some(floor), false) = (&mut self.floor, self.shared.draining) {
+                        let ring = &self.hub.rings().events;
+                        let schedule = &mut self.shared.schedule;
+                        floor.round(round, &mut self.conns, ring, schedule, &mut self.turn.dead);
+                        self.close_dead();
+                    }
+                }
                 Timer::AcceptResume => {
                     let registry = self.poll.registry();
                     self.admission
                         .resume(registry, &mut self.conns, &mut self.shared);
                 }
                 Timer::DrainEnd => {
-                    self.finish_drain();
+                    // Whatever is still open (a stream that will not read,
+                    // a slow download) is cut.
+                    let cut = self.conns.len() as u64;
+                    self.shared.counters.cut_at_shutdown = cut;
+                    self.shutdown.say_cut(cut);
+                    self.stop_now();
                     return true;
                 }
             }
         }
         self.end_of_batch();
         false
+    }
+
+    /// The tick was due at `due`: a tick is asked of the source, and the
+    /// next is queued on the same cadence, never making up missed ticks in
+    /// a burst. The ticker stops when shutdown begins, and pauses while the
+    /// floor is on.
+    fn tick(&mut self, due: Instant, now: Instant) {
+        let (Some(interval), false) = (self.interval, self.shared.draining) else {
+            return;
+        };
+        let next = due + interval;
+        let next = if next <= now { now + interval } else { next };
+        self.shared.schedule.at(next, Timer::Tick);
+        #[cfg(feature = "bench-floor")]
+        if self.floor.as_ref().is_some_and(Floor::is_on) {
+            return;
+        }
+        let tick = Ask::Publish(Draft::tick());
+        self.source.ask(tick, None, &mut self.shared.schedule);
+    }
+
+    /// Once a second: the dashboard frame to the dashboard streams; in a
+    /// worker, its figures for its supervisor instead (which sends every
+    /// worker the whole server's frame).
+    fn dashboard(&mut self, now: Instant) {
+        let worker = self.source.upstream().is_some();
+        match self
+            .periodic
+            .dashboard(&mut self.shared, self.hub.rings(), worker, now)
+        {
+            Some(Dashboard::Frame(data)) => {
+                let mut ctx = FanOutCtx::new(&mut self.shared, &mut self.turn.dead);
+                self.hub.publish_dashboard(&data, &mut self.conns, &mut ctx);
+                self.close_dead();
+            }
+            Some(Dashboard::Report(json)) => self.source.upstream().map_or((), |u| u.report(json)),
+            None => {}
+        }
+    }
+
+    /// Starts the graceful shutdown: no more accepts or ticks; each
+    /// connection is told ([`Connection::begin_shutdown`]) and either closes
+    /// now or finishes what it owes (its response, or the ring's frames and
+    /// the goodbye) within `--shutdown-timeout`.
+    fn begin_drain(&mut self) {
+        self.admission.close_listener(self.poll.registry());
+        let (conns, shared, turn) = (&mut self.conns, &mut self.shared, &mut self.turn);
+        let open = conns.len();
+        (self.shutdown).begin_drain(conns, shared, self.hub.rings(), |k, step| {
+            turn.note(k, step)
+        });
+        self.close_dead();
+        self.shutdown.say_begun(open, self.conns.len());
+    }
+
+    /// Closes everything where it stands and logs the summary (a worker
+    /// sends its last figures to its supervisor instead, which sums them
+    /// up for the whole server).
+    fn stop_now(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key, CloseReason::Shutdown);
+        }
+        let (counters, gauges) = (&self.shared.counters, &self.shared.gauges);
+        match self.source.upstream() {
+            Some(upstream) => {
+                if let Some(json) = figures_json(counters, gauges, self.hub.rings()) {
+                    upstream.report(json);
+                }
+                upstream.finish();
+            }
+            None => log_summary(counters),
+        }
     }
 
     /// Closes every connection that asked to close.
@@ -473,21 +486,13 @@ impl Server {
         if let Some(per_address) = &mut self.shared.per_address {
             per_address.release(key);
         }
-        if let Some(socket) = conn.socket_mut() {
-            let _ = self.poll.registry().deregister(socket);
-        }
+        conn.deregister(self.poll.registry());
         self.shared.counters.closed(reason);
-        match reason {
-            CloseReason::Lagged => info!(
-                "#{key} closed: fell behind by more than the ring holds ({} frames)",
-                self.hub.rings().events.len()
-            ),
-            CloseReason::Stalled => info!(
-                "#{key} closed: behind and not reading for {:?}",
-                self.shared.settings.stall_timeout
-            ),
-            _ => debug!("#{key} closed: {reason} ({} open)", self.conns.len()),
-        }
+        let (ring_frames, stall) = (
+            self.hub.rings().events.len(),
+            self.shared.settings.stall_timeout,
+        );
+        reason.log(key, self.conns.len(), ring_frames, stall);
     }
 }
 

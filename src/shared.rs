@@ -10,17 +10,19 @@
 //! instant.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
 use crate::chat::RateLimiter;
-use crate::config::Settings;
+use crate::config::{Config, Pages, Settings};
 use crate::counters::{Counters, Gauges};
+use crate::event::Ask;
 use crate::event::Ticket;
 use crate::http::DateCache;
+use crate::limits;
 use crate::ring::Rings;
 use crate::schedule::Schedule;
-use crate::source::Ask;
 use crate::static_files::FileCache;
 
 /// `--max-per-address`: how many streams each client address holds.
@@ -96,6 +98,30 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// What `config` asks for: the settings, the chat's limiter (none in a
+    /// `worker`: its supervisor keeps the one for the whole server),
+    /// `--max-per-address`, the open-file cache, and the gauges that never
+    /// change (`max_connections`, the open-files limit).
+    pub(crate) fn for_config(
+        config: &Config,
+        pages: Pages,
+        worker: bool,
+        max_connections: usize,
+        now: Instant,
+    ) -> io::Result<Shared> {
+        let settings = Settings::new(config, pages);
+        let limiter = (!worker).then(|| RateLimiter::new(config.post_rate, config.post_burst));
+        let mut shared = Shared::new(settings, limiter, now);
+        shared.per_address = config.max_per_address.map(PerAddress::new);
+        shared.files = FileCache::for_pages(&shared.settings.pages, config)?;
+        shared.gauges = Gauges {
+            max_connections,
+            fd_limit: limits::open_files_limit(),
+            ..Gauges::default()
+        };
+        Ok(shared)
+    }
+
     pub(crate) fn new(settings: Settings, limiter: Option<RateLimiter>, now: Instant) -> Shared {
         Shared {
             settings,
@@ -122,12 +148,6 @@ impl Shared {
     /// How long the server has run.
     pub(crate) fn uptime(&self, now: Instant) -> std::time::Duration {
         now.duration_since(self.started)
-    }
-
-    /// The buffer for a read that is not a connection's (the source's
-    /// socket).
-    pub(crate) fn scratch_mut(&mut self) -> &mut [u8] {
-        &mut self.scratch
     }
 
     /// The context for driving connection `key` at `now`.

@@ -24,7 +24,13 @@ use mio::{Interest, Registry, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use slab::Slab;
+
+use crate::connection::{Connection, Step};
 use crate::counters::Counters;
+use crate::ring::Rings;
+use crate::schedule::Timer;
+use crate::shared::Shared;
 
 /// Values of the stop flag shared with [`Handle`] and the signal handler.
 const RUNNING: u8 = 0;
@@ -120,11 +126,6 @@ impl Shutdown {
         })
     }
 
-    /// The level this process tells of its shutdown at.
-    pub(crate) fn level(&self) -> Level {
-        self.level
-    }
-
     /// A handle that raises the stop flag from another thread.
     pub(crate) fn handle(&self) -> Handle {
         Handle {
@@ -182,11 +183,49 @@ impl Shutdown {
         }
     }
 
-    /// The drain starts now; returns when it ends at the latest.
-    pub(crate) fn begin_drain(&mut self, now: Instant) -> Instant {
+    /// The drain starts now: its end is queued in the schedule, and every
+    /// connection is told ([`Connection::begin_shutdown`]): it closes now
+    /// or finishes what it owes (its response, or the ring's frames and the
+    /// goodbye) within `--shutdown-timeout`; what each says is `note`d.
+    pub(crate) fn begin_drain(
+        &mut self,
+        conns: &mut Slab<Connection>,
+        shared: &mut Shared,
+        rings: &Rings,
+        mut note: impl FnMut(usize, Step),
+    ) {
+        let now = Instant::now();
         let deadline = now + self.timeout;
         self.deadline = Some(deadline);
-        deadline
+        shared.schedule.at(deadline, Timer::DrainEnd);
+        shared.draining = true;
+        let mut ctx = shared.ctx(rings, 0, now);
+        for (key, conn) in conns.iter_mut() {
+            ctx.key = key;
+            note(key, conn.begin_shutdown(&mut ctx));
+        }
+    }
+
+    /// Tells how the drain began: `open` connections, `left` of them still
+    /// finishing.
+    pub(crate) fn say_begun(&self, open: usize, left: usize) {
+        log!(
+            self.level,
+            "shutting down: stopped accepting; {} open, {left} still finishing",
+            plural(open as u64, "connection was", "connections were"),
+        );
+    }
+
+    /// Tells that the drain's time is up with `cut` connections still busy.
+    pub(crate) fn say_cut(&self, cut: u64) {
+        if cut > 0 {
+            log!(
+                self.level,
+                "shutdown timeout ({:?}): cutting {} still busy",
+                self.timeout,
+                plural(cut, "connection", "connections")
+            );
+        }
     }
 
     pub(crate) fn is_draining(&self) -> bool {
@@ -198,11 +237,6 @@ impl Shutdown {
         Stopped::Forced {
             signal: self.last_signal,
         }
-    }
-
-    /// `--shutdown-timeout`.
-    pub(crate) fn timeout(&self) -> Duration {
-        self.timeout
     }
 }
 

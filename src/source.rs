@@ -1,94 +1,53 @@
-//! Where events come from: the seam between the hub, which delivers events
+//! Where events come from: the seam between the loop, which delivers events
 //! to streams, and whatever gives each event its id.
 //!
-//! The seam is asynchronous. The hub *asks* a source to publish a [`Draft`]
-//! (a tick, or a chat message that a connection accepted) and later takes
-//! back [`Outcome`]s: each event with its id, in the order every stream must
-//! get them. A chat post's `202 {"id": N}` waits in its connection until
-//! its event comes back with a [`Ticket`] naming that connection, so no id
-//! is ever guessed, and every event enters the ring and the fan-out the same
-//! way, whichever source made it.
+//! The seam is asynchronous and narrow. Whoever holds a [`Source`] (a
+//! server's hub, a supervisor) uses five calls:
+//! - [`Source::ask`]: publish a [`Draft`] (a tick, or a chat message that a
+//!   connection accepted), or ask for a replay or the whole server's
+//!   metrics, with the [`Ticket`] of the connection waiting for the answer;
+//! - [`Source::on_ready`]: the source's socket is ready (read, write);
+//! - [`Source::next`]: the next [`Outcome`], each event with its id in the
+//!   order every stream must get them, each answer with its ticket;
+//! - [`Source::on_time`]: one of the source's own deadlines came. A source
+//!   puts its deadlines (reconnecting, renewing a lease) in the loop's one
+//!   schedule, through [`SourceTimers`], never in a clock of its own;
+//! - [`Source::status`]: how the shared log is doing, for `/healthz`.
 //!
-//! Two sources exist:
+//! A chat post's `202 {"id": N}` waits in its connection until its event
+//! comes back with a ticket naming that connection, so no id is ever
+//! guessed, and every event enters the ring and the fan-out the same way,
+//! whichever source made it. The words of the seam (`Ask`, `Answer`,
+//! `Outcome`, ...) are in `event`.
+//!
+//! Three sources exist:
 //! - [`Local`]: this process is its own sequencer and answers at once (the
 //!   outcome is ready when the loop next asks, at the end of the same
 //!   turn). A single server uses it, and so does a supervisor for all its
 //!   workers.
-//! - [`Upstream`]: a worker's connection to its supervisor, which
-//!   sequences for every worker (`--workers`). It owns a socket that the
-//!   worker's loop polls like any other ([`Source::on_ready`]), and hands
-//!   back outcomes as the supervisor's messages arrive: events (each worker
-//!   gets all of them, in one order, with the same ids), and the answers
-//!   to what its connections asked (a chat message's id, a refusal, the
-//!   whole server's `/metrics`).
-//!
-//! The hub only ever calls [`Source::publish`] and [`Source::next`]; what
-//! a connection may ask is an [`Ask`], and what it is told, an [`Answer`].
+//! - [`Upstream`] (`upstream.rs`): a worker's connection to its
+//!   supervisor, which sequences for every worker (`--workers`). What only
+//!   a worker's link needs (reporting figures, saying it serves) is on
+//!   `Upstream` itself, reached through [`Source::upstream`].
+//! - [`Backplane`] (`backplane.rs`): a Redis stream shared by every
+//!   instance (`--redis`).
 
 use std::collections::VecDeque;
 use std::io;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use mio::{Interest, Registry, Token};
+use log::warn;
+use mio::{Registry, Token};
 
 use crate::config::Config;
-use crate::event::{Draft, Event, Ticket};
-use crate::http::Refusal;
+use crate::event::{Answer, Ask, Event, Outcome, Replay, Status, Ticket};
+use crate::schedule::{SourceTimer, SourceTimers};
 
 mod backplane;
 mod upstream;
 
-pub(crate) use backplane::{Backplane, Replay, Status};
-
+pub(crate) use backplane::Backplane;
 pub(crate) use upstream::Upstream;
-
-/// What a connection asks of the source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Ask {
-    /// Publish this chat message; answer with its id.
-    Publish(Draft),
-    /// The whole server's `/metrics` (a worker asks its supervisor).
-    Metrics,
-    /// The events after `after` up to `until`, which the ring no longer
-    /// holds (only a source with a shared log has them).
-    Replay { after: u64, until: u64 },
-}
-
-/// What a connection is told, for its ticket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Answer {
-    /// Its message is the event with this id.
-    Id(u64),
-    /// Its message was not taken: answer with the refusal, and
-    /// `Retry-After` this many seconds.
-    Refused(Refusal, u32),
-    /// The whole server's metrics exposition.
-    Metrics(String),
-    /// The events it missed, from the shared log (`--redis`).
-    Replay(Replay),
-}
-
-/// What a source hands back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// An event with its id; `ticket` names the connection waiting for it,
-    /// if any.
-    Published {
-        event: Event,
-        ticket: Option<Ticket>,
-    },
-    /// An answer that is not an event, for the connection with `ticket`.
-    Answer { ticket: Ticket, answer: Answer },
-    /// The sequence starts (again) at `first_id`: what follows are the
-    /// recent events, then live ones.
-    Start { first_id: u64 },
-    /// The recent events have all come: clients may connect.
-    Ready,
-    /// One frame of the dashboard stream, for the whole server.
-    Dashboard(String),
-    /// The source is gone (the supervisor exited): shut down gracefully.
-    Lost,
-}
 
 /// Where events come from, chosen at start-up.
 pub(crate) enum Source {
@@ -102,22 +61,24 @@ pub(crate) enum Source {
 
 impl Source {
     /// The source `config` asks for: a worker's supervisor
-    /// (`--channel-fd`), the Redis backplane (`--redis`, whose two
-    /// connections will register under `tokens`), or this process.
+    /// (`--channel-fd`, its socket registered under `tokens.0`), the Redis
+    /// backplane (`--redis`, whose two connections will register under
+    /// `tokens`), or this process. Its first deadlines go in `timers`.
     pub(crate) fn for_config(
         config: &Config,
         registry: &Registry,
         tokens: (Token, Token),
+        timers: &mut dyn SourceTimers,
     ) -> io::Result<Source> {
         Ok(match (config.channel_fd, config.redis_url()?) {
-            (Some(fd), _) => Source::Upstream(Upstream::from_fd(fd)?),
-            (None, Some(url)) => Source::Redis(Box::new(Backplane::new(
-                url,
-                &config.redis_key,
-                config.history as usize,
-                registry.try_clone()?,
-                tokens,
-            ))),
+            (Some(fd), _) => Source::Upstream(Upstream::from_fd(fd, registry, tokens.0)?),
+            (None, Some(url)) => {
+                let history = config.history as usize;
+                let registry = registry.try_clone()?;
+                let backplane = Backplane::new(url, &config.redis_key, history, registry, tokens);
+                backplane.start(timers);
+                Source::Redis(Box::new(backplane))
+            }
             (None, None) => Source::local(),
         })
     }
@@ -127,63 +88,60 @@ impl Source {
         Source::Local(Local::new())
     }
 
-    /// The id the next event will get, as far as this process knows now:
-    /// where the rings start. (A worker learns it from its supervisor's
-    /// first message, [`Outcome::Start`].)
-    pub(crate) fn next_id(&self) -> u64 {
+    /// Where the rings start: the id the next event will get, as far as
+    /// this process knows now. (A worker learns it from its supervisor's
+    /// first message, [`Outcome::Start`]; the backplane from the log.)
+    pub(crate) fn first_id(&self) -> u64 {
         match self {
             Source::Local(local) => local.next_id,
             Source::Upstream(_) | Source::Redis(_) => 0,
         }
     }
 
-    /// Whether the events come from another process: then that process
-    /// runs the ticker, the chat's rate limits and the whole server's
-    /// figures, not this one.
-    pub(crate) fn is_remote(&self) -> bool {
-        matches!(self, Source::Upstream(_))
-    }
-
-    /// Registers the source's socket, if it has one, under `token`. (The
-    /// backplane registers its own, as it connects.)
-    pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+    /// Asks for something on behalf of the connection with `ticket` (none
+    /// for a tick). The outcome comes back from [`next`](Self::next), now
+    /// or later, never from this call.
+    pub(crate) fn ask(&mut self, ask: Ask, ticket: Option<Ticket>, timers: &mut dyn SourceTimers) {
         match self {
-            Source::Local(_) | Source::Redis(_) => Ok(()),
-            Source::Upstream(upstream) => registry.register(
-                &mut upstream.channel.socket,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            ),
+            Source::Local(local) => local.ask(ask, ticket),
+            Source::Upstream(upstream) => upstream.ask(ask, ticket),
+            Source::Redis(redis) => redis.ask(ask, ticket, timers),
         }
     }
 
     /// The source's socket is ready: read what came, write what waits.
-    pub(crate) fn on_ready(&mut self, scratch: &mut [u8]) {
+    pub(crate) fn on_ready(&mut self, timers: &mut dyn SourceTimers) {
         match self {
-            Source::Upstream(upstream) => upstream.on_ready(scratch),
-            Source::Redis(redis) => redis.on_ready(scratch),
+            Source::Upstream(upstream) => upstream.on_ready(),
+            Source::Redis(redis) => redis.on_ready(timers),
             Source::Local(_) => {}
         }
     }
 
-    /// When the source next has something to do by itself (the backplane
-    /// reconnects and renews its lease).
-    pub(crate) fn deadline(&self) -> Option<Instant> {
+    /// The next outcome, in the order the events are to be delivered.
+    pub(crate) fn next(&mut self) -> Option<Outcome> {
         match self {
-            Source::Redis(redis) => Some(redis.deadline()),
-            _ => None,
+            Source::Local(local) => local.ready.pop_front(),
+            Source::Upstream(upstream) => upstream.ready.pop_front(),
+            Source::Redis(redis) => redis.next(),
         }
     }
 
-    /// The source's [`deadline`](Self::deadline) came.
-    pub(crate) fn on_time(&mut self, now: Instant, scratch: &mut [u8]) {
+    /// A deadline the source queued came (the backplane reconnects and
+    /// renews its lease).
+    pub(crate) fn on_time(
+        &mut self,
+        timer: SourceTimer,
+        now: Instant,
+        timers: &mut dyn SourceTimers,
+    ) {
         if let Source::Redis(redis) = self {
-            redis.on_time(now, scratch);
+            redis.on_time(timer, now, timers);
         }
     }
 
     /// The shared log's state (`--redis`), for `/metrics` and `/healthz`.
-    pub(crate) fn backplane(&self, now: Instant) -> Option<Status> {
+    pub(crate) fn status(&self, now: Instant) -> Option<Status> {
         match self {
             Source::Redis(redis) => Some(redis.status(now)),
             Source::Upstream(upstream) => upstream.backplane.map(|connected| Status {
@@ -194,66 +152,12 @@ impl Source {
         }
     }
 
-    /// Asks for `draft` to be published. Its outcome comes back from
-    /// [`next`](Self::next), now or later, never from this call.
-    pub(crate) fn publish(&mut self, draft: Draft, ticket: Option<Ticket>) {
+    /// A worker's link to its supervisor, for what only a worker does
+    /// (report its figures, say it serves, flush before it exits).
+    pub(crate) fn upstream(&mut self) -> Option<&mut Upstream> {
         match self {
-            Source::Local(local) => local.publish(draft, ticket),
-            Source::Upstream(upstream) => upstream.ask(Ask::Publish(draft), ticket),
-            Source::Redis(redis) => redis.publish(draft, ticket),
-        }
-    }
-
-    /// Asks for the events after `after` up to `until` for the connection
-    /// with `ticket`; a source without a shared log answers "none".
-    pub(crate) fn ask_replay(&mut self, ticket: Ticket, after: u64, until: u64) {
-        match self {
-            Source::Redis(redis) => redis.ask_replay(ticket, after, until),
-            Source::Upstream(upstream) => upstream.ask(Ask::Replay { after, until }, Some(ticket)),
-            Source::Local(local) => local.ready.push_back(Outcome::Answer {
-                ticket,
-                answer: Answer::Replay(Replay::unavailable()),
-            }),
-        }
-    }
-
-    /// Asks for the whole server's metrics, for the connection with
-    /// `ticket` (only an upstream has them; the answer comes from `next`).
-    pub(crate) fn ask_metrics(&mut self, ticket: Ticket) {
-        if let Source::Upstream(upstream) = self {
-            upstream.ask(Ask::Metrics, Some(ticket));
-        }
-    }
-
-    /// Tells the sequencer this process's figures (a worker, once a second).
-    pub(crate) fn report(&mut self, json: String) {
-        if let Source::Upstream(upstream) = self {
-            upstream.report(json);
-        }
-    }
-
-    /// Tells the sequencer this process now serves, with room for
-    /// `max_connections`.
-    pub(crate) fn serving(&mut self, max_connections: usize) {
-        if let Source::Upstream(upstream) = self {
-            upstream.serving(max_connections);
-        }
-    }
-
-    /// The process is about to exit: write what is still queued for the
-    /// sequencer (a worker's last figures), waiting a moment at most.
-    pub(crate) fn finish(&mut self) {
-        if let Source::Upstream(upstream) = self {
-            upstream.finish();
-        }
-    }
-
-    /// The next outcome, in the order the events are to be delivered.
-    pub(crate) fn next(&mut self) -> Option<Outcome> {
-        match self {
-            Source::Local(local) => local.next(),
-            Source::Upstream(upstream) => upstream.ready.pop_front(),
-            Source::Redis(redis) => redis.next(),
+            Source::Upstream(upstream) => Some(upstream),
+            _ => None,
         }
     }
 }
@@ -279,56 +183,48 @@ impl Local {
         }
     }
 
-    /// The id the next event gets.
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id
-    }
-
-    /// Gives `draft` the next id.
-    pub(crate) fn publish(&mut self, draft: Draft, ticket: Option<Ticket>) {
-        let event = Event {
-            id: self.next_id,
-            kind: draft.kind,
-            data: draft.data,
-        };
-        self.next_id += 1;
-        self.ready.push_back(Outcome::Published { event, ticket });
-    }
-
-    /// The next event published and not yet taken.
-    pub(crate) fn next(&mut self) -> Option<Outcome> {
-        self.ready.pop_front()
+    /// A draft gets the next id at once; a replay finds nothing (there is
+    /// no shared log).
+    fn ask(&mut self, ask: Ask, ticket: Option<Ticket>) {
+        match (ask, ticket) {
+            (Ask::Publish(draft), ticket) => {
+                let event = Event {
+                    id: self.next_id,
+                    kind: draft.kind,
+                    data: draft.data,
+                };
+                self.next_id += 1;
+                self.ready.push_back(Outcome::Published { event, ticket });
+            }
+            (Ask::Replay { .. }, Some(ticket)) => self.ready.push_back(Outcome::Answer {
+                ticket,
+                answer: Answer::Replay(Replay::unavailable()),
+            }),
+            (ask, _) => warn!("a local source cannot answer {ask:?}"),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Kind;
+    use crate::event::{Draft, Kind};
 
     #[test]
     fn the_local_source_numbers_events_in_the_order_asked() {
         let mut source = Source::local();
-        let first = source.next_id();
+        let mut timers = crate::schedule::Schedule::<crate::schedule::Timer>::default();
+        let first = source.first_id();
         assert!(first > 1_700_000_000_000, "starts at the time in ms");
         assert_eq!(source.next(), None, "nothing until something is asked");
         let ticket = Ticket { key: 3, serial: 9 };
-        source.publish(
-            Draft {
-                kind: Kind::Tick,
-                data: "a".into(),
-                origin: None,
-            },
-            None,
-        );
-        source.publish(
-            Draft {
-                kind: Kind::Message,
-                data: "b".into(),
-                origin: None,
-            },
-            Some(ticket),
-        );
+        source.ask(Ask::Publish(Draft::tick()), None, &mut timers);
+        let message = Draft {
+            kind: Kind::Message,
+            data: "b".into(),
+            origin: None,
+        };
+        source.ask(Ask::Publish(message), Some(ticket), &mut timers);
         let ids: Vec<(u64, Option<Ticket>)> = std::iter::from_fn(|| source.next())
             .map(|outcome| match outcome {
                 Outcome::Published { event, ticket } => (event.id, ticket),
@@ -336,6 +232,19 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, [(first, None), (first + 1, Some(ticket))]);
-        assert_eq!(source.next_id(), first + 2);
+        assert_eq!(source.first_id(), first + 2);
+        source.ask(
+            Ask::Replay { after: 1, until: 2 },
+            Some(ticket),
+            &mut timers,
+        );
+        assert_eq!(
+            source.next(),
+            Some(Outcome::Answer {
+                ticket,
+                answer: Answer::Replay(Replay::unavailable())
+            }),
+            "no shared log: nothing to replay, said at once"
+        );
     }
 }

@@ -2,13 +2,16 @@
 //! serves no client itself. It holds the port, starts N workers (this same
 //! executable again, each a single-threaded server loop with its own
 //! listener on that port, `SO_REUSEPORT`), and is their one sequencer:
-//! it runs the ticker, gives every event its id (a [`Local`] source, as a
-//! single server has) and relays each event to every worker, so every
-//! stream on every worker gets the same events with the same ids and bytes.
+//! it runs the ticker, asks its [`Source`] (this process, `Local`, as a
+//! single server has; or the Redis backplane) for every event's id, and
+//! relays each event to every worker (`relay.rs`), so every stream on every
+//! worker gets the same events with the same ids and bytes.
 //!
 //! Its loop is a mio poll like a worker's: one Unix-domain socket per
 //! worker (an `ipc::Channel`: non-blocking, short writes resumed), the signal
-//! pipe (SIGINT, SIGTERM, SIGCHLD; SIGUSR1 with `--bench-floor`), and a [`Schedule`] of its own duties.
+//! pipe (SIGINT, SIGTERM, SIGCHLD; SIGUSR1 with `--bench-floor`), the
+//! source's sockets, and one [`Schedule`] of its duties, the source's
+//! deadlines among them.
 //! It keeps the recent events (`--history`), which a worker that starts or
 //! restarts gets first; the one chat rate limiter for the whole server
 //! (workers send the poster's address with each message); and each
@@ -32,22 +35,23 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM, SIGUSR1};
+#[cfg(feature = "bench-floor")]
+use signal_hook::consts::SIGUSR1;
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::chat::RateLimiter;
 use crate::config::{Config, Pages};
 use crate::counters::Counters;
-use crate::event::{Draft, Event, Kind, Ticket};
-use crate::hub::TICK_STRING_LEN;
-use crate::ipc::{Message, ToWorker, Why};
+use crate::event::{Draft, Event, Kind, Ticket, Why};
+use crate::ipc::{Message, ToWorker};
 use crate::limits;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, SourceTimer};
 use crate::shutdown::{log_summary, plural};
-use crate::source::{Backplane, Local, Outcome};
+use crate::source::Source;
 
 mod figures;
-mod redis;
+mod relay;
 mod workers;
 
 use workers::{Slot, backlog_limit, workers_and_pids};
@@ -55,8 +59,9 @@ use workers::{Slot, backlog_limit, workers_and_pids};
 /// The token of the signal pipe; worker N's socket has token N.
 const SIGNALS: Token = Token(usize::MAX - 3);
 
-/// The tokens of the two connections to Redis (`--redis`).
-const REDIS: (Token, Token) = (Token(usize::MAX - 4), Token(usize::MAX - 5));
+/// The tokens of the source's sockets: the two connections to Redis
+/// (`--redis`).
+const SOURCE: (Token, Token) = (Token(usize::MAX - 4), Token(usize::MAX - 5));
 
 /// How often the dashboard frame goes to the workers.
 const DASHBOARD_PERIOD: Duration = Duration::from_secs(1);
@@ -71,6 +76,14 @@ enum Duty {
     Restart(u32),
     /// The drain's deadline: stop whatever is left.
     DrainEnd,
+    /// A deadline of the source's own.
+    Source(SourceTimer),
+}
+
+impl From<SourceTimer> for Duty {
+    fn from(timer: SourceTimer) -> Duty {
+        Duty::Source(timer)
+    }
 }
 
 /// Where the supervisor is in its life.
@@ -103,7 +116,8 @@ pub struct Supervisor {
     /// What the workers serve at `/`, for the start-up line.
     pages: Pages,
     slots: Vec<Slot>,
-    sequencer: Local,
+    /// Where every event gets its id: this process, or the shared log.
+    source: Source,
     /// The most recent events, for workers that (re)start.
     history: VecDeque<Event>,
     limiter: RateLimiter,
@@ -121,11 +135,10 @@ pub struct Supervisor {
     announced: bool,
     /// `--bench-floor` and SIGUSR1: the ticker pauses while the workers
     /// make floor rounds (see `server/floor.rs`).
+    #[cfg(feature = "bench-floor")]
     floor_on: bool,
-    /// `--redis`: the shared log, which then sequences instead of `sequencer`.
-    redis: Option<Box<Backplane>>,
-    /// What workers' connections wait for from Redis, by the supervisor's
-    /// own ticket serial: the worker and its ticket.
+    /// What workers' connections wait for from the source, by the
+    /// supervisor's own ticket serial: the worker and its ticket.
     asks: HashMap<u64, (u32, Ticket)>,
     last_ask: u64,
     /// What the workers were last told of Redis.
@@ -146,11 +159,14 @@ impl Supervisor {
             })
             .collect::<io::Result<Vec<SocketAddr>>>()?;
         let poll = Poll::new()?;
+        #[cfg(feature = "bench-floor")]
         let mut signals = if config.bench_floor {
             Signals::new([SIGINT, SIGTERM, SIGCHLD, SIGUSR1])?
         } else {
             Signals::new([SIGINT, SIGTERM, SIGCHLD])?
         };
+        #[cfg(not(feature = "bench-floor"))]
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGCHLD])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let now = Instant::now();
@@ -162,6 +178,7 @@ impl Supervisor {
             schedule.at(now + config.stats_interval, Duty::Summary);
         }
         schedule.at(now + DASHBOARD_PERIOD, Duty::Dashboard);
+        let source = Source::for_config(config, poll.registry(), SOURCE, &mut schedule)?;
         let mut supervisor = Supervisor {
             poll,
             config: config.clone(),
@@ -170,7 +187,7 @@ impl Supervisor {
             _holders: holders,
             pages,
             slots: (1..=config.workers).map(Slot::new).collect(),
-            sequencer: Local::new(),
+            source,
             history: VecDeque::with_capacity(config.history as usize),
             limiter: RateLimiter::new(config.post_rate, config.post_burst),
             schedule,
@@ -183,19 +200,12 @@ impl Supervisor {
             sequenced_at_last_summary: 0,
             messages: 0,
             announced: false,
+            #[cfg(feature = "bench-floor")]
             floor_on: false,
-            redis: None,
             asks: HashMap::new(),
             last_ask: 0,
             told_connected: None,
         };
-        if let Some(url) = config.redis_url()? {
-            let registry = supervisor.poll.registry().try_clone()?;
-            let key = &config.redis_key;
-            let history = config.history as usize;
-            let backplane = Backplane::new(url, key, history, registry, REDIS);
-            supervisor.redis = Some(Box::new(backplane));
-        }
         for n in 1..=config.workers {
             supervisor.spawn(n)?;
         }
@@ -213,11 +223,7 @@ impl Supervisor {
     pub fn run(mut self) -> io::Result<ExitCode> {
         let mut events = Events::with_capacity(256);
         loop {
-            let redis = self.redis.as_ref().map(|r| r.deadline());
-            let next = match (self.schedule.next(), redis) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next = self.schedule.next();
             let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -228,24 +234,18 @@ impl Supervisor {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signals()?,
-                    token if token == REDIS.0 || token == REDIS.1 => {
-                        if let Some(redis) = &mut self.redis {
-                            redis.on_ready(&mut self.scratch);
-                        }
+                    token if token == SOURCE.0 || token == SOURCE.1 => {
+                        self.source.on_ready(&mut self.schedule);
                     }
                     Token(n) => self.on_channel(n as u32),
                 }
             }
+            self.relay();
             let now = Instant::now();
-            if let Some(redis) = &mut self.redis
-                && redis.deadline() <= now
-            {
-                redis.on_time(now, &mut self.scratch);
-            }
-            self.relay_redis();
             while let Some((_, duty)) = self.schedule.pop_due(now) {
-                self.perform(duty, now)?;
+                self.perform(duty, now);
             }
+            self.relay();
             if let Some(code) = self.finished() {
                 return Ok(code);
             }
@@ -260,6 +260,7 @@ impl Supervisor {
                 self.reap()?;
                 continue;
             }
+            #[cfg(feature = "bench-floor")]
             if signal == SIGUSR1 {
                 self.floor_on = !self.floor_on;
                 info!("floor {}", if self.floor_on { "on" } else { "off" });
@@ -294,25 +295,21 @@ impl Supervisor {
         Ok(())
     }
 
-    fn perform(&mut self, duty: Duty, now: Instant) -> io::Result<()> {
+    /// Carries out a duty that came due. Nothing here fails the loop: what
+    /// goes wrong with one worker is that worker's (logged, retried).
+    fn perform(&mut self, duty: Duty, now: Instant) {
         match duty {
             Duty::Tick => {
                 if matches!(self.state, State::Starting | State::Running) {
                     self.schedule.at(now + self.config.interval, Duty::Tick);
+                    #[cfg(feature = "bench-floor")]
                     if self.floor_on {
-                        return Ok(());
+                        return;
                     }
-                    let data = tick_data();
-                    self.sequence(
-                        Draft {
-                            kind: Kind::Tick,
-                            data,
-                            origin: None,
-                        },
-                        None,
-                    );
+                    self.sequence(Draft::tick(), None);
                 }
             }
+            Duty::Source(timer) => self.source.on_time(timer, now, &mut self.schedule),
             Duty::Dashboard => {
                 self.schedule.at(now + DASHBOARD_PERIOD, Duty::Dashboard);
                 self.send_dashboard();
@@ -326,11 +323,17 @@ impl Supervisor {
             }
             Duty::Restart(n) => {
                 if matches!(self.state, State::Starting | State::Running) {
-                    self.spawn(n)?;
-                    info!(
-                        "worker {n} restarted (pid {})",
-                        self.slot(n).pid().unwrap_or(0)
-                    );
+                    match self.spawn(n) {
+                        Ok(()) => info!(
+                            "worker {n} restarted (pid {})",
+                            self.slot(n).pid().unwrap_or(0)
+                        ),
+                        Err(e) => {
+                            let delay = self.slot(n).failed_to_start(now);
+                            error!("{e}; trying again in {delay:?}");
+                            self.schedule.at(now + delay, Duty::Restart(n));
+                        }
+                    }
                 }
             }
             Duty::DrainEnd => {
@@ -346,20 +349,6 @@ impl Supervisor {
                     }
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Gives `draft` its id and sends the event to every worker, with its
-    /// ticket to the worker that asked (`origin`: its slot and ticket).
-    fn sequence(&mut self, draft: Draft, origin: Option<(u32, Ticket)>) {
-        if self.redis.is_some() {
-            return self.append(draft, origin);
-        }
-        let ticket = origin.map(|(_, ticket)| ticket);
-        self.sequencer.publish(draft, ticket);
-        while let Some(Outcome::Published { event, .. }) = self.sequencer.next() {
-            self.broadcast(event, origin);
         }
     }
 
@@ -445,16 +434,6 @@ impl Supervisor {
     fn slot(&mut self, n: u32) -> &mut Slot {
         &mut self.slots[n as usize - 1]
     }
-}
-
-/// A tick's random string.
-fn tick_data() -> String {
-    use rand::RngExt;
-    rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(TICK_STRING_LEN)
-        .map(char::from)
-        .collect()
 }
 
 /// Why a chat message from a worker is refused, if it is.

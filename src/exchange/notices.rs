@@ -5,15 +5,14 @@
 use std::time::Instant;
 
 use log::debug;
-use mio::net::TcpStream;
+use std::net::TcpStream;
 
 use super::{Asked, Exchange, Phase, Progress};
-use crate::counters::CloseReason;
+use crate::counters::{CloseReason, RejectReason};
+use crate::event::{Answer, Why};
 use crate::http::Refusal;
-use crate::response::{After, refuse};
-use crate::routes;
+use crate::response::{self, After, refuse};
 use crate::shared::Ctx;
-use crate::source::Answer;
 
 impl Exchange {
     /// The source answered what this connection asked: its chat message's
@@ -36,15 +35,13 @@ impl Exchange {
         let response = match (asked, answer) {
             (Asked::Id, Answer::Id(id)) => {
                 debug!("#{} chat message is event {id}", ctx.key);
-                routes::accepted(id, after, ctx.date)
+                response::accepted(id, after, ctx.date)
             }
-            (Asked::Id, Answer::Refused(refusal, retry_after_s)) => {
-                let seconds = retry_after_s.max(1).to_string();
-                let extra = [("Retry-After", seconds.as_str())];
-                routes::refuse_message(refusal, after, ctx, &extra)
+            (Asked::Id, Answer::Refused(why, retry_after_s)) => {
+                response::refused_by_source(why, retry_after_s, after, ctx.counters, ctx.date)
             }
             (Asked::Metrics { head_only }, Answer::Metrics(text)) => {
-                routes::metrics_text(&text, head_only, after, ctx.date)
+                response::metrics_text(&text, head_only, after, ctx.date)
             }
             (Asked::Replay { head }, Answer::Replay(replay)) => {
                 debug!(
@@ -57,7 +54,8 @@ impl Exchange {
                         "with a gap: reset"
                     }
                 );
-                routes::replayed_stream(head, Some(replay), ctx)
+                let ring = &ctx.rings.events;
+                response::replayed_stream(head, Some(replay), ring, ctx.counters, ctx.key)
             }
             (asked, answer) => {
                 debug!(
@@ -107,14 +105,16 @@ impl Exchange {
         // good): it starts now, with a reset.
         if let Phase::Awaiting(Asked::Replay { head }, _) = &mut self.phase {
             let head = std::mem::take(head);
-            let response = routes::replayed_stream(head, None, ctx);
+            let ring = &ctx.rings.events;
+            let response = response::replayed_stream(head, None, ring, ctx.counters, ctx.key);
             self.start(response, CloseReason::Timeout, ctx);
             return Some(self.drive(socket, ctx));
         }
         let close = After::Close(CloseReason::Done);
         let response = match self.phase {
             Phase::ReadingBody(..) | Phase::Awaiting(Asked::Id, _) => {
-                routes::refuse_message(refusal, close, ctx, &[])
+                let reason = RejectReason::from_status(refusal.status);
+                response::refuse_message(refusal, reason, close, ctx.counters, ctx.date, &[])
             }
             _ => refuse(refusal, ctx.date, &[]),
         };
@@ -132,7 +132,9 @@ impl Exchange {
         match self.phase {
             Phase::Reading => Progress::Close(CloseReason::Shutdown),
             Phase::ReadingBody(..) => {
-                let response = routes::shutting_down(ctx.date);
+                let after = After::Close(CloseReason::Shutdown);
+                let why = Why::ShuttingDown;
+                let response = response::refused_by_source(why, 5, after, ctx.counters, ctx.date);
                 self.start(response, CloseReason::Shutdown, ctx);
                 self.drive(socket, ctx)
             }

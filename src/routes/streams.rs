@@ -4,10 +4,9 @@
 
 use super::Route;
 use crate::http::{Head, Method, Request, query_param};
-use crate::response::{After, Body, Response, connection_header, cors_headers};
-use crate::ring::{Channel, Cursor, Ring};
+use crate::response::{After, Response, bare, connection_header, cors_headers};
+use crate::ring::{Cursor, Feed, Ring};
 use crate::shared::Ctx;
-use crate::source::Replay;
 use crate::sse;
 
 /// The head of every event stream (`/sse`, `/stats`, the server-full
@@ -83,59 +82,6 @@ fn connected_comment(ctx: &Ctx<'_>) -> String {
     }
 }
 
-/// The answer to a [`Route::AskReplay`]: `head`, then the frames the
-/// shared log replayed (if they follow the client's id without a gap and
-/// reach the ring), then the ring and the live stream; otherwise `head`,
-/// an `event: reset`, and the live stream.
-pub(crate) fn replayed_stream(
-    head: Vec<u8>,
-    replay: Option<Replay>,
-    ctx: &mut Ctx<'_>,
-) -> Response {
-    let ring = &ctx.rings.events;
-    match replay {
-        Some(replay)
-            if replay.complete
-                && replay.next_id >= ring.first_id()
-                && replay.next_id <= ring.next_id() =>
-        {
-            ctx.counters.log_replays += 1;
-            let end = replay.bytes.len();
-            Response {
-                status: 200,
-                bytes: head,
-                body: Body::Shared {
-                    bytes: replay.bytes,
-                    offset: replay.offset,
-                    end,
-                },
-                after: After::Stream(Cursor::at(replay.next_id)),
-            }
-        }
-        replay => {
-            log::debug!(
-                "#{} no replay from the shared log ({}): reset at {}",
-                ctx.key,
-                match &replay {
-                    None => "no answer in time".to_owned(),
-                    Some(r) if !r.complete => "a gap after the client's id".to_owned(),
-                    Some(r) => format!(
-                        "it ends at {}, the ring starts at {}",
-                        r.next_id,
-                        ring.first_id()
-                    ),
-                },
-                ring.next_id()
-            );
-            let mut bytes = head;
-            let start = ring.next_id();
-            ctx.counters.resets += 1;
-            sse::encode_reset(&mut bytes, "expired", start);
-            bare(bytes, After::Stream(Cursor::at(start)))
-        }
-    }
-}
-
 /// `GET /stats`: a stream of `event: stats` frames, one a second, with the
 /// figures the dashboard draws. Always live: no replay.
 pub(super) fn dashboard_stream(request: &Request, ctx: &Ctx<'_>, after: After) -> Response {
@@ -143,20 +89,10 @@ pub(super) fn dashboard_stream(request: &Request, ctx: &Ctx<'_>, after: After) -
         return bare(stream_head(request, ctx, after), after);
     }
     let next = ctx.rings.dashboard.next_id();
-    let after = After::Stream(Cursor::on(Channel::Dashboard, next));
+    let after = After::Stream(Cursor::on(Feed::Dashboard, next));
     let mut bytes = stream_head(request, ctx, after);
     sse::encode_notice(&mut bytes, retry_ms(ctx), "stats every second");
     bare(bytes, after)
-}
-
-/// A `200` whose bytes are all in `bytes`.
-pub(super) fn bare(bytes: Vec<u8>, after: After) -> Response {
-    Response {
-        status: 200,
-        bytes,
-        body: Body::Empty,
-        after,
-    }
 }
 
 /// Where a stream starts: right after the client's last event id when the

@@ -27,11 +27,14 @@ use mio::{Interest, Registry, Token};
 use signal_hook::consts::SIGUSR1;
 use signal_hook_mio::v1_0::Signals;
 
-use super::Server;
-use crate::connection::Kind;
+use slab::Slab;
+
+use crate::config::Config;
+use crate::connection::{Connection, Doing};
 use crate::counters::CloseReason;
-use crate::hub::TICK_STRING_LEN;
-use crate::schedule::Timer;
+use crate::event::TICK_STRING_LEN;
+use crate::ring::Ring;
+use crate::schedule::{Schedule, Timer};
 use crate::sse::encode_event;
 
 /// The floor's switch and its next round.
@@ -45,7 +48,20 @@ pub(super) struct Floor {
 
 impl Floor {
     /// Makes SIGUSR1 a readiness event under `token`.
-    pub(super) fn new(registry: &Registry, token: Token, interval: Duration) -> io::Result<Floor> {
+    /// The floor, if `--bench-floor` asks for it, its SIGUSR1 registered
+    /// under `token`.
+    pub(super) fn for_config(
+        config: &Config,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<Option<Floor>> {
+        if !config.bench_floor {
+            return Ok(None);
+        }
+        Floor::new(registry, token, config.interval).map(Some)
+    }
+
+    fn new(registry: &Registry, token: Token, interval: Duration) -> io::Result<Floor> {
         let mut signals = Signals::new([SIGUSR1])?;
         registry.register(&mut signals, token, Interest::READABLE)?;
         let period = if interval.is_zero() {
@@ -76,46 +92,47 @@ impl Floor {
     }
 }
 
-impl Server {
+impl Floor {
     /// SIGUSR1 came: each one switches between ticking and floor rounds.
-    pub(super) fn toggle_floor(&mut self) {
-        let Some(floor) = &mut self.floor else {
-            return;
-        };
-        for _ in floor.signals.pending() {
-            if floor.next_round.take().is_some() {
+    pub(super) fn toggle(&mut self, schedule: &mut Schedule) {
+        for _ in self.signals.pending() {
+            if self.next_round.take().is_some() {
                 info!("floor off: events flow again");
             } else {
-                let (round, due) = floor.next_after_now();
-                floor.next_round = Some(round);
-                self.shared.schedule.at(due, Timer::Floor { round });
+                let (round, due) = self.next_after_now();
+                self.next_round = Some(round);
+                schedule.at(due, Timer::Floor { round });
                 info!(
                     "floor on: the ticker pauses; every {:?}, one bare write per stream",
-                    floor.period
+                    self.period
                 );
             }
         }
     }
 
     /// Floor round `round` is due: one write of a tick-sized frame to every
-    /// caught-up stream, timed; then the next round is queued.
-    pub(super) fn floor_round(&mut self, round: u64) {
-        let Some(floor) = &mut self.floor else {
-            return;
-        };
-        if floor.next_round != Some(round) || self.shutdown.is_draining() {
+    /// caught-up stream of `conns`, timed (the broken ones into `dead`);
+    /// then the next round is queued.
+    pub(super) fn round(
+        &mut self,
+        round: u64,
+        conns: &mut Slab<Connection>,
+        ring: &Ring,
+        schedule: &mut Schedule,
+        dead: &mut Vec<(usize, CloseReason)>,
+    ) {
+        if self.next_round != Some(round) {
             return; // switched off (or off and on again) since it was queued
         }
-        let (next, due) = floor.next_after_now();
-        floor.next_round = Some(next);
-        self.shared.schedule.at(due, Timer::Floor { round: next });
+        let (next, due) = self.next_after_now();
+        self.next_round = Some(next);
+        schedule.at(due, Timer::Floor { round: next });
 
-        let ring = &self.hub.rings().events;
         let frame = floor_frame(round, tick_frame_len(ring.next_id()));
         let (mut whole, mut pending, mut full, mut cut) = (0usize, 0usize, 0usize, 0usize);
         let start = Instant::now();
-        for (key, conn) in self.conns.iter_mut() {
-            if conn.kind() != Kind::Streaming {
+        for (key, conn) in conns.iter_mut() {
+            if conn.doing() != Doing::Streaming {
                 continue;
             }
             let Some((socket, stream)) = conn.stream_mut() else {
@@ -129,13 +146,13 @@ impl Server {
                 Ok(n) if n == frame.len() => whole += 1,
                 Ok(n) => {
                     debug!("#{key} floor write short ({n} of {}): closing", frame.len());
-                    self.turn.dead.push((key, CloseReason::Error));
+                    dead.push((key, CloseReason::Error));
                     cut += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => full += 1,
                 Err(e) => {
                     debug!("#{key} floor write failed: {e}");
-                    self.turn.dead.push((key, CloseReason::from_io(&e)));
+                    dead.push((key, CloseReason::from_io(&e)));
                     cut += 1;
                 }
             }
@@ -146,7 +163,6 @@ impl Server {
              left out: {pending} with bytes pending, {full} with full buffers; {cut} cut",
             took.as_secs_f64() * 1e6 / whole.max(1) as f64
         );
-        self.close_dead();
     }
 }
 

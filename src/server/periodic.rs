@@ -1,19 +1,25 @@
-//! What the schedule runs over and over: the ticker, the housekeeping
-//! walk over the streams (heartbeats, stalls, lifetimes, gauges, giving
-//! memory back), the dashboard frame, and the summary line in the log.
+//! What the schedule runs over and over, as one type the loop calls
+//! ([`Periodic`]): the housekeeping walk over the streams (heartbeats,
+//! stalls, lifetimes, gauges, giving memory back), the dashboard frame (or
+//! a worker's figures for its supervisor), and the summary line in the
+//! log. The tick itself is the loop's (`Server::tick`): it is where events
+//! begin.
 
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
+use slab::Slab;
 
-use super::Server;
-use super::floor::Floor;
-use crate::connection::{Kind, Step};
-use crate::counters::Gauges;
-use crate::hub::FanOutCtx;
+use crate::config::Config;
+use crate::connection::{Connection, Doing, Step};
+use crate::counters::{CloseReason, Counters, Gauges};
+use crate::event::Status;
+use crate::hub::Hub;
 use crate::limits;
 use crate::metrics::{self, Figures, Part};
+use crate::ring::Rings;
 use crate::schedule::Timer;
+use crate::shared::Shared;
 use crate::shutdown::{plural, rate};
 
 /// How often housekeeping walks the streams (heartbeats, stalls,
@@ -31,140 +37,161 @@ pub(super) const DASHBOARD_PERIOD: Duration = Duration::from_secs(1);
 const TRIM_AFTER_CLOSES: usize = 256;
 const TRIM_PERIOD: Duration = Duration::from_secs(10);
 
-impl Server {
-    /// The tick was due at `due`: ask the hub for one, and queue the next
-    /// on the same cadence, never making up missed ticks in a burst. The
-    /// ticker stops when shutdown begins, and pauses while the floor is on.
-    pub(super) fn tick(&mut self, due: Instant, now: Instant) {
-        let Some(interval) = self.interval else {
-            return;
-        };
-        if self.shutdown.is_draining() {
-            return;
+/// What the once-a-second dashboard duty produced.
+pub(super) enum Dashboard {
+    /// The data of a `/stats` frame, for this server's dashboard streams.
+    Frame(String),
+    /// A worker's figures as JSON, for its supervisor.
+    Report(String),
+}
+
+/// The periodic work's own state.
+pub(super) struct Periodic {
+    /// `--heartbeat`, when on.
+    heartbeat: Option<Duration>,
+    /// `--stats-interval`: how often the summary line is logged (`None`
+    /// in a worker, whose supervisor logs it for all).
+    summary_interval: Option<Duration>,
+    /// The event count at the last dashboard frame and at the last summary
+    /// line, for events/s.
+    events_at_last_frame: u64,
+    events_at_last_summary: u64,
+    /// Most connections open since memory was last given back, and when.
+    trim_peak: usize,
+    trimmed_at: Instant,
+}
+
+impl Periodic {
+    /// Queues the first housekeeping walk, dashboard frame and summary
+    /// line (none in a `worker`: its supervisor logs it for all).
+    pub(super) fn start(
+        config: &Config,
+        worker: bool,
+        shared: &mut Shared,
+        now: Instant,
+    ) -> Periodic {
+        let heartbeat = config.heartbeat;
+        let summary_interval =
+            (!config.stats_interval.is_zero() && !worker).then_some(config.stats_interval);
+        let schedule = &mut shared.schedule;
+        if let Some(period) = summary_interval {
+            schedule.at(now + period, Timer::Summary);
         }
-        let next = due + interval;
-        let next = if next <= now { now + interval } else { next };
-        self.shared.schedule.at(next, Timer::Tick);
-        if !self.floor.as_ref().is_some_and(Floor::is_on) {
-            self.hub.tick();
+        schedule.at(now + HOUSEKEEPING, Timer::Housekeeping);
+        schedule.at(now + DASHBOARD_PERIOD, Timer::Dashboard);
+        Periodic {
+            heartbeat: (!heartbeat.is_zero()).then_some(heartbeat),
+            summary_interval,
+            events_at_last_frame: 0,
+            events_at_last_summary: 0,
+            trim_peak: 0,
+            trimmed_at: now,
         }
     }
 
-    /// Once a second: the frame of the dashboard streams, if any are open;
-    /// in a worker, its figures for the supervisor instead (which sends
-    /// every worker the whole server's frame).
-    pub(super) fn publish_dashboard(&mut self, now: Instant) {
-        self.shared
-            .schedule
-            .at(now + DASHBOARD_PERIOD, Timer::Dashboard);
-        self.shared.gauges.uptime = self.shared.uptime(now);
-        if self.hub.source_mut().is_remote() {
-            return self.report_figures();
+    /// Once a second: the data of the dashboard frame, if any dashboard
+    /// stream is open to get it (the loop hands it to the hub); in a
+    /// `worker`, its figures for its supervisor instead.
+    pub(super) fn dashboard(
+        &mut self,
+        shared: &mut Shared,
+        rings: &Rings,
+        worker: bool,
+        now: Instant,
+    ) -> Option<Dashboard> {
+        shared.schedule.at(now + DASHBOARD_PERIOD, Timer::Dashboard);
+        shared.gauges.uptime = shared.uptime(now);
+        if worker {
+            return figures_json(&shared.counters, &shared.gauges, rings).map(Dashboard::Report);
         }
-        let events = self.shared.counters.events;
+        let events = shared.counters.events;
         let per_second =
             (events - self.events_at_last_frame) as f64 / DASHBOARD_PERIOD.as_secs_f64();
         self.events_at_last_frame = events;
-        if self.shared.gauges.dashboard_streams == 0 || self.shutdown.is_draining() {
-            return;
+        if shared.gauges.dashboard_streams == 0 || shared.draining {
+            return None;
         }
-        let figures = Figures::now(
-            &self.shared.counters,
-            &self.shared.gauges,
-            self.hub.rings().events.len(),
-        );
+        let figures = Figures::now(&shared.counters, &shared.gauges, rings.events.len());
         let part = Part {
             worker: None,
             figures: &figures,
         };
-        let uptime = self.shared.gauges.uptime.as_secs_f64();
+        let uptime = shared.gauges.uptime.as_secs_f64();
         let data = metrics::dashboard_frame(&[part], per_second, uptime);
-        let mut ctx = FanOutCtx {
-            clock: self.shared.clock(now),
-            counters: &mut self.shared.counters,
-            dead: &mut self.turn.dead,
-        };
-        self.hub.publish_dashboard(&data, &mut self.conns, &mut ctx);
-        self.close_dead();
-    }
-
-    /// A worker's figures, to its supervisor.
-    pub(super) fn report_figures(&mut self) {
-        let ring_frames = self.hub.rings().events.len();
-        let figures = Figures::now(&self.shared.counters, &self.shared.gauges, ring_frames);
-        match serde_json::to_string(&figures) {
-            Ok(json) => self.hub.source_mut().report(json),
-            Err(e) => debug!("cannot encode this worker's figures: {e}"),
-        }
+        Some(Dashboard::Frame(data))
     }
 
     /// Every `--stats-interval`: one line with the figures that matter.
-    pub(super) fn log_summary_line(&mut self, now: Instant) {
-        let (Some(interval), false) = (self.summary_interval, self.shutdown.is_draining()) else {
+    pub(super) fn summary_line(&mut self, shared: &mut Shared, now: Instant) {
+        let (Some(interval), false) = (self.summary_interval, shared.draining) else {
             return;
         };
-        self.shared.schedule.at(now + interval, Timer::Summary);
-        let events = self.shared.counters.events;
+        shared.schedule.at(now + interval, Timer::Summary);
+        let events = shared.counters.events;
         let per_second = (events - self.events_at_last_summary) as f64 / interval.as_secs_f64();
         self.events_at_last_summary = events;
-        let g = &self.shared.gauges;
+        let g = &shared.gauges;
         info!(
             "{} ({}), {} events/s, last fan-out {:?}, RSS {:.1} MiB",
             plural(g.open() as u64, "connection", "connections"),
             plural(g.streaming as u64, "stream", "streams"),
             rate(per_second),
-            self.shared.counters.last_fanout,
+            shared.counters.last_fanout,
             metrics::resident_bytes() as f64 / 1_048_576.0
         );
     }
 
     /// Walks the streams: heartbeats when nothing has gone out for
-    /// `--heartbeat`, closes for stalled and expired streams, and the
-    /// gauges, recounted.
-    pub(super) fn housekeeping(&mut self, now: Instant) {
-        self.shared
-            .schedule
-            .at(now + HOUSEKEEPING, Timer::Housekeeping);
-        if let Some(limiter) = &mut self.shared.limiter {
+    /// `--heartbeat`, closes for stalled and expired streams (into `dead`),
+    /// and the gauges, recounted (`backplane`: the source's status).
+    pub(super) fn housekeeping(
+        &mut self,
+        conns: &mut Slab<Connection>,
+        shared: &mut Shared,
+        hub: &mut Hub,
+        backplane: Option<Status>,
+        dead: &mut Vec<(usize, CloseReason)>,
+        now: Instant,
+    ) {
+        shared.schedule.at(now + HOUSEKEEPING, Timer::Housekeeping);
+        if let Some(limiter) = &mut shared.limiter {
             limiter.forget_idle(now);
         }
         let heartbeat = self
             .heartbeat
-            .is_some_and(|period| now.duration_since(self.hub.quiet_since()) >= period);
+            .is_some_and(|period| now.duration_since(hub.quiet_since()) >= period);
         if heartbeat {
-            self.hub.heartbeat_sent(now);
+            hub.heartbeat_sent(now);
         }
         let mut gauges = Gauges {
-            uptime: self.shared.uptime(now),
+            uptime: shared.uptime(now),
             reading: 0,
             responding: 0,
             streaming: 0,
             dashboard_streams: 0,
-            backplane: self.hub.source().backplane(now),
-            ..self.shared.gauges
+            backplane,
+            ..shared.gauges
         };
-        let mut ctx = self.shared.ctx(self.hub.rings(), 0, now);
-        for (key, conn) in self.conns.iter_mut() {
-            match conn.kind() {
-                Kind::Reading => gauges.reading += 1,
-                Kind::Responding => gauges.responding += 1,
-                Kind::Streaming => gauges.streaming += 1,
-                Kind::Dashboard => gauges.dashboard_streams += 1,
+        let mut ctx = shared.ctx(hub.rings(), 0, now);
+        for (key, conn) in conns.iter_mut() {
+            match conn.doing() {
+                Doing::Reading => gauges.reading += 1,
+                Doing::Responding => gauges.responding += 1,
+                Doing::Streaming => gauges.streaming += 1,
+                Doing::Dashboard => gauges.dashboard_streams += 1,
             }
             ctx.key = key;
             if let Step::Close(reason) = conn.check_stream(heartbeat, &mut ctx) {
-                self.turn.dead.push((key, reason));
+                dead.push((key, reason));
             }
         }
-        self.shared.gauges = gauges;
-        self.close_dead();
-        self.trim_after_burst(now);
+        shared.gauges = gauges;
     }
 
-    /// After a burst of connections has come and gone, gives the memory
-    /// they used back to the OS, so RSS follows the load down again.
-    fn trim_after_burst(&mut self, now: Instant) {
-        let open = self.conns.len();
+    /// After a burst of connections has come and gone (`open` now), gives
+    /// the memory they used back to the OS, so RSS follows the load down
+    /// again.
+    pub(super) fn trim_after_burst(&mut self, open: usize, now: Instant) {
         self.trim_peak = self.trim_peak.max(open);
         if self.trim_peak >= open + TRIM_AFTER_CLOSES
             && now.duration_since(self.trimmed_at) >= TRIM_PERIOD
@@ -180,4 +207,12 @@ impl Server {
             self.trimmed_at = now;
         }
     }
+}
+
+/// A worker's figures, as JSON for its supervisor.
+pub(super) fn figures_json(counters: &Counters, gauges: &Gauges, rings: &Rings) -> Option<String> {
+    let figures = Figures::now(counters, gauges, rings.events.len());
+    serde_json::to_string(&figures)
+        .map_err(|e| debug!("cannot encode this worker's figures: {e}"))
+        .ok()
 }

@@ -35,3 +35,16 @@ impl Turn {
         }
     }
 }
+
+/// A readiness event in words, for the trace: ` readable writable`.
+pub(super) fn readiness(event: &mio::event::Event) -> String {
+    [
+        (event.is_readable(), " readable"),
+        (event.is_writable(), " writable"),
+        (event.is_read_closed(), " read-closed"),
+        (event.is_error(), " error"),
+    ]
+    .into_iter()
+    .filter_map(|(on, word)| on.then_some(word))
+    .collect()
+}

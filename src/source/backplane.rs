@@ -31,10 +31,10 @@ use mio::{Registry, Token};
 use rand::RngExt;
 use rand::distr::Alphanumeric;
 
-use super::{Answer, Outcome};
 use crate::config::RedisUrl;
+use crate::event::{Answer, Ask, Outcome, Replay, Status, Why};
 use crate::event::{Draft, Kind, Ticket};
-use crate::http::Refusal;
+use crate::schedule::{SourceTimer, SourceTimers};
 
 mod link;
 mod replay;
@@ -43,7 +43,6 @@ mod resp;
 mod scripts;
 
 use link::{Link, State};
-pub(crate) use replay::Replay;
 
 /// How often the lease is renewed (and the lag measured).
 const RENEW: Duration = Duration::from_secs(1);
@@ -80,19 +79,6 @@ enum WriteTag {
     Replay(u64),
 }
 
-/// The backplane's figures, for `/metrics`, the dashboard and `/healthz`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Status {
-    /// Both connections are up and the stream is being followed.
-    pub(crate) connected: bool,
-    /// Times a connection to Redis was lost.
-    pub(crate) reconnects: u64,
-    /// Entries in the stream past the last one delivered here.
-    pub(crate) lag: u64,
-    /// This instance holds the ticker's lease.
-    pub(crate) ticker: bool,
-}
-
 /// The Redis backplane: this instance's connections to the shared log.
 pub(crate) struct Backplane {
     url: RedisUrl,
@@ -113,12 +99,22 @@ pub(crate) struct Backplane {
     top: u64,
     /// The lease is ours until this instant.
     ticker_until: Option<Instant>,
+    /// The reconnect each link has queued in the schedule, so that one
+    /// retry is queued once.
+    queued_retry: [Option<Instant>; 2],
+    /// When the periodic renewal is next due (a renewal asked for sooner
+    /// does not move it).
     next_renew: Instant,
+    /// The writer has just connected: renew at once, not at the next
+    /// period.
+    renew_now: bool,
     reconnects: u64,
     /// Said once: Redis cannot be reached.
     said_down: bool,
     ready: VecDeque<Outcome>,
     replays: replay::Reads,
+    /// Where replies are read into.
+    scratch: Vec<u8>,
 }
 
 impl Backplane {
@@ -151,12 +147,22 @@ impl Backplane {
             last_id: None,
             top: 0,
             ticker_until: None,
+            queued_retry: [None; 2],
             next_renew: now,
+            renew_now: false,
             reconnects: 0,
             said_down: false,
             ready: VecDeque::new(),
             replays: replay::Reads::default(),
+            scratch: vec![0; 64 * 1024],
         }
+    }
+
+    /// Queues the first connection attempts and the first lease renewal.
+    pub(crate) fn start(&self, timers: &mut dyn SourceTimers) {
+        let now = Instant::now();
+        timers.queue(now, SourceTimer::Reconnect);
+        timers.queue(now, SourceTimer::Renew);
     }
 
     /// What `/metrics`, the dashboard and `/healthz` show.
@@ -173,10 +179,22 @@ impl Backplane {
         self.ticker_until.is_some_and(|until| now < until)
     }
 
+    /// What the seam asks: an append, or a replay (a backplane has no
+    /// whole-server metrics to give).
+    pub(crate) fn ask(&mut self, ask: Ask, ticket: Option<Ticket>, timers: &mut dyn SourceTimers) {
+        match (ask, ticket) {
+            (Ask::Publish(draft), ticket) => self.publish(draft, ticket),
+            (Ask::Replay { after, until }, Some(ticket)) => self.ask_replay(ticket, after, until),
+            (ask, _) => warn!("redis: cannot answer {ask:?}"),
+        }
+        self.pump();
+        self.plan(timers);
+    }
+
     /// Asks for `draft` to be appended. A tick is dropped unless this
     /// instance holds the lease; a chat message while Redis is away is
     /// refused (`503`).
-    pub(crate) fn publish(&mut self, draft: Draft, ticket: Option<Ticket>) {
+    fn publish(&mut self, draft: Draft, ticket: Option<Ticket>) {
         let now = Instant::now();
         let kind = draft.kind;
         if kind == Kind::Tick && !self.is_ticker(now) {
@@ -207,12 +225,11 @@ impl Backplane {
             &now_ms().to_string(),
         ];
         self.writer.send(&args, WriteTag::Append { ticket, kind });
-        self.pump(&mut [0; 0]);
     }
 
     /// Asks for the events after `after` up to `until` (what the ring no
     /// longer holds), for the connection with `ticket`.
-    pub(crate) fn ask_replay(&mut self, ticket: Ticket, after: u64, until: u64) {
+    fn ask_replay(&mut self, ticket: Ticket, after: u64, until: u64) {
         if !self.writer.is_up() {
             self.ready.push_back(Outcome::Answer {
                 ticket,
@@ -233,7 +250,6 @@ impl Backplane {
                 &["XRANGE", self.stream.as_str(), &from, &to],
                 WriteTag::Replay(read),
             );
-            self.pump(&mut [0; 0]);
         }
     }
 
@@ -242,46 +258,72 @@ impl Backplane {
         self.ready.pop_front()
     }
 
-    /// When [`on_time`](Self::on_time) is next due.
-    pub(crate) fn deadline(&self) -> Instant {
-        let mut at = self.next_renew;
-        for state in [self.reader.state(), self.writer.state()] {
-            if let State::Down { retry_at } = state {
-                at = at.min(retry_at);
-            }
-        }
-        at
-    }
-
-    /// Connects what is down and due; renews the lease once a second.
-    pub(crate) fn on_time(&mut self, now: Instant, scratch: &mut [u8]) {
-        let due = |state| matches!(state, State::Down { retry_at } if now >= retry_at);
-        // A name is looked up only when a connection is to be made.
-        if due(self.reader.state()) || due(self.writer.state()) {
-            let addr = self.address();
-            for result in [
-                due(self.reader.state()).then(|| self.reader.connect_to(&self.registry, addr, now)),
-                due(self.writer.state()).then(|| self.writer.connect_to(&self.registry, addr, now)),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                if let Err(why) = result {
-                    self.down(&why);
+    /// A deadline this backplane queued came: connect what is down and
+    /// due, or renew the lease (and queue the next renewal).
+    pub(crate) fn on_time(
+        &mut self,
+        timer: SourceTimer,
+        now: Instant,
+        timers: &mut dyn SourceTimers,
+    ) {
+        match timer {
+            SourceTimer::Reconnect => self.reconnect(now),
+            SourceTimer::Renew => {
+                if now >= self.next_renew {
+                    self.next_renew = now + RENEW;
+                    timers.queue(self.next_renew, SourceTimer::Renew);
+                }
+                if self.writer.is_up() {
+                    let ttl = LEASE_TTL.as_millis().to_string();
+                    let args = ["EVAL", scripts::LEASE, "1", &self.lease, &self.holder, &ttl];
+                    self.writer.send(&args, WriteTag::Lease { sent: now });
+                    let top = ["XREVRANGE", self.stream.as_str(), "+", "-", "COUNT", "1"];
+                    self.writer.send(&top, WriteTag::Top);
                 }
             }
         }
-        if now >= self.next_renew {
-            self.next_renew = now + RENEW;
-            if self.writer.is_up() {
-                let ttl = LEASE_TTL.as_millis().to_string();
-                let args = ["EVAL", scripts::LEASE, "1", &self.lease, &self.holder, &ttl];
-                self.writer.send(&args, WriteTag::Lease { sent: now });
-                let top = ["XREVRANGE", self.stream.as_str(), "+", "-", "COUNT", "1"];
-                self.writer.send(&top, WriteTag::Top);
+        self.pump();
+        self.plan(timers);
+    }
+
+    /// Connects each link that is down and due.
+    fn reconnect(&mut self, now: Instant) {
+        let due = |state| matches!(state, State::Down { retry_at } if now >= retry_at);
+        // A name is looked up only when a connection is to be made.
+        if !due(self.reader.state()) && !due(self.writer.state()) {
+            return;
+        }
+        let addr = self.address();
+        for result in [
+            due(self.reader.state()).then(|| self.reader.connect_to(&self.registry, addr, now)),
+            due(self.writer.state()).then(|| self.writer.connect_to(&self.registry, addr, now)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Err(why) = result {
+                self.down(&why);
             }
         }
-        self.pump(scratch);
+    }
+
+    /// Queues a reconnect for each link that went down since the last one
+    /// was queued: its retry instant is an entry in the loop's schedule.
+    fn plan(&mut self, timers: &mut dyn SourceTimers) {
+        if std::mem::take(&mut self.renew_now) {
+            timers.queue(Instant::now(), SourceTimer::Renew);
+        }
+        for (i, state) in [self.reader.state(), self.writer.state()]
+            .into_iter()
+            .enumerate()
+        {
+            if let State::Down { retry_at } = state
+                && self.queued_retry[i] != Some(retry_at)
+            {
+                self.queued_retry[i] = Some(retry_at);
+                timers.queue(retry_at, SourceTimer::Reconnect);
+            }
+        }
     }
 
     /// Redis's address, resolved now (a name is looked up at each attempt).
@@ -293,31 +335,25 @@ impl Backplane {
     }
 
     /// A socket is ready: drive both links until nothing more happens.
-    pub(crate) fn on_ready(&mut self, scratch: &mut [u8]) {
-        self.pump(scratch);
+    pub(crate) fn on_ready(&mut self, timers: &mut dyn SourceTimers) {
+        self.pump();
+        self.plan(timers);
     }
 
     /// Drives both links and acts on what they say, until they are quiet.
-    fn pump(&mut self, scratch: &mut [u8]) {
-        let mut buf = Vec::new();
-        let scratch = if scratch.is_empty() {
-            buf.resize(64 * 1024, 0);
-            &mut buf[..]
-        } else {
-            scratch
-        };
+    fn pump(&mut self) {
         for _ in 0..64 {
             let mut quiet = true;
             // What follows a reply that dropped its link is the old
             // connection's: it is left.
-            for event in self.reader.drive(scratch) {
+            for event in self.reader.drive(&mut self.scratch) {
                 quiet = false;
                 self.on_reader(event);
                 if matches!(self.reader.state(), State::Down { .. }) {
                     break;
                 }
             }
-            for event in self.writer.drive(scratch) {
+            for event in self.writer.drive(&mut self.scratch) {
                 quiet = false;
                 self.on_writer(event);
                 if matches!(self.writer.state(), State::Down { .. }) {
@@ -376,11 +412,10 @@ impl Backplane {
 
     /// A chat message that cannot be appended now.
     fn refuse(&mut self, ticket: Ticket) {
-        let refusal = Refusal::new(503, "the event log (Redis) is unavailable");
         let wait = rand::rng().random_range(1..=5);
         self.ready.push_back(Outcome::Answer {
             ticket,
-            answer: Answer::Refused(refusal, wait),
+            answer: Answer::Refused(Why::Unavailable, wait),
         });
     }
 }

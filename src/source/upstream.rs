@@ -12,12 +12,10 @@ use std::os::fd::{FromRawFd, RawFd};
 
 use log::{debug, error, warn};
 use mio::net::UnixStream;
+use mio::{Interest, Registry, Token};
 
-use super::Replay;
-use super::{Answer, Ask, Outcome};
-use crate::event::Ticket;
-use crate::http::Refusal;
-use crate::ipc::{Channel, Inbound, ToSupervisor, ToWorker, Why};
+use crate::event::{Answer, Ask, Outcome, Replay, Ticket};
+use crate::ipc::{Channel, Inbound, ToSupervisor, ToWorker};
 
 /// The supervisor, as a worker sees it.
 pub(crate) struct Upstream {
@@ -29,12 +27,14 @@ pub(crate) struct Upstream {
     /// Whether the supervisor reaches the shared log (`--redis`), as it
     /// last said.
     pub(super) backplane: Option<bool>,
+    /// Where messages are read into.
+    scratch: Vec<u8>,
 }
 
 impl Upstream {
     /// The worker's end of the socket its supervisor handed it as
-    /// descriptor `fd` (see `supervisor::spawn`).
-    pub(crate) fn from_fd(fd: RawFd) -> io::Result<Upstream> {
+    /// descriptor `fd` (see `supervisor::spawn`), registered under `token`.
+    pub(crate) fn from_fd(fd: RawFd, registry: &Registry, token: Token) -> io::Result<Upstream> {
         // Check it is a socket before taking ownership of it.
         let mut kind: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -60,11 +60,14 @@ impl Upstream {
         // for this purpose alone, and nothing else in the process owns it.
         let socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
         socket.set_nonblocking(true)?;
+        let mut socket = UnixStream::from_std(socket);
+        registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
         Ok(Upstream {
-            channel: Channel::new(UnixStream::from_std(socket)),
+            channel: Channel::new(socket),
             ready: VecDeque::new(),
             lost: false,
             backplane: None,
+            scratch: vec![0; 64 * 1024],
         })
     }
 
@@ -86,20 +89,20 @@ impl Upstream {
         self.send(&message);
     }
 
-    /// Sends this worker's figures.
-    pub(super) fn report(&mut self, json: String) {
+    /// Sends this worker's figures (once a second).
+    pub(crate) fn report(&mut self, json: String) {
         self.send(&ToSupervisor::Report { json });
     }
 
-    /// Says this worker serves now.
-    pub(super) fn serving(&mut self, max_connections: usize) {
+    /// Says this worker serves now, with room for `max_connections`.
+    pub(crate) fn serving(&mut self, max_connections: usize) {
         let max_connections = max_connections as u64;
         self.send(&ToSupervisor::Serving { max_connections });
     }
 
     /// Writes what is still queued, for up to a second: the worker is
     /// about to exit, and its last report should reach the supervisor.
-    pub(super) fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
         while !self.lost && self.channel.queued() > 0 && std::time::Instant::now() < deadline {
             if self.channel.flush().is_err() {
@@ -121,14 +124,14 @@ impl Upstream {
     }
 
     /// The socket is ready: write what waits, read what came.
-    pub(super) fn on_ready(&mut self, scratch: &mut [u8]) {
+    pub(super) fn on_ready(&mut self) {
         if self.lost {
             return;
         }
         if let Err(e) = self.channel.flush() {
             return self.lose(&format!("cannot write to the supervisor: {e}"));
         }
-        let inbound = match self.channel.receive(scratch) {
+        let inbound = match self.channel.receive(&mut self.scratch) {
             Ok(inbound) => inbound,
             Err(e) => return self.lose(&format!("cannot read from the supervisor: {e}")),
         };
@@ -167,15 +170,10 @@ fn outcome(message: ToWorker) -> Outcome {
             ticket,
             why,
             retry_after_s,
-        } => {
-            let refusal = match why {
-                Why::RateLimited => Refusal::new(429, "too many messages, slow down"),
-                Why::ShuttingDown => Refusal::new(503, "server shutting down"),
-                Why::Unavailable => Refusal::new(503, "the event log (Redis) is unavailable"),
-            };
-            let answer = Answer::Refused(refusal, retry_after_s);
-            Outcome::Answer { ticket, answer }
-        }
+        } => Outcome::Answer {
+            ticket,
+            answer: Answer::Refused(why, retry_after_s),
+        },
         ToWorker::Dashboard { data } => Outcome::Dashboard(data),
         ToWorker::Metrics { ticket, text } => Outcome::Answer {
             ticket,
@@ -207,7 +205,7 @@ fn outcome(message: ToWorker) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Draft, Event, Kind};
+    use crate::event::{Draft, Event, Kind, Why};
     use crate::ipc::{FrameReader, Message};
     use std::io::{Read, Write};
     use std::os::fd::IntoRawFd;
@@ -224,7 +222,9 @@ mod tests {
     #[test]
     fn messages_become_outcomes_and_asks_become_messages() {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut upstream = Upstream::from_fd(ours.into_raw_fd()).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let mut upstream =
+            Upstream::from_fd(ours.into_raw_fd(), poll.registry(), Token(7)).unwrap();
         let mut supervisor = theirs;
         supervisor.set_nonblocking(true).unwrap();
         let ticket = Ticket { key: 4, serial: 9 };
@@ -253,12 +253,12 @@ mod tests {
         // Cut in two, as a stream socket may deliver it.
         supervisor.write_all(&bytes[..7]).unwrap();
         let mut scratch = vec![0u8; 4096];
-        upstream.on_ready(&mut scratch);
+        upstream.on_ready();
         assert_eq!(upstream.ready.pop_front(), None);
         supervisor.write_all(&bytes[7..]).unwrap();
         let mut outcomes = Vec::new();
         wait_for(|| {
-            upstream.on_ready(&mut scratch);
+            upstream.on_ready();
             outcomes.extend(upstream.ready.drain(..));
             outcomes.len() >= 4
         });
@@ -267,12 +267,11 @@ mod tests {
             matches!(&outcomes[1], Outcome::Published { event, ticket: None } if event.id == 10)
         );
         assert_eq!(outcomes[2], Outcome::Ready);
-        let refused = Refusal::new(429, "too many messages, slow down");
         assert_eq!(
             outcomes[3],
             Outcome::Answer {
                 ticket,
-                answer: Answer::Refused(refused, 3)
+                answer: Answer::Refused(Why::RateLimited, 3)
             }
         );
 
@@ -295,7 +294,7 @@ mod tests {
 
         drop(supervisor);
         wait_for(|| {
-            upstream.on_ready(&mut scratch);
+            upstream.on_ready();
             upstream.ready.pop_front() == Some(Outcome::Lost)
         });
     }

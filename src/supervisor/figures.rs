@@ -27,7 +27,7 @@ impl Supervisor {
                 ..Counters::default()
             },
             gauges: Gauges {
-                backplane: self.redis.as_ref().map(|r| r.status(Instant::now())),
+                backplane: self.source.status(Instant::now()),
                 ..Gauges::default()
             },
             rss: metrics::resident_bytes(),

@@ -100,6 +100,24 @@ impl Slot {
         }
     }
 
+    /// How long to wait before starting this worker again: doubling from
+    /// 1 s while it keeps dying young, back to 1 s once it had run a while.
+    pub(super) fn next_backoff(&mut self, now: Instant) -> Duration {
+        if now.duration_since(self.started_at) >= STABLE {
+            self.backoff = FIRST_BACKOFF;
+        }
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        delay
+    }
+
+    /// Starting this worker failed at `now`: how long until the next try
+    /// (the backoff doubles while it keeps failing).
+    pub(super) fn failed_to_start(&mut self, now: Instant) -> Duration {
+        self.started_at = now;
+        self.next_backoff(now)
+    }
+
     pub(super) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -217,7 +235,7 @@ impl Supervisor {
         let first_id = self
             .history
             .front()
-            .map_or(self.sequencer.next_id(), |e| e.id);
+            .map_or(self.source.first_id(), |e| e.id);
         let mut frames = Vec::new();
         ToWorker::Start {
             worker: n,
@@ -282,11 +300,7 @@ impl Supervisor {
                 }
                 State::Starting | State::Running => {
                     slot.figures = None;
-                    if now.duration_since(slot.started_at) >= STABLE {
-                        slot.backoff = FIRST_BACKOFF;
-                    }
-                    let delay = slot.backoff;
-                    slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
+                    let delay = slot.next_backoff(now);
                     slot.restarts += 1;
                     warn!(
                         "worker {n} (pid {pid}) exited: {}; restarting it in {delay:?}",

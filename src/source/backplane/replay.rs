@@ -13,36 +13,11 @@
 
 use std::sync::Arc;
 
-use crate::event::{Event, Ticket};
+use crate::event::{Event, Replay, Ticket};
 use crate::sse::encode_event;
 
 /// Most `XRANGE` reads under way at once.
 const MAX_READS: usize = 8;
-
-/// What a connection gets back for a replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Replay {
-    /// Encoded frames, shared by every connection the read answered.
-    pub(crate) bytes: Arc<[u8]>,
-    /// Where this connection's first frame starts in `bytes`.
-    pub(crate) offset: usize,
-    /// The id the stream goes on from, after the frames.
-    pub(crate) next_id: u64,
-    /// The frames start right after the client's last id (no gap).
-    pub(crate) complete: bool,
-}
-
-impl Replay {
-    /// Redis cannot answer: nothing to replay (the client gets a reset).
-    pub(crate) fn unavailable() -> Replay {
-        Replay {
-            bytes: Arc::from(&b""[..]),
-            offset: 0,
-            next_id: 0,
-            complete: false,
-        }
-    }
-}
 
 /// A read under way or finished: its range, and who waits for it.
 struct Read {

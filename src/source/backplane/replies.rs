@@ -11,8 +11,7 @@ use super::resp::Reply;
 use super::{
     Backplane, LEASE_TTL, READ_BLOCK_MS, READ_COUNT, RENEW, ReadTag, WriteTag, now_ms, scripts,
 };
-use crate::event::{Event, Kind};
-use crate::source::{Answer, Outcome};
+use crate::event::{Answer, Event, Kind, Outcome};
 
 impl Backplane {
     pub(super) fn on_reader(&mut self, event: link::Event<ReadTag>) {
@@ -122,7 +121,7 @@ impl Backplane {
         match event {
             link::Event::Connected => {
                 Self::login(&self.url, &mut self.writer, || WriteTag::Login);
-                self.next_renew = Instant::now();
+                self.renew_now = true;
                 self.up_again();
             }
             link::Event::Reply(WriteTag::Login, reply) => self.check_login(reply, "writer"),

@@ -1,48 +1,35 @@
-//! With `--redis`, the supervisor is its instance's one Redis client
-//! (`backplane`): it appends what the workers' connections post and the
-//! ticks (if it holds the ticker's lease), and relays every event of the
-//! shared log to every worker, as it relays its own sequence without
-//! Redis. A worker's connection waits for its answer under a ticket the
-//! supervisor maps to its own, so replies from Redis find their worker.
+//! The supervisor's side of the seam: it asks its source (`Local`, or the
+//! Redis backplane) exactly as a server's loop does, and drains what comes
+//! back into its broadcast. Events go to every worker (the asking worker's
+//! copy carrying its connection's ticket); answers go to the worker that
+//! asked. A worker's connection waits under a ticket the supervisor maps
+//! to its own, so an answer finds its worker whichever source gives it.
 
 use std::time::Instant;
 
 use log::debug;
 
 use super::Supervisor;
-use crate::event::{Draft, Ticket};
-use crate::ipc::{ToWorker, Why};
-use crate::source::{Answer, Outcome};
+use crate::event::{Answer, Ask, Draft, Outcome, Ticket};
+use crate::ipc::ToWorker;
 
 impl Supervisor {
-    /// Appends `draft` to the shared log; `origin` (a worker and its
+    /// Asks the source to give `draft` its id; `origin` (a worker and its
     /// connection's ticket) gets the id, or a refusal.
-    pub(super) fn append(&mut self, draft: Draft, origin: Option<(u32, Ticket)>) {
+    pub(super) fn sequence(&mut self, draft: Draft, origin: Option<(u32, Ticket)>) {
         let ticket = origin.map(|origin| self.remember(origin));
-        if let Some(redis) = &mut self.redis {
-            redis.publish(draft, ticket);
-        }
-        self.relay_redis();
+        self.source
+            .ask(Ask::Publish(draft), ticket, &mut self.schedule);
+        self.relay();
     }
 
     /// Worker `n`'s connection with `ticket` asks for the events after
-    /// `after` up to `until`.
+    /// `after` up to `until` (a source without a shared log has none).
     pub(super) fn replay(&mut self, n: u32, ticket: Ticket, after: u64, until: u64) {
         let internal = self.remember((n, ticket));
-        match &mut self.redis {
-            Some(redis) => redis.ask_replay(internal, after, until),
-            None => {
-                self.asks.remove(&internal.serial);
-                let nothing = ToWorker::Replay {
-                    ticket,
-                    frames: String::new(),
-                    next_id: 0,
-                    complete: false,
-                };
-                self.slot(n).send(&nothing);
-            }
-        }
-        self.relay_redis();
+        let ask = Ask::Replay { after, until };
+        self.source.ask(ask, Some(internal), &mut self.schedule);
+        self.relay();
     }
 
     /// A ticket of the supervisor's own for a worker's connection.
@@ -55,13 +42,16 @@ impl Supervisor {
         }
     }
 
-    /// Passes on what the shared log said: events to every worker, answers
-    /// to the worker that asked; and whether Redis is reachable, when that
-    /// changes.
-    pub(super) fn relay_redis(&mut self) {
-        while let Some(outcome) = self.redis.as_mut().and_then(|r| r.next()) {
+    /// Passes on what the source said: events to every worker, answers to
+    /// the worker that asked; and whether the shared log is reachable,
+    /// when that changes.
+    pub(super) fn relay(&mut self) {
+        while let Some(outcome) = self.source.next() {
             match outcome {
-                Outcome::Published { event, .. } => self.broadcast(event, None),
+                Outcome::Published { event, ticket } => {
+                    let origin = ticket.and_then(|t| self.asks.remove(&t.serial));
+                    self.broadcast(event, origin);
+                }
                 Outcome::Start { first_id } => {
                     debug!("the shared log starts at {first_id} here");
                     self.history.clear();
@@ -79,9 +69,9 @@ impl Supervisor {
                     };
                     let message = match answer {
                         Answer::Id(id) => ToWorker::Accepted { ticket, id },
-                        Answer::Refused(_, retry_after_s) => ToWorker::Refused {
+                        Answer::Refused(why, retry_after_s) => ToWorker::Refused {
                             ticket,
-                            why: Why::Unavailable,
+                            why,
                             retry_after_s,
                         },
                         Answer::Replay(replay) => ToWorker::Replay {
@@ -98,10 +88,7 @@ impl Supervisor {
                 Outcome::Ready | Outcome::Dashboard(_) | Outcome::Lost => {}
             }
         }
-        let connected = self
-            .redis
-            .as_ref()
-            .map(|r| r.status(Instant::now()).connected);
+        let connected = self.source.status(Instant::now()).map(|s| s.connected);
         if connected.is_some() && connected != self.told_connected {
             self.told_connected = connected;
             let connected = connected.unwrap_or(false);
