@@ -21,6 +21,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::event::{Draft, Event, Kind, Ticket, Why};
+use crate::peer::ProtocolError;
 
 mod channel;
 
@@ -89,16 +90,6 @@ pub(crate) enum ToSupervisor {
         after: u64,
         until: u64,
     },
-}
-
-/// The peer sent something that is not the protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProtocolError(pub(crate) &'static str);
-
-impl std::fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
 }
 
 /// A message that travels in a frame.

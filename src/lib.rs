@@ -67,6 +67,7 @@ mod hub;
 mod ipc;
 mod limits;
 mod metrics;
+mod peer;
 mod response;
 mod ring;
 mod routes;

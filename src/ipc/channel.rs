@@ -3,12 +3,12 @@
 //! blocking (a short write or `WouldBlock` leaves the rest queued), bytes
 //! read until `WouldBlock` and parsed into messages as they come.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
-use log::trace;
 use mio::net::UnixStream;
 
-use super::{FrameReader, Message, ProtocolError};
+use super::{FrameReader, Message};
+use crate::peer::{ProtocolError, SendQueue};
 
 /// One end of the socket between the supervisor and a worker: frames
 /// queued to send (resumed after short writes and `WouldBlock`, like any
@@ -16,9 +16,8 @@ use super::{FrameReader, Message, ProtocolError};
 pub(crate) struct Channel {
     pub(crate) socket: UnixStream,
     reader: FrameReader,
-    /// Encoded frames not yet written, from `sent` on.
-    out: Vec<u8>,
-    sent: usize,
+    /// Encoded frames not yet written.
+    out: SendQueue,
 }
 
 /// What a read found.
@@ -35,59 +34,31 @@ impl Channel {
         Channel {
             socket,
             reader: FrameReader::default(),
-            out: Vec::new(),
-            sent: 0,
+            out: SendQueue::default(),
         }
     }
 
     /// Queues `message` and writes what the socket takes now.
     pub(crate) fn send(&mut self, message: &impl Message) -> io::Result<()> {
-        message.encode(&mut self.out);
+        message.encode(self.out.buffer());
         self.flush()
     }
 
     /// Queues bytes that are already whole frames (one event encoded once
     /// for every worker) and writes what the socket takes now.
     pub(crate) fn send_frames(&mut self, frames: &[u8]) -> io::Result<()> {
-        self.out.extend_from_slice(frames);
+        self.out.buffer().extend_from_slice(frames);
         self.flush()
     }
 
     /// Writes queued frames until they are all out or the socket is full.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
-        while self.sent < self.out.len() {
-            match self.socket.write(&self.out[self.sent..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    if self.sent + n < self.out.len() {
-                        trace!(
-                            "channel: short write, {n} of {} bytes",
-                            self.out.len() - self.sent
-                        );
-                    }
-                    self.sent += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    trace!("channel: WouldBlock with {} bytes queued", self.queued());
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if self.sent == self.out.len() {
-            self.out.clear();
-            self.sent = 0;
-        } else if self.sent > 64 * 1024 && self.sent > self.out.len() / 2 {
-            self.out.drain(..self.sent);
-            self.sent = 0;
-        }
-        Ok(())
+        self.out.flush(&mut self.socket, "channel")
     }
 
     /// Bytes queued and not yet written: how far the peer is behind.
     pub(crate) fn queued(&self) -> usize {
-        self.out.len() - self.sent
+        self.out.queued()
     }
 
     /// Reads everything the socket has (edge-triggered: until

@@ -8,7 +8,7 @@
 //! 100 ms doubling to 5 s.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use mio::{Interest, Registry, Token};
 use rand::RngExt;
 
 use super::resp::{self, Reply};
+use crate::peer::SendQueue;
 
 /// First wait before connecting again.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -58,11 +59,10 @@ pub(crate) struct Link<T> {
     token: Token,
     socket: Option<TcpStream>,
     state: State,
-    /// Bytes queued, and how many of them are written.
-    out: Vec<u8>,
-    written: usize,
+    /// Commands queued and not yet written.
+    out: SendQueue,
     /// Bytes received and not yet a whole reply.
-    inbuf: Vec<u8>,
+    replies: resp::Reader,
     /// The tag of each command sent and not yet answered, in order.
     waiting: VecDeque<T>,
     backoff: Duration,
@@ -75,9 +75,8 @@ impl<T> Link<T> {
             token,
             socket: None,
             state: State::Down { retry_at: now },
-            out: Vec::new(),
-            written: 0,
-            inbuf: Vec::new(),
+            out: SendQueue::default(),
+            replies: resp::Reader::default(),
             waiting: VecDeque::new(),
             backoff: BACKOFF_MIN,
         }
@@ -109,7 +108,7 @@ impl<T> Link<T> {
 
     /// Queues a command whose reply goes to `tag`.
     pub(crate) fn send<A: AsRef<[u8]>>(&mut self, args: &[A], tag: T) {
-        resp::command(&mut self.out, args);
+        resp::command(self.out.buffer(), args);
         self.waiting.push_back(tag);
     }
 
@@ -166,28 +165,10 @@ impl<T> Link<T> {
         let Some(socket) = &mut self.socket else {
             return Ok(());
         };
-        if self.out.len() > MAX_QUEUED {
+        if self.out.queued() > MAX_QUEUED {
             return Err("Redis is not reading".into());
         }
-        while self.written < self.out.len() {
-            match socket.write(&self.out[self.written..]) {
-                Ok(0) => return Err("write returned 0".into()),
-                Ok(n) => {
-                    if self.written + n < self.out.len() {
-                        trace!("redis {}: short write ({n} bytes)", self.name);
-                    }
-                    self.written += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("write: {e}")),
-            }
-        }
-        if self.written == self.out.len() {
-            self.out.clear();
-            self.written = 0;
-        }
-        Ok(())
+        (self.out.flush(socket, self.name)).map_err(|e| format!("write: {e}"))
     }
 
     /// Reads until `WouldBlock`, handing out each whole reply.
@@ -198,26 +179,22 @@ impl<T> Link<T> {
         loop {
             match socket.read(scratch) {
                 Ok(0) => return Err("Redis closed the connection".into()),
-                Ok(n) => self.inbuf.extend_from_slice(&scratch[..n]),
+                Ok(n) => self.replies.push(&scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("read: {e}")),
             }
         }
-        let mut used = 0;
         loop {
-            match resp::parse(&self.inbuf[used..]) {
-                Ok(Some((reply, n))) => {
-                    used += n;
+            match self.replies.next() {
+                Ok(Some(reply)) => {
                     let tag = self.waiting.pop_front().ok_or("a reply nobody asked for")?;
                     events.push(Event::Reply(tag, reply));
                 }
-                Ok(None) => break,
-                Err(e) => return Err(format!("not RESP: {}", e.0)),
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(format!("not RESP: {e}")),
             }
         }
-        self.inbuf.drain(..used);
-        Ok(())
     }
 
     /// Drops the connection: the waiting tags come back in the event, and
@@ -235,8 +212,7 @@ impl<T> Link<T> {
         self.socket = None;
         self.waiting.clear();
         self.out.clear();
-        self.written = 0;
-        self.inbuf.clear();
+        self.replies = resp::Reader::default();
         let jittered = self.backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
         self.state = State::Down {
             retry_at: now + jittered,

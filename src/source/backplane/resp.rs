@@ -3,10 +3,13 @@
 //!
 //! By hand because it is small (five reply types) and this project reads
 //! its protocols itself: like an HTTP head, a reply may arrive in any
-//! number of pieces, and [`parse`] answers `Ok(None)` until one is whole
-//! (a property test splits replies at every byte). A reply over
+//! number of pieces, and [`Reader::next`] answers `Ok(None)` until one is
+//! whole (a property test splits replies at every byte), parsing each byte
+//! once however the reply is cut. A reply over
 //! [`MAX_REPLY`], a nesting deeper than [`MAX_DEPTH`] or a byte that is not
 //! RESP is a [`ProtocolError`]: the connection is dropped and made again.
+
+use crate::peer::ProtocolError;
 
 /// The largest reply accepted (an `XREAD` of a thousand chat messages
 /// fits many times over).
@@ -49,10 +52,6 @@ impl Reply {
     }
 }
 
-/// The bytes were not RESP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProtocolError(pub(crate) &'static str);
-
 /// Appends a command (an array of bulk strings) to `out`.
 pub(crate) fn command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
     out.push(b'*');
@@ -68,73 +67,141 @@ pub(crate) fn command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
     }
 }
 
-/// The first reply in `buf`, and how many bytes it took; `Ok(None)` if
-/// it is not all there yet.
-pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtocolError> {
-    let mut at = 0;
-    match reply(buf, &mut at, 0)? {
-        Some(reply) => Ok(Some((reply, at))),
-        None if buf.len() > MAX_REPLY => Err(ProtocolError("reply too large")),
-        None => Ok(None),
+/// Replies as they arrive: bytes are [`push`](Reader::push)ed in whatever
+/// pieces the socket gives, and [`next`](Reader::next) hands out each
+/// reply once it is whole. The parse is incremental: every element of an
+/// array is taken as soon as it is complete and never looked at again, and
+/// only the element still arriving is looked at anew (its header line), so
+/// a large reply costs time in proportion to its size, however it is cut.
+#[derive(Debug, Default)]
+pub(crate) struct Reader {
+    buf: Vec<u8>,
+    /// Where the next element starts in `buf`.
+    at: usize,
+    /// Where the reply under way started (for [`MAX_REPLY`]).
+    start: usize,
+    /// The arrays under way, outermost first: elements still to come, and
+    /// those taken.
+    open: Vec<(usize, Vec<Reply>)>,
+}
+
+/// One element parsed from the buffer.
+enum Element {
+    /// A whole reply (a leaf, or an empty or nil array).
+    Whole(Reply),
+    /// The header of an array of this many elements.
+    Array(usize),
+}
+
+impl Reader {
+    /// Bytes received.
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole reply, if one has arrived.
+    pub(crate) fn next(&mut self) -> Result<Option<Reply>, ProtocolError> {
+        loop {
+            let mut at = self.at;
+            let Some(element) = element(&self.buf, &mut at)? else {
+                if self.buf.len() - self.start > MAX_REPLY {
+                    return Err(ProtocolError("reply too large"));
+                }
+                return Ok(None);
+            };
+            self.at = at;
+            let mut reply = match element {
+                Element::Array(count) => {
+                    if self.open.len() >= MAX_DEPTH {
+                        return Err(ProtocolError("replies nested too deep"));
+                    }
+                    self.open.push((count, Vec::with_capacity(count.min(1024))));
+                    continue;
+                }
+                Element::Whole(reply) => reply,
+            };
+            // Fold the element into the arrays it completes.
+            loop {
+                let Some((left, items)) = self.open.last_mut() else {
+                    self.reply_done();
+                    return Ok(Some(reply));
+                };
+                items.push(reply);
+                *left -= 1;
+                if *left > 0 {
+                    break;
+                }
+                let Some((_, items)) = self.open.pop() else {
+                    unreachable!("an array was just looked at");
+                };
+                reply = Reply::Array(Some(items));
+            }
+        }
+    }
+
+    /// A whole reply was handed out: what it used is let go of.
+    fn reply_done(&mut self) {
+        if self.at == self.buf.len() {
+            self.buf.clear();
+            self.at = 0;
+        } else if self.at > 64 * 1024 {
+            self.buf.drain(..self.at);
+            self.at = 0;
+        }
+        self.start = self.at;
     }
 }
 
-/// One reply from `buf[*at..]`, advancing `at` past it.
-fn reply(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<Reply>, ProtocolError> {
-    if depth > MAX_DEPTH {
-        return Err(ProtocolError("replies nested too deep"));
-    }
-    let Some(line) = line(buf, at)? else {
+/// The element at `buf[*at..]`, advancing `at` past it; `Ok(None)` (and
+/// `at` unmoved) if it is not all there yet.
+fn element(buf: &[u8], at: &mut usize) -> Result<Option<Element>, ProtocolError> {
+    let mut here = *at;
+    let Some(line) = line(buf, &mut here)? else {
         return Ok(None);
     };
     let (kind, rest) = line.split_first().ok_or(ProtocolError("empty line"))?;
     let text = || String::from_utf8_lossy(rest).into_owned();
-    Ok(Some(match kind {
-        b'+' => Reply::Status(text()),
-        b'-' => Reply::Error(text()),
-        b':' => Reply::Integer(integer(rest)?),
+    let element = match kind {
+        b'+' => Element::Whole(Reply::Status(text())),
+        b'-' => Element::Whole(Reply::Error(text())),
+        b':' => Element::Whole(Reply::Integer(integer(rest)?)),
         b'$' => {
             let len = integer(rest)?;
             if len < 0 {
-                return Ok(Some(Reply::Bulk(None)));
+                Element::Whole(Reply::Bulk(None))
+            } else {
+                let len = usize::try_from(len).map_err(|_| ProtocolError("bad length"))?;
+                if len > MAX_REPLY {
+                    return Err(ProtocolError("bulk string too large"));
+                }
+                let end = here + len;
+                if buf.len() < end + 2 {
+                    return Ok(None);
+                }
+                if &buf[end..end + 2] != b"\r\n" {
+                    return Err(ProtocolError("bulk string without its CRLF"));
+                }
+                let bytes = buf[here..end].to_vec();
+                here = end + 2;
+                Element::Whole(Reply::Bulk(Some(bytes)))
             }
-            let len = usize::try_from(len).map_err(|_| ProtocolError("bad length"))?;
-            if len > MAX_REPLY {
-                return Err(ProtocolError("bulk string too large"));
-            }
-            let end = *at + len;
-            if buf.len() < end + 2 {
-                return Ok(None);
-            }
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(ProtocolError("bulk string without its CRLF"));
-            }
-            let bytes = buf[*at..end].to_vec();
-            *at = end + 2;
-            Reply::Bulk(Some(bytes))
         }
         b'*' => {
             let count = integer(rest)?;
-            if count < 0 {
-                return Ok(Some(Reply::Array(None)));
-            }
-            let count = usize::try_from(count).map_err(|_| ProtocolError("bad count"))?;
             // Every element takes at least three bytes: a count beyond
             // what can ever arrive is a lie, not a reason to allocate.
-            if count > MAX_REPLY / 3 {
-                return Err(ProtocolError("array too long"));
+            match usize::try_from(count) {
+                Err(_) if count < 0 => Element::Whole(Reply::Array(None)),
+                Err(_) => return Err(ProtocolError("bad count")),
+                Ok(count) if count > MAX_REPLY / 3 => return Err(ProtocolError("array too long")),
+                Ok(0) => Element::Whole(Reply::Array(Some(Vec::new()))),
+                Ok(count) => Element::Array(count),
             }
-            let mut items = Vec::with_capacity(count.min(1024));
-            for _ in 0..count {
-                match reply(buf, at, depth + 1)? {
-                    Some(item) => items.push(item),
-                    None => return Ok(None),
-                }
-            }
-            Reply::Array(Some(items))
         }
         _ => return Err(ProtocolError("unknown reply type")),
-    }))
+    };
+    *at = here;
+    Ok(Some(element))
 }
 
 /// The next CRLF-terminated line from `buf[*at..]`, without its CRLF.
@@ -173,13 +240,13 @@ mod tests {
     fn every_reply_type() {
         let all =
             b"+OK\r\n-ERR no\r\n:-7\r\n$3\r\na\r\n\r\n$-1\r\n*-1\r\n*2\r\n:1\r\n*1\r\n$0\r\n\r\n";
-        let mut at = 0;
+        let mut reader = Reader::default();
+        reader.push(all);
         let mut replies = Vec::new();
-        while let Some((reply, used)) = parse(&all[at..]).unwrap() {
+        while let Some(reply) = reader.next().unwrap() {
             replies.push(reply);
-            at += used;
         }
-        assert_eq!(at, all.len());
+        assert!(reader.buf.is_empty(), "everything was used");
         assert_eq!(
             replies,
             [
@@ -212,6 +279,41 @@ mod tests {
         let deep = "*1\r\n".repeat(20) + ":1\r\n";
         assert!(parse(deep.as_bytes()).is_err());
         assert_eq!(parse(b"*2\r\n:1\r\n"), Ok(None));
+    }
+
+    /// One reader, all of `bytes` at once.
+    fn parse(bytes: &[u8]) -> Result<Option<Reply>, ProtocolError> {
+        let mut reader = Reader::default();
+        reader.push(bytes);
+        reader.next()
+    }
+
+    /// A reply of many elements, cut into many small reads: every element
+    /// is parsed once, so the work is the reply's size, not its square.
+    #[test]
+    fn a_large_reply_in_small_pieces_is_read_once() {
+        let mut bytes = format!("*{}\r\n", 200_000).into_bytes();
+        for i in 0..200_000 {
+            bytes.extend_from_slice(format!("${}\r\n{i}\r\n", i.to_string().len()).as_bytes());
+        }
+        let mut reader = Reader::default();
+        let mut got = None;
+        for piece in bytes.chunks(1000) {
+            reader.push(piece);
+            if let Some(reply) = reader.next().unwrap() {
+                got = Some(reply);
+            }
+            // Every complete element has been taken: what is left to look
+            // at next time is only the element still arriving (a parse
+            // from the reply's first byte would look at all of it again).
+            assert!(
+                reader.buf.len() - reader.at < 16,
+                "{} left",
+                reader.buf.len() - reader.at
+            );
+        }
+        let items = got.expect("the whole reply").items().len();
+        assert_eq!(items, 200_000);
     }
 
     fn any_reply() -> impl Strategy<Value = Reply> {
@@ -261,8 +363,16 @@ mod tests {
             }
             for split in 0..whole {
                 prop_assert_eq!(parse(&bytes[..split]), Ok(None), "split at {}", split);
+                // The same reader, fed the rest later, gives the reply.
+                let mut reader = Reader::default();
+                reader.push(&bytes[..split]);
+                prop_assert_eq!(reader.next(), Ok(None));
+                reader.push(&bytes[split..]);
+                prop_assert_eq!(reader.next(), Ok(Some(reply.clone())));
+                let rest = reader.next();
+                prop_assert_eq!(rest, Ok(extra.then_some(Reply::Integer(5))));
             }
-            prop_assert_eq!(parse(&bytes), Ok(Some((reply, whole))));
+            prop_assert_eq!(parse(&bytes), Ok(Some(reply)));
         }
     }
 }
