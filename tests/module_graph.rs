@@ -1,6 +1,7 @@
 //! The shape of `src/`, checked: the modules import each other one way
-//! only, each opens with a doc comment on what it owns, and none grows past
-//! 500 lines of code outside its tests.
+//! only (the library's, and each binary's under `src/bin/`), each opens
+//! with a doc comment on what it owns, and none grows past 500 lines of
+//! code outside its tests.
 //!
 //! The module graph is built from every `crate::` path and `super::`
 //! reference in the code (not only `use` lines), with comments and test
@@ -243,6 +244,75 @@ fn modules_import_each_other_one_way_only() {
                 .join("\n")
         );
     }
+}
+
+/// A binary's module graph (`src/bin/<name>/`): each file is a module,
+/// `main.rs` the root. The root declares (and so depends on) every module;
+/// a module that names anything of the root's own (`crate::Args`) depends
+/// on the root: an import upward, which closes a cycle.
+fn binary_graph(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(dir, &mut files);
+    let modules: BTreeSet<String> = files
+        .iter()
+        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_owned()))
+        .collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for path in &files {
+        let module = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let code = code_without_tests(&std::fs::read_to_string(path).unwrap());
+        let targets = graph.entry(module.clone()).or_default();
+        if module == "main" {
+            for line in code.lines().map(str::trim) {
+                if let Some(name) = line.strip_prefix("mod ").and_then(|l| l.strip_suffix(';')) {
+                    targets.insert(name.to_owned());
+                }
+            }
+            continue;
+        }
+        for target in references(&code, 1) {
+            if target == module {
+                continue;
+            }
+            let target = if modules.contains(&target) {
+                target
+            } else {
+                "main".to_owned()
+            };
+            targets.insert(target);
+        }
+    }
+    graph
+}
+
+#[test]
+fn the_load_client_imports_one_way_only() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/sse-load");
+    let graph = binary_graph(&dir);
+    assert!(
+        graph["main"].contains("workers") && graph["connections"].contains("sockets"),
+        "edges are found: {graph:?}"
+    );
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!(
+            "an import cycle in sse-load: {}\n{graph:?}",
+            cycle.join(" -> ")
+        );
+    }
+}
+
+#[test]
+fn an_import_of_the_root_is_an_import_upward() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.rs"),
+        "mod a;\npub(crate) struct Args;\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("a.rs"), "use crate::Args;\n").unwrap();
+    let graph = binary_graph(dir.path());
+    assert!(graph["a"].contains("main"), "{graph:?}");
+    assert!(find_cycle(&graph).is_some());
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! response head and stream, and recording every id's arrivals; the loop
 //! that drives them, with a deadline for every phase.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -12,82 +11,21 @@ use indicatif::ProgressBar;
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use serde::{Deserialize, Serialize};
 use slab::Slab;
 
 use sse_mio::event_parser::{ChunkedDecoder, EventParser, Item};
 
-use crate::phases::{self, Phases};
-use crate::report::ServerFigures;
+use crate::options::{Args, Target, mono_ns};
+use crate::phases;
+use crate::probe::ServerFigures;
 use crate::sockets::{Ramp, connect_socket, failure_kind, failure_name};
-use crate::workers;
-use crate::{Args, Target, mono_ns};
-
-/// After the hold, keep reading this long so the last counted ids can reach
-/// every connection.
-pub(crate) const GRACE: Duration = Duration::from_secs(1);
+use crate::tally::{self, GRACE, Phases, Raw, Window};
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Token for the worker's stdin (the parent's "window" line).
 pub(crate) const STDIN: Token = Token(usize::MAX - 1);
-
-/// What one process measured; merged across workers.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct Raw {
-    pub(crate) attempted: u64,
-    /// Connections that got a 200 event-stream head.
-    pub(crate) connected: u64,
-    /// Connections open when the window started: the ones measured.
-    pub(crate) open_at_window: u64,
-    pub(crate) failures: BTreeMap<String, u64>,
-    /// id -> (first arrival ns, last arrival ns, receivers)
-    pub(crate) ids: HashMap<String, (u64, u64, u64)>,
-    /// Ids a connection skipped: numeric ids that did not follow the
-    /// previous one it received by exactly 1 are counted as the gap's size.
-    pub(crate) missing: u64,
-    /// Times a connection received an id not greater than its previous one.
-    pub(crate) out_of_order: u64,
-    /// With `--then-stop`: streams open when the server was told to stop,
-    /// those it closed after its goodbye (`: server shutting down`), those
-    /// it closed without one, and those still open at the limit.
-    #[serde(default)]
-    pub(crate) open_at_stop: u64,
-    #[serde(default)]
-    pub(crate) goodbyes: u64,
-    #[serde(default)]
-    pub(crate) cut: u64,
-    #[serde(default)]
-    pub(crate) still_open: u64,
-}
-
-impl Raw {
-    fn fail(&mut self, reason: &str) {
-        *self.failures.entry(reason.to_owned()).or_default() += 1;
-    }
-
-    pub(crate) fn merge(&mut self, other: Raw) {
-        self.attempted += other.attempted;
-        self.connected += other.connected;
-        self.open_at_window += other.open_at_window;
-        for (reason, n) in other.failures {
-            *self.failures.entry(reason).or_default() += n;
-        }
-        self.missing += other.missing;
-        self.out_of_order += other.out_of_order;
-        self.open_at_stop += other.open_at_stop;
-        self.goodbyes += other.goodbyes;
-        self.cut += other.cut;
-        self.still_open += other.still_open;
-        for (id, (first, last, count)) in other.ids {
-            let entry = self.ids.entry(id).or_insert((first, last, 0));
-            entry.0 = entry.0.min(first);
-            entry.1 = entry.1.max(last);
-            entry.2 += count;
-        }
-    }
-}
 
 enum Phase {
     Connecting,
@@ -109,13 +47,6 @@ struct Conn {
     said_goodbye: bool,
     /// The last numeric id this connection received.
     last_id: Option<u64>,
-}
-
-/// The window in which arriving ids are counted.
-#[derive(Clone, Copy)]
-pub(crate) struct Window {
-    pub(crate) start: u64,
-    pub(crate) end: u64,
 }
 
 /// Connections opened in one go before the loop turns to its events.
@@ -418,7 +349,7 @@ pub(crate) fn run_share(
     let window = if args.worker {
         // Tell the parent we are ramped, then wait for the window on stdin,
         // reading our streams meanwhile.
-        println!("{}", workers::RAMPED);
+        println!("{}", tally::RAMPED);
         io::stdout().flush()?;
         let stdin_fd = io::stdin().as_raw_fd();
         load.poll
@@ -428,9 +359,9 @@ pub(crate) fn run_share(
         load.run(far, None, progress)?;
         let mut line = String::new();
         io::stdin().lock().read_line(&mut line)?;
-        workers::parse_window(&line)?
+        tally::parse_window(&line)?
     } else {
-        phases::window_from(args, mono_ns())
+        tally::window_from(args, mono_ns())
     };
     // Settle until the window starts (a worker may get it slightly ahead).
     load.run(window.start, None, progress)?;

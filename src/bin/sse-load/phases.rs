@@ -14,51 +14,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::Serialize;
-
-use crate::connections::Window;
-use crate::report::{ServerFigures, proc_cpu_seconds, proc_rss};
-use crate::{Args, Target, mono_ns};
+use crate::options::{Args, Target, mono_ns};
+use crate::probe::{self, ServerFigures, proc_cpu_seconds, proc_rss};
+use crate::tally::{Phases, Posted};
 
 /// Longest a chat POST may take, connect to answer.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One chat message `sse-load` posted.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Posted {
-    /// When the request was about to be sent (CLOCK_MONOTONIC ns).
-    pub(crate) sent_ns: u64,
-    /// The id from the server's `202 {"id": N}`; `None` if it was refused.
-    pub(crate) id: Option<u64>,
-    /// The status line's code, or what went wrong.
-    pub(crate) answer: String,
-}
-
-/// The phases' boundaries (CLOCK_MONOTONIC ns).
-#[derive(Clone, Copy)]
-pub(crate) struct Phases {
-    pub(crate) start: u64,
-    pub(crate) hold_end: u64,
-    pub(crate) end: u64,
-}
-
-impl Phases {
-    pub(crate) fn of(args: &Args, window: Window) -> Phases {
-        Phases {
-            start: window.start,
-            hold_end: window.start + args.hold.as_nanos() as u64,
-            end: window.end,
-        }
-    }
-}
-
-/// The whole window: the hold and, with `--floor`, the floor after it.
-pub(crate) fn window_from(args: &Args, start: u64) -> Window {
-    Window {
-        start,
-        end: start + (args.hold + args.floor).as_nanos() as u64,
-    }
-}
 
 /// What is under way while the window runs.
 pub(crate) struct Measuring {
@@ -84,7 +45,7 @@ impl Measuring {
     pub(crate) fn hold_over(&mut self, args: &Args, phases: Phases, server: &mut ServerFigures) {
         let pid = args.server_pid;
         server.rss_after = pid.and_then(proc_rss);
-        server.kernel_after = crate::report::kernel_counters();
+        server.kernel_after = probe::kernel_counters();
         if let (Some(start), Some(end)) = (self.cpu_start, pid.and_then(proc_cpu_seconds)) {
             let seconds = (phases.hold_end - phases.start) as f64 / 1e9;
             server.cpu_percent = Some((end - start) / seconds.max(0.001) * 100.0);

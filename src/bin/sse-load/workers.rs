@@ -1,43 +1,18 @@
 //! Past one process's open-files limit, `sse-load` starts itself as several
 //! worker processes (`--worker`), each with its share of the connections
-//! and of the source addresses, and merges what they measured.
-//!
-//! The protocol, one line at a time: a worker prints `ramped` on stdout
-//! once its connections are open; the parent, when every worker has,
-//! writes `window <start> <end>` to each one's stdin (CLOCK_MONOTONIC
-//! nanoseconds, the same clock in every process); at the end each worker
-//! prints its raw results as one line of JSON, which the parent merges.
+//! and of the source addresses, and merges what they measured (the line
+//! protocol between them is in `tally`).
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::connections::{Raw, Window};
-use crate::phases::{self, Phases};
-use crate::report::{ServerFigures, progress_bar};
-use crate::{Args, Target, mono_ns};
-
-/// What a worker prints when its connections are open.
-pub(crate) const RAMPED: &str = "ramped";
-
-/// The line that tells a worker the measurement window.
-pub(crate) fn window_line(window: Window) -> String {
-    format!("window {} {}", window.start, window.end)
-}
-
-/// Reads a [`window_line`].
-pub(crate) fn parse_window(line: &str) -> io::Result<Window> {
-    let mut parts = line.split_whitespace();
-    let (Some("window"), Some(Ok(start)), Some(Ok(end))) = (
-        parts.next(),
-        parts.next().map(str::parse::<u64>),
-        parts.next().map(str::parse::<u64>),
-    ) else {
-        return Err(io::Error::other(format!("bad window line {line:?}")));
-    };
-    Ok(Window { start, end })
-}
+use crate::options::{Args, Target, mono_ns};
+use crate::phases;
+use crate::probe::ServerFigures;
+use crate::report::progress_bar;
+use crate::tally::{self, GRACE, Phases, RAMPED, Raw, Window, window_line};
 
 /// Splits the work over `processes` copies of this program and merges
 /// their results.
@@ -102,7 +77,7 @@ pub(crate) fn run_workers(
         outputs.push(reader);
     }
     bar.finish_and_clear();
-    let window = phases::window_from(args, mono_ns() + 200_000_000);
+    let window = tally::window_from(args, mono_ns() + 200_000_000);
     for child in &mut children {
         if let Some(stdin) = child.stdin.as_mut() {
             writeln!(stdin, "{}", window_line(window)).map_err(|e| e.to_string())?;
@@ -132,7 +107,7 @@ pub(crate) fn run_workers(
     hold_bar.finish_and_clear();
     if args.then_stop.is_some() {
         // The workers read on through the grace, then wait for the closes.
-        while mono_ns() < phases.end + crate::connections::GRACE.as_nanos() as u64 {
+        while mono_ns() < phases.end + GRACE.as_nanos() as u64 {
             std::thread::sleep(Duration::from_millis(20));
         }
         phases::stop_server(args);
@@ -149,22 +124,4 @@ pub(crate) fn run_workers(
         let _ = child.wait();
     }
     Ok((merged, window))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_window_line_round_trips() {
-        let window = Window {
-            start: 5,
-            end: 1_000_000_007,
-        };
-        let back = parse_window(&window_line(window)).unwrap();
-        assert_eq!((back.start, back.end), (5, 1_000_000_007));
-        assert!(parse_window("window 5").is_err());
-        assert!(parse_window("windows 5 6").is_err());
-        assert!(parse_window("window x 6").is_err());
-    }
 }

@@ -1,0 +1,108 @@
+//! What `sse-load` reads of the server and the machine, from `/proc`:
+//! the server's process tree (a supervisor and its workers), its resident
+//! memory and CPU time, and the kernel's TCP counters that say whether the
+//! machine itself dropped connections.
+
+use std::collections::BTreeMap;
+
+use crate::tally::Posted;
+
+#[derive(Default)]
+pub(crate) struct ServerFigures {
+    pub(crate) rss_before: Option<u64>,
+    pub(crate) rss_after: Option<u64>,
+    pub(crate) cpu_percent: Option<f64>,
+    /// The chat messages posted to it during the hold (`--chat`).
+    pub(crate) chat: Vec<Posted>,
+    /// [`kernel_counters`] at the start and at the end of the hold.
+    pub(crate) kernel_before: BTreeMap<String, u64>,
+    pub(crate) kernel_after: BTreeMap<String, u64>,
+}
+
+/// The TCP counters of `/proc/net/netstat` that a load test watches.
+pub(crate) const KERNEL_COUNTERS: [&str; 3] =
+    ["ListenOverflows", "ListenDrops", "TCPMemoryPressures"];
+
+/// [`KERNEL_COUNTERS`] now (`nstat`'s `TcpExt` figures), by name.
+pub(crate) fn kernel_counters() -> BTreeMap<String, u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let mut out = BTreeMap::new();
+    if let [names, values] = lines[..] {
+        for (name, value) in names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .skip(1)
+        {
+            if KERNEL_COUNTERS.contains(&name) {
+                out.insert(name.to_owned(), value.parse().unwrap_or(0));
+            }
+        }
+    }
+    out
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may
+/// hold spaces and parentheses).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = stat.get(stat.rfind(')')? + 2..)?;
+    Some(after_name.split_whitespace().map(str::to_owned).collect())
+}
+
+/// `pid` and every process descended from it: a server with `--workers`
+/// is a supervisor and its workers, and all of them are the server.
+pub(crate) fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Some(ppid) = stat_fields(child).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
+                parents.push((child, ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// Resident memory of `pid` and its descendants, summed.
+pub(crate) fn proc_rss(pid: u32) -> Option<u64> {
+    let rss = |pid: u32| -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    let root = rss(pid)?;
+    let rest: u64 = process_tree(pid).into_iter().skip(1).filter_map(rss).sum();
+    Some(root + rest)
+}
+
+/// utime + stime of `pid` and its descendants, in seconds.
+pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let cpu = |pid: u32| -> Option<f64> {
+        let fields = stat_fields(pid)?;
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Some((utime + stime) / ticks)
+    };
+    let root = cpu(pid)?;
+    let rest: f64 = process_tree(pid).into_iter().skip(1).filter_map(cpu).sum();
+    Some(root + rest)
+}

@@ -1,0 +1,161 @@
+//! What one process measures and the parent merges: the raw tallies
+//! ([`Raw`]), the measurement window and its phases, the chat posts, and
+//! the line protocol between the parent and its worker processes.
+//!
+//! The protocol, one line at a time: a worker prints [`RAMPED`] on stdout
+//! once its connections are open; the parent, when every worker has,
+//! writes `window <start> <end>` ([`window_line`]) to each one's stdin
+//! (CLOCK_MONOTONIC nanoseconds, the same clock in every process); at the
+//! end each worker prints its [`Raw`] as one line of JSON, which the
+//! parent merges.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::options::Args;
+
+/// After the hold, keep reading this long so the last counted ids can reach
+/// every connection.
+pub(crate) const GRACE: Duration = Duration::from_secs(1);
+
+/// What one process measured; merged across workers.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Raw {
+    pub(crate) attempted: u64,
+    /// Connections that got a 200 event-stream head.
+    pub(crate) connected: u64,
+    /// Connections open when the window started: the ones measured.
+    pub(crate) open_at_window: u64,
+    pub(crate) failures: BTreeMap<String, u64>,
+    /// id -> (first arrival ns, last arrival ns, receivers)
+    pub(crate) ids: HashMap<String, (u64, u64, u64)>,
+    /// Ids a connection skipped: numeric ids that did not follow the
+    /// previous one it received by exactly 1 are counted as the gap's size.
+    pub(crate) missing: u64,
+    /// Times a connection received an id not greater than its previous one.
+    pub(crate) out_of_order: u64,
+    /// With `--then-stop`: streams open when the server was told to stop,
+    /// those it closed after its goodbye (`: server shutting down`), those
+    /// it closed without one, and those still open at the limit.
+    #[serde(default)]
+    pub(crate) open_at_stop: u64,
+    #[serde(default)]
+    pub(crate) goodbyes: u64,
+    #[serde(default)]
+    pub(crate) cut: u64,
+    #[serde(default)]
+    pub(crate) still_open: u64,
+}
+
+impl Raw {
+    pub(crate) fn fail(&mut self, reason: &str) {
+        *self.failures.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    pub(crate) fn merge(&mut self, other: Raw) {
+        self.attempted += other.attempted;
+        self.connected += other.connected;
+        self.open_at_window += other.open_at_window;
+        for (reason, n) in other.failures {
+            *self.failures.entry(reason).or_default() += n;
+        }
+        self.missing += other.missing;
+        self.out_of_order += other.out_of_order;
+        self.open_at_stop += other.open_at_stop;
+        self.goodbyes += other.goodbyes;
+        self.cut += other.cut;
+        self.still_open += other.still_open;
+        for (id, (first, last, count)) in other.ids {
+            let entry = self.ids.entry(id).or_insert((first, last, 0));
+            entry.0 = entry.0.min(first);
+            entry.1 = entry.1.max(last);
+            entry.2 += count;
+        }
+    }
+}
+
+/// The window in which arriving ids are counted.
+#[derive(Clone, Copy)]
+pub(crate) struct Window {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+}
+
+/// One chat message `sse-load` posted.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Posted {
+    /// When the request was about to be sent (CLOCK_MONOTONIC ns).
+    pub(crate) sent_ns: u64,
+    /// The id from the server's `202 {"id": N}`; `None` if it was refused.
+    pub(crate) id: Option<u64>,
+    /// The status line's code, or what went wrong.
+    pub(crate) answer: String,
+}
+
+/// The phases' boundaries (CLOCK_MONOTONIC ns).
+#[derive(Clone, Copy)]
+pub(crate) struct Phases {
+    pub(crate) start: u64,
+    pub(crate) hold_end: u64,
+    pub(crate) end: u64,
+}
+
+impl Phases {
+    pub(crate) fn of(args: &Args, window: Window) -> Phases {
+        Phases {
+            start: window.start,
+            hold_end: window.start + args.hold.as_nanos() as u64,
+            end: window.end,
+        }
+    }
+}
+
+/// The whole window: the hold and, with `--floor`, the floor after it.
+pub(crate) fn window_from(args: &Args, start: u64) -> Window {
+    Window {
+        start,
+        end: start + (args.hold + args.floor).as_nanos() as u64,
+    }
+}
+
+/// What a worker prints when its connections are open.
+pub(crate) const RAMPED: &str = "ramped";
+
+/// The line that tells a worker the measurement window.
+pub(crate) fn window_line(window: Window) -> String {
+    format!("window {} {}", window.start, window.end)
+}
+
+/// Reads a [`window_line`].
+pub(crate) fn parse_window(line: &str) -> io::Result<Window> {
+    let mut parts = line.split_whitespace();
+    let (Some("window"), Some(Ok(start)), Some(Ok(end))) = (
+        parts.next(),
+        parts.next().map(str::parse::<u64>),
+        parts.next().map(str::parse::<u64>),
+    ) else {
+        return Err(io::Error::other(format!("bad window line {line:?}")));
+    };
+    Ok(Window { start, end })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_line_round_trips() {
+        let window = Window {
+            start: 5,
+            end: 1_000_000_007,
+        };
+        let back = parse_window(&window_line(window)).unwrap();
+        assert_eq!((back.start, back.end), (5, 1_000_000_007));
+        assert!(parse_window("window 5").is_err());
+        assert!(parse_window("windows 5 6").is_err());
+        assert!(parse_window("window x 6").is_err());
+    }
+}
