@@ -6,7 +6,7 @@
 //!              │
 //!              ▼
 //!     Http { socket, Box<Exchange> }   requests and responses: see `exchange`
-//!              │ Progress::Stream(cursor)
+//!              │ Step::Stream(cursor)
 //!              ▼
 //!     Streaming { socket, Stream }     a cursor into the ring, two stamps
 //!              │
@@ -38,7 +38,8 @@ use mio::unix::SourceFd;
 
 use crate::counters::CloseReason;
 use crate::event::Answer;
-use crate::exchange::{Activity, Exchange, Progress};
+pub(crate) use crate::exchange::Step;
+use crate::exchange::{Activity, Exchange};
 use crate::ring::{Cursor, Feed, Flushed, Stream, reached};
 use crate::schedule::Schedule;
 use crate::shared::Ctx;
@@ -50,17 +51,6 @@ pub(crate) const SHUTDOWN_RETRY_SPREAD_MS: u64 = 5_000;
 
 /// Most bytes read and discarded from a streaming connection per turn.
 const DISCARD_PER_TURN: usize = 64 * 1024;
-
-/// What the loop should do with a connection after driving it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// Nothing more to do until the next readiness event, timer or event.
-    Wait,
-    /// It still has work but used up its turn: drive it again soon.
-    Yield,
-    /// Close it, for this reason.
-    Close(CloseReason),
-}
 
 /// A client connection: a socket and where it is in its life.
 ///
@@ -191,12 +181,9 @@ impl Connection {
 
     /// Turns an exchange's progress into a step; an exchange that opened an
     /// event stream becomes one here and gets its first frames.
-    fn settle(&mut self, progress: Progress, ctx: &mut Ctx<'_>) -> Step {
-        let cursor = match progress {
-            Progress::Wait => return Step::Wait,
-            Progress::Yield => return Step::Yield,
-            Progress::Close(reason) => return Step::Close(reason),
-            Progress::Stream(cursor) => cursor,
+    fn settle(&mut self, step: Step, ctx: &mut Ctx<'_>) -> Step {
+        let Step::Stream(cursor) = step else {
+            return step;
         };
         self.become_stream(cursor, ctx);
         match self {

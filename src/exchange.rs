@@ -16,7 +16,7 @@
 //!  keep-alive │  Connection: close / error ──┘
 //!             │ After::Stream
 //!             ▼
-//!   Progress::Stream(cursor): the connection becomes a stream
+//!   Step::Stream(cursor): the connection becomes a stream
 //! ```
 //!
 //! - **Reading**: bytes accumulate in a [`RequestReader`] of at most
@@ -42,7 +42,7 @@
 //!
 //! Every handler reads or writes until `WouldBlock` (readiness is
 //! edge-triggered) or until it has a reason to stop and says so in a
-//! [`Progress`].
+//! [`Step`].
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, TcpStream};
@@ -73,17 +73,31 @@ const LINGER_MAX_BYTES: usize = 64 * 1024;
 /// a pipelined flood must not monopolise the loop.
 const REQUESTS_PER_TURN: u32 = 32;
 
-/// How far an exchange got.
+/// How far driving a connection got: the one answer of an exchange, of a
+/// connection, and of housekeeping, to the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Progress {
-    /// Nothing more to do until the next readiness event, timer or event id.
+pub(crate) enum Step {
+    /// Nothing more to do until the next readiness event, timer or answer.
     Wait,
     /// It still has work but used up its turn: drive it again soon.
     Yield,
-    /// Close the connection.
+    /// Close the connection, for this reason.
     Close(CloseReason),
-    /// The response opened an event stream starting at this cursor.
+    /// The response opened an event stream starting at this cursor. Only
+    /// an exchange says this, to its connection, which then becomes the
+    /// stream (`Connection::settle`); the loop never sees it.
     Stream(Cursor),
+}
+
+/// What one read from a client's socket found.
+enum Got {
+    /// Bytes, appended to the request buffer.
+    Bytes,
+    /// The client closed its sending side.
+    Eof,
+    /// Nothing more for now (readiness is edge-triggered: wait for the
+    /// next readable event).
+    Drained,
 }
 
 /// The request/response part of a connection's life.
@@ -268,7 +282,7 @@ impl Exchange {
 
     /// Runs the request/response phases until the connection must wait,
     /// yield, close, or become a stream.
-    pub(crate) fn drive(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Progress {
+    pub(crate) fn drive(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Step {
         let mut turn = 0;
         loop {
             match &mut self.phase {
@@ -282,32 +296,32 @@ impl Exchange {
                             request.version
                         );
                         if let Some(reason) = self.on_request(request, socket, ctx) {
-                            return Progress::Close(reason);
+                            return Step::Close(reason);
                         }
                         turn += 1;
                         if turn == REQUESTS_PER_TURN {
-                            return Progress::Yield;
+                            return Step::Yield;
                         }
                     }
                     Ok(None) => {
                         let was_empty = self.buf.is_empty();
                         match read_some(socket, &mut self.buf, ctx) {
-                            Ok(0) if self.buf.is_empty() => {
-                                return Progress::Close(CloseReason::Eof);
+                            Ok(Got::Eof) if self.buf.is_empty() => {
+                                return Step::Close(CloseReason::Eof);
                             }
-                            Ok(0) => {
+                            Ok(Got::Eof) => {
                                 debug!("#{} closed its side in the middle of a request", ctx.key);
-                                return Progress::Close(CloseReason::Eof);
+                                return Step::Close(CloseReason::Eof);
                             }
-                            Ok(_) if was_empty => {
+                            Ok(Got::Bytes) if was_empty => {
                                 // The first byte of a request starts its header clock.
                                 self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
                             }
-                            Ok(_) => {}
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                return Progress::Wait;
+                            Ok(Got::Bytes) => {}
+                            Ok(Got::Drained) => {
+                                return Step::Wait;
                             }
-                            Err(e) => return Progress::Close(CloseReason::from_io(&e)),
+                            Err(e) => return Step::Close(CloseReason::from_io(&e)),
                         }
                     }
                     Err(refusal) => {
@@ -333,25 +347,25 @@ impl Exchange {
                         continue;
                     }
                     match read_some(socket, &mut self.buf, ctx) {
-                        Ok(0) => {
+                        Ok(Got::Eof) => {
                             debug!("#{} closed its side in the middle of a body", ctx.key);
-                            return Progress::Close(CloseReason::Eof);
+                            return Step::Close(CloseReason::Eof);
                         }
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Wait,
-                        Err(e) => return Progress::Close(CloseReason::from_io(&e)),
+                        Ok(Got::Bytes) => {}
+                        Ok(Got::Drained) => return Step::Wait,
+                        Err(e) => return Step::Close(CloseReason::from_io(&e)),
                     }
                 }
-                Phase::Awaiting(..) => return Progress::Wait,
+                Phase::Awaiting(..) => return Step::Wait,
                 Phase::Responding(response, written) => {
                     match response.write_to(socket, written, ctx.counters, ctx.key) {
                         Ok(true) => {}
                         Ok(false) => {
                             // Progress or not, the client has idle_timeout to read on.
                             self.deadline = ctx.now + ctx.settings.idle_timeout;
-                            return Progress::Wait;
+                            return Step::Wait;
                         }
-                        Err(e) => return Progress::Close(CloseReason::from_io(&e)),
+                        Err(e) => return Step::Close(CloseReason::from_io(&e)),
                     }
                     let after = match response.after {
                         // Shutting down: finish this response, then close.
@@ -368,7 +382,7 @@ impl Exchange {
                             };
                             self.set_deadline(ctx.now + timeout, ctx);
                         }
-                        After::Stream(cursor) => return Progress::Stream(cursor),
+                        After::Stream(cursor) => return Step::Stream(cursor),
                         After::Close(reason) => {
                             // Nothing more to send; stop reading requests too.
                             let _ = socket.shutdown(Shutdown::Write);
@@ -383,16 +397,16 @@ impl Exchange {
                 }
                 Phase::Lingering { discarded, reason } => loop {
                     match socket.read(ctx.scratch) {
-                        Ok(0) => return Progress::Close(*reason),
+                        Ok(0) => return Step::Close(*reason),
                         Ok(n) => {
                             *discarded += n;
                             if *discarded > LINGER_MAX_BYTES {
-                                return Progress::Close(*reason);
+                                return Step::Close(*reason);
                             }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Wait,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Progress::Close(*reason),
+                        Err(_) => return Step::Close(*reason),
                     }
                 },
             }
@@ -400,9 +414,6 @@ impl Exchange {
     }
 }
 
-/// Writes the interim `100 Continue` a client with `Expect: 100-continue`
-/// waits for. It goes out between responses, when the socket's buffer is
-/// empty, so one write takes it all; if not, the connection is closed.
 /// A chat message refused by the server itself (a bad body, too large,
 /// too slow), counted by its status.
 fn refuse_message(refusal: Refusal, after: After, ctx: &mut Ctx<'_>) -> Response {
@@ -410,18 +421,22 @@ fn refuse_message(refusal: Refusal, after: After, ctx: &mut Ctx<'_>) -> Response
     response::refuse_message(refusal, reason, after, ctx.counters, ctx.date, &[])
 }
 
+/// Writes the interim `100 Continue` a client with `Expect: 100-continue`
+/// waits for. It goes out between responses, when the socket's buffer is
+/// empty, so one write takes it all; if not, the connection is closed.
 fn send_continue(socket: &mut TcpStream) -> bool {
     const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
     matches!(socket.write(CONTINUE), Ok(n) if n == CONTINUE.len())
 }
 
 /// Reads once (retrying `EINTR`) into the scratch buffer and appends what
-/// came to the request buffer, never past its room.
+/// came to the request buffer, never past its room. An error is a real
+/// one (a reset, say): running out of bytes for now is [`Got::Drained`].
 fn read_some(
     socket: &mut TcpStream,
     buf: &mut RequestReader,
     ctx: &mut Ctx<'_>,
-) -> io::Result<usize> {
+) -> io::Result<Got> {
     let room = buf.room().min(ctx.scratch.len());
     if room == 0 {
         // Callers parse before they read, so a full buffer was refused
@@ -430,18 +445,18 @@ fn read_some(
     }
     loop {
         match socket.read(&mut ctx.scratch[..room]) {
+            Ok(0) => return Ok(Got::Eof),
             Ok(n) => {
                 trace!("#{} read {n} bytes", ctx.key);
                 buf.push(&ctx.scratch[..n]);
-                return Ok(n);
+                return Ok(Got::Bytes);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    trace!("#{} read: WouldBlock", ctx.key);
-                }
-                return Err(e);
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                trace!("#{} read: WouldBlock", ctx.key);
+                return Ok(Got::Drained);
             }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use log::debug;
 use std::net::TcpStream;
 
-use super::{Asked, Exchange, Phase, Progress};
+use super::{Asked, Exchange, Phase, Step};
 use crate::counters::{CloseReason, RejectReason};
 use crate::event::{Answer, Why};
 use crate::http::Refusal;
@@ -24,7 +24,7 @@ impl Exchange {
         answer: Answer,
         socket: &mut TcpStream,
         ctx: &mut Ctx<'_>,
-    ) -> Option<Progress> {
+    ) -> Option<Step> {
         if !matches!(self.phase, Phase::Awaiting(..)) || serial != self.serial {
             return None;
         }
@@ -79,7 +79,7 @@ impl Exchange {
         at: Instant,
         socket: &mut TcpStream,
         ctx: &mut Ctx<'_>,
-    ) -> Option<Progress> {
+    ) -> Option<Step> {
         if self.serial != serial || self.scheduled != Some(at) {
             return None;
         }
@@ -96,9 +96,9 @@ impl Exchange {
             Phase::ReadingBody(..) => Refusal::new(408, "request body not received in time"),
             Phase::Awaiting(..) => Refusal::new(503, "the event source did not answer in time"),
             Phase::Reading | Phase::Responding(..) => {
-                return Some(Progress::Close(CloseReason::Timeout));
+                return Some(Step::Close(CloseReason::Timeout));
             }
-            Phase::Lingering { reason, .. } => return Some(Progress::Close(*reason)),
+            Phase::Lingering { reason, .. } => return Some(Step::Close(*reason)),
         };
         debug!("#{} timeout: {}", ctx.key, refusal.status);
         // A stream must not get a 503 (EventSource would give up for
@@ -128,9 +128,9 @@ impl Exchange {
     /// is still coming gets a 503, since its message could no longer reach
     /// every stream. A response being written finishes, then closes; so does
     /// the answer to a message whose event is already with the source.
-    pub(crate) fn begin_shutdown(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Progress {
+    pub(crate) fn begin_shutdown(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Step {
         match self.phase {
-            Phase::Reading => Progress::Close(CloseReason::Shutdown),
+            Phase::Reading => Step::Close(CloseReason::Shutdown),
             Phase::ReadingBody(..) => {
                 let after = After::Close(CloseReason::Shutdown);
                 let why = Why::ShuttingDown;
@@ -138,7 +138,7 @@ impl Exchange {
                 self.start(response, CloseReason::Shutdown, ctx);
                 self.drive(socket, ctx)
             }
-            Phase::Awaiting(..) | Phase::Responding(..) | Phase::Lingering { .. } => Progress::Wait,
+            Phase::Awaiting(..) | Phase::Responding(..) | Phase::Lingering { .. } => Step::Wait,
         }
     }
 }

@@ -21,7 +21,9 @@ impl Turn {
     /// Notes what driving connection `key` left to do.
     pub(super) fn note(&mut self, key: usize, step: Step) {
         match step {
-            Step::Wait => {}
+            // A connection turns an exchange's `Stream` into the stream
+            // itself before the loop hears from it.
+            Step::Wait | Step::Stream(_) => {}
             Step::Yield => self.ready.push(key),
             Step::Close(reason) => self.dead.push((key, reason)),
         }
