@@ -293,3 +293,36 @@ fn get_messages_returns_the_chat_the_ring_holds_and_where_to_resume() {
             > 20
     );
 }
+
+/// What a `202` promises: the fan-out pass that writes its event has
+/// ended, so every stream that was caught up has been written the event
+/// before the poster reads its id. With more streams than one slice of a
+/// pass writes (1,000), the server's own log must show the pass ending
+/// before the answer.
+#[test]
+fn a_202_goes_out_after_the_pass_that_wrote_its_event() {
+    let _ = sse_mio::raise_open_files_limit();
+    let mut server = ChildServer::spawn(&["--interval", "0", "--heartbeat", "0"], |command| {
+        command.env("RUST_LOG", "debug");
+    });
+    let streams: Vec<SseClient> = (0..1500)
+        .map(|_| SseClient::open(server.addr, &[]))
+        .collect();
+    // Each stream's switch is logged; wait (each read with its deadline)
+    // until all of them have been.
+    let mut open = server.log.matches("streaming from id").count();
+    while open < 1500 {
+        server.read_log_until("streaming from id");
+        open += 1;
+    }
+    let id = accepted_id(&post_json_to(server.addr, r#"{"user":"ada","text":"hi"}"#));
+    let answered = server.read_log_until(&format!("chat message is event {id}"));
+    let before = &server.log[..server.log.len() - answered.len() - 1];
+    let pass = before
+        .lines()
+        .rev()
+        .find(|line| line.contains("fan-out to "))
+        .expect("the pass ended before the answer");
+    assert!(pass.contains("fan-out to 1500 streams"), "{pass}");
+    drop(streams);
+}

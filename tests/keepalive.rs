@@ -1,9 +1,13 @@
 //! `--tcp-keepalive`: the server's end of an accepted connection probes an
-//! idle peer and gives up on one that stops acknowledging. The server runs
-//! as a child process; the test takes a duplicate of the server's end of
-//! its connection (`pidfd_getfd(2)`, Linux 5.6+) and reads the options back
-//! from its own descriptor, so it never touches a descriptor it does not
-//! own.
+//! idle peer and gives up on one that stops acknowledging.
+//!
+//! Two ways of checking: the options themselves (the test takes a
+//! duplicate of the server's end of its connection with `pidfd_getfd(2)`,
+//! Linux 5.6+, and reads them back from its own descriptor, so it never
+//! touches a descriptor it does not own); and a peer that really falls
+//! silent: server and client in a network namespace of the test's own,
+//! whose loopback is then switched off, so that nothing the server sends
+//! is acknowledged, and the server must drop the stream by itself.
 
 mod support;
 
@@ -70,7 +74,7 @@ const NO_PIDFD: &str =
     "pidfd_getfd is not allowed here (Linux 5.6+, and ptrace rights over our own child)";
 
 #[test]
-fn streams_probe_idle_peers_and_give_up_on_silent_ones() {
+fn streams_get_keepalive_probes_and_a_user_timeout() {
     let server = ChildServer::spawn(&["--interval", "50ms", "--tcp-keepalive", "20s"], |_| {});
     let mut client = SseClient::open(server.addr, &[]);
     client.next_id();
@@ -111,5 +115,60 @@ fn the_default_is_60_seconds_and_0_turns_it_off() {
                 assert_eq!(user_timeout, None);
             }
         }
+    }
+}
+
+/// Runs `ip` with `args` (in the calling thread's network namespace).
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+#[test]
+fn a_silent_peer_is_dropped_when_its_keepalive_runs_out() {
+    // A thread of its own: a network namespace is per thread, and every
+    // process it starts (ip, the server) is born into it.
+    let outcome = std::thread::spawn(|| {
+        // SAFETY: unshare(2) moves only this thread into a new, empty
+        // network namespace; no memory is touched.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!("cannot make a network namespace here: {e}"));
+        }
+        if !ip(&["link", "set", "lo", "up"]) {
+            return Err("cannot bring up loopback with ip(8) (package iproute2)".into());
+        }
+        let mut server = ChildServer::spawn(
+            &[
+                "--interval",
+                "0",
+                "--heartbeat",
+                "0",
+                "--tcp-keepalive",
+                "1s",
+            ],
+            |command| {
+                command.env("RUST_LOG", "debug");
+            },
+        );
+        let client = SseClient::open(server.addr, &[]);
+        server.read_log_until("streaming from id");
+        // From now on the peer acknowledges nothing: no FIN, no RST, as a
+        // host that lost power or a cut cable looks to the server.
+        assert!(ip(&["link", "set", "lo", "down"]), "ip link set lo down");
+        let line = server.read_log_until(" closed: ");
+        drop(client);
+        Ok(line)
+    })
+    .join()
+    .expect("the namespace thread");
+    match outcome {
+        Ok(line) => assert!(
+            line.contains("closed: unreachable"),
+            "a silent peer is dropped as unreachable (1 s idle, 3 probes 1 s apart): {line}"
+        ),
+        Err(why) => skip_loudly(&why),
     }
 }
