@@ -31,6 +31,8 @@
 #[path = "macro/charts.rs"]
 mod charts;
 mod common;
+#[path = "common/provenance.rs"]
+mod provenance;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -241,6 +243,9 @@ last connection receiving it.
 #[derive(Serialize, Deserialize)]
 struct Saved {
     subtitle: String,
+    /// The commit the benchmark was built from (`provenance::revision`).
+    #[serde(default)]
+    commit: String,
     rows: Vec<Row>,
 }
 
@@ -305,6 +310,7 @@ fn main() {
         }
     }
 
+    let commit = provenance::revision();
     let command = format!(
         "cargo bench --bench macro{}",
         if args.is_empty() {
@@ -317,6 +323,7 @@ fn main() {
         "# sse-mio macro benchmark\n\n\
          - run: {} (UTC), {} in all\n\
          - machine: {}\n\
+         - commit: {commit}\n\
          - command: `{command}`\n\
          - each count: a fresh server (release build) with `--bench-floor` and the flags shown, \
          `sse-load` ramping at 10,000/s from 127.0.0.x, then the hold (ticks) and the floor, as long each\n\n",
@@ -332,10 +339,19 @@ fn main() {
          ![Server memory per connection](memory.svg)\n\n\
          ![Chat: POST to last receiver](chat.svg)\n",
     );
+    let report = provenance::relative(&report);
     std::fs::write(out.join("report.md"), &report).expect("report.md");
-    let subtitle = format!("{} · {}", httpdate::fmt_http_date(started), machine());
+    let subtitle = format!(
+        "{} · {} · {commit}",
+        httpdate::fmt_http_date(started),
+        machine()
+    );
     charts::write_all(&rows, out, &subtitle).expect("charts");
-    let saved = Saved { subtitle, rows };
+    let saved = Saved {
+        subtitle,
+        commit,
+        rows,
+    };
     let json = serde_json::to_string_pretty(&saved).expect("rows as JSON");
     std::fs::write(out.join("report.json"), json + "\n").expect("report.json");
 

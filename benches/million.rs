@@ -21,6 +21,9 @@
 //! and `ramp.svg`. The kernel's `tcp_mem` is left as it is, and the report
 //! says whether TCP ever came under memory pressure.
 
+#[path = "common/provenance.rs"]
+mod provenance;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -435,12 +438,13 @@ fn main() {
     let _ = writeln!(md, "# One million idle streams: sse-mio on one machine\n");
     let _ = writeln!(
         md,
-        "- run: {} (UTC), {:.0} s in all\n- machine: {}\n- server: `sse-mio {}`\n- load: `sse-load {}`\n",
+        "- run: {} (UTC), {:.0} s in all\n- machine: {}\n- commit: {}\n- server: `sse-mio {}`\n- load: `sse-load {}`\n",
         httpdate::fmt_http_date(started_at),
         took.as_secs_f64(),
         machine(),
-        server_flags.join(" "),
-        load_cmd.join(" ")
+        provenance::revision(),
+        provenance::relative(&server_flags.join(" ")),
+        provenance::relative(&load_cmd.join(" "))
     );
     let _ = writeln!(md, "| figure | value |\n|---|---:|");
     let row = |md: &mut String, k: &str, v: String| {

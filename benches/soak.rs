@@ -25,6 +25,8 @@
 //! Writes `target/soak/report.md` and exits non-zero if a check failed.
 
 mod common;
+#[path = "common/provenance.rs"]
+mod provenance;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -530,6 +532,7 @@ fn main() -> ExitCode {
     let mib = |b: u64| b as f64 / 1048576.0;
     let mut md = String::new();
     let _ = writeln!(md, "# Soak under hostile load ({secs} s)\n");
+    let _ = writeln!(md, "- commit: {}\n", provenance::revision());
     let _ = writeln!(md, "| figure | value |\n|---|---:|");
     let mut row = |name: &str, value: String| {
         let _ = writeln!(md, "| {name} | {value} |");
@@ -614,6 +617,7 @@ fn main() -> ExitCode {
         let _ = writeln!(md, "  - wrong answer: {what}");
     }
     print!("{md}");
+    let md = provenance::relative(&md);
     std::fs::write(out.join("report.md"), &md).expect("write report");
     println!("soak: report in {}", out.join("report.md").display());
     if passed {
