@@ -8,24 +8,31 @@
 //! ## Reading order
 //! Follow a byte from `accept` to the browser, top layer first (each module
 //! imports only the ones below it; ARCHITECTURE.md draws the graph):
+//! - `supervisor`: with `--workers N`, the process that holds the port,
+//!   starts the workers and sequences every event for them.
 //! - `server`: the loop. Poll, dispatch by token, the end of each batch,
-//!   the schedule's timers, and the one `close`.
+//!   the schedule's timers, the tick, the drain, and the one `close`.
 //! - `admission`: the listener; accepting, limits, socket options.
 //! - `shutdown`: the stop flag, signals, the drain's state, the summary.
-//! - `hub`: every event's way: asked of the source, encoded once into the
-//!   ring, fanned out to the streams.
+//! - `hub`: every event's way from the source: encoded once into the
+//!   ring, fanned out to the streams a slice at a time.
 //! - `connection`: one connection, and its switch from HTTP to streaming.
 //! - `exchange`: the HTTP half: requests, a chat body, responses, lingering.
 //! - `routes`: which response a request gets (a `Route`).
 //! - `shared`: what the loop lends a connection while driving it.
-//! - `source`: where events come from, the asynchronous seam (today: this
-//!   process, `Local`).
+//! - `source`: where events get their ids, the asynchronous five-call seam:
+//!   this process (`Local`), a worker's supervisor (`Upstream`), or a
+//!   Redis stream shared by several instances (`Backplane`).
+//! - `ipc`, `peer`: the supervisor-worker protocol; what it shares with
+//!   the Redis link (a send queue, `ProtocolError`).
 //! - `ring`: the ring of recent frames, cursors, and flushing a stream.
 //! - `response`: a response ready to write, and the builders routes share.
 //! - `static_files`, `chat`, `metrics`: files under `www/`, chat messages
 //!   and flood control, `/metrics` and the dashboard frame.
 //! - `sse`: the `text/event-stream` format, every byte of it.
 //! - `http`: httparse glue, `Refusal`, the chunked decoder, heads, `Date`.
+//! - `event`: what an event is, and the seam's words (`Ask`, `Answer`,
+//!   `Outcome`, ...).
 //! - `schedule`, `counters`, `limits`, `config`: the one timer queue, the
 //!   counters, OS limits, the flags.
 //! - [`event_parser`]: the client side (a WHATWG event-stream parser), for
@@ -38,7 +45,8 @@
 //! a complete head; `routes::route` says what it gets. A file is answered
 //! from `www/` and the connection goes back to reading (keep-alive) or
 //! closes. A chat post's body is read, its event is asked of the source, and
-//! the `202 {"id": N}` waits until the event comes back. A `GET /sse` gets
+//! the `202 {"id": N}` waits until the event has come back and gone out to
+//! every caught-up stream. A `GET /sse` gets
 //! the stream head, then the connection drops its HTTP state and keeps only
 //! a cursor into the ring: each event is encoded once into the ring and
 //! written to every caught-up stream; a stream whose socket is full waits
