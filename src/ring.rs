@@ -216,7 +216,7 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    /// Writes what this stream has not sent yet ([`flush`]) and notes the
+    /// Writes what this stream has not sent yet ([`write_frames`]) and notes the
     /// time if that made progress, for the stall timeout.
     pub(crate) fn flush<W: Write>(
         &mut self,
@@ -226,7 +226,7 @@ impl Stream {
         counters: &mut Counters,
     ) -> io::Result<Flushed> {
         let before = self.cursor;
-        let result = flush(socket, &mut self.cursor, ring, counters);
+        let result = write_frames(socket, &mut self.cursor, ring, counters);
         if self.cursor != before {
             self.progress_at = clock;
         }
@@ -247,9 +247,10 @@ pub(crate) enum Flushed {
 }
 
 /// Writes frames from `cursor` on until the connection is caught up or the
-/// socket is full. An I/O error other than `WouldBlock`/`Interrupted` is
-/// returned for the caller to close the connection.
-pub(crate) fn flush<W: Write>(
+/// socket is full: where the write of a stream happens ([`Stream::flush`]
+/// is the one way in). An I/O error other than `WouldBlock`/`Interrupted`
+/// is returned for the caller to close the connection.
+fn write_frames<W: Write>(
     socket: &mut W,
     cursor: &mut Cursor,
     ring: &Ring,
@@ -374,7 +375,7 @@ mod tests {
         ring.push_event(20, None, "c");
         assert_eq!((ring.first_id(), ring.next_id(), ring.len()), (20, 21, 1));
         let mut cursor = Cursor::at(12);
-        let result = flush(
+        let result = write_frames(
             &mut Vec::new(),
             &mut cursor,
             &ring,
@@ -418,7 +419,7 @@ mod tests {
             calls_left: 2,
         };
         assert_eq!(
-            flush(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            write_frames(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
             Flushed::Blocked
         );
         assert_eq!(
@@ -434,7 +435,7 @@ mod tests {
         assert_eq!(counters.short_writes, 2);
         sink.calls_left = usize::MAX;
         assert_eq!(
-            flush(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            write_frames(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
             Flushed::CaughtUp
         );
         assert_eq!(
@@ -459,11 +460,11 @@ mod tests {
             calls_left: usize::MAX,
         };
         let mut counters = Counters::default();
-        flush(&mut sink, &mut cursor, &ring, &mut counters).unwrap();
+        write_frames(&mut sink, &mut cursor, &ring, &mut counters).unwrap();
         assert!(cursor.start_heartbeat(&ring));
         sink.calls_left = 1;
         assert_eq!(
-            flush(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            write_frames(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
             Flushed::Blocked
         );
         push(&mut ring, "b");
@@ -473,7 +474,7 @@ mod tests {
         );
         sink.calls_left = usize::MAX;
         assert_eq!(
-            flush(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            write_frames(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
             Flushed::CaughtUp
         );
         assert_eq!(
@@ -490,7 +491,7 @@ mod tests {
         }
         let mut cursor = Cursor::at(1);
         let mut sink = Vec::new();
-        let result = flush(&mut sink, &mut cursor, &ring, &mut Counters::default()).unwrap();
+        let result = write_frames(&mut sink, &mut cursor, &ring, &mut Counters::default()).unwrap();
         assert_eq!(result, Flushed::Lagged);
         assert!(sink.is_empty());
     }
@@ -503,7 +504,7 @@ mod tests {
         }
         let mut cursor = Cursor::at(1);
         let mut sink = Vec::new();
-        let result = flush(&mut sink, &mut cursor, &ring, &mut Counters::default()).unwrap();
+        let result = write_frames(&mut sink, &mut cursor, &ring, &mut Counters::default()).unwrap();
         assert_eq!(result, Flushed::CaughtUp);
         let expected: String = (0..40)
             .map(|i| format!("id: {}\ndata: {i}\n\n", i + 1))

@@ -17,7 +17,8 @@
 //! 5. Drive the connections that yielded.
 //! 6. [`Server::fire_timers`]: connection timeouts, the tick, the periodic
 //!    work ([`Periodic`]), the source's deadlines, the drain's end.
-//! 7. One slice of the fan-out pass under way ([`Hub::fan_out`]).
+//! 7. [`Server::next_slice`]: one slice of the fan-out pass under way
+//!    ([`Hub::fan_out`]).
 //!
 //! A connection ends in one place only, [`Server::close`].
 
@@ -228,7 +229,7 @@ impl Server {
             if self.fire_timers() {
                 return Ok(Stopped::Drained);
             }
-            self.fan_out();
+            self.next_slice();
         }
     }
 
@@ -321,7 +322,7 @@ impl Server {
     /// never writes to more than a slice of the streams before it polls
     /// again. The answers held for the pass's end (a chat post's `202`)
     /// go out when it ends.
-    fn fan_out(&mut self) {
+    fn next_slice(&mut self) {
         if !self.hub.fan_out_pending() {
             return;
         }

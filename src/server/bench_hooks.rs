@@ -35,7 +35,7 @@ impl Server {
             .ask(Ask::Publish(draft), None, &mut self.shared.schedule);
         self.end_of_batch();
         while self.hub.fan_out_pending() {
-            self.fan_out();
+            self.next_slice();
         }
         self.hub.rings().events.next_id() - 1
     }

@@ -42,7 +42,7 @@ pub(crate) enum State {
 }
 
 /// What happened on a link when it was driven.
-pub(crate) enum Event<T> {
+pub(crate) enum Happened<T> {
     /// The connection is established (log in now).
     Connected,
     /// A reply to the command tagged `T`.
@@ -90,8 +90,8 @@ impl<T> Link<T> {
         self.state == State::Up
     }
 
-    /// Starts connecting to `addr` (non-blocking; [`Event::Connected`] or
-    /// [`Event::Lost`] follows from [`drive`](Self::drive)).
+    /// Starts connecting to `addr` (non-blocking; [`Happened::Connected`] or
+    /// [`Happened::Lost`] follows from [`drive`](Self::drive)).
     fn connect(&mut self, registry: &Registry, addr: SocketAddr) -> io::Result<()> {
         let mut socket = TcpStream::connect(addr)?;
         socket.set_nodelay(true)?;
@@ -113,7 +113,7 @@ impl<T> Link<T> {
     }
 
     /// Writes what is queued and reads what came; returns what happened.
-    pub(crate) fn drive(&mut self, scratch: &mut [u8]) -> Vec<Event<T>> {
+    pub(crate) fn drive(&mut self, scratch: &mut [u8]) -> Vec<Happened<T>> {
         let mut events = Vec::new();
         if self.socket.is_none() {
             return events;
@@ -125,7 +125,7 @@ impl<T> Link<T> {
                     self.state = State::Up;
                     self.backoff = BACKOFF_MIN;
                     debug!("redis {}: connected", self.name);
-                    events.push(Event::Connected);
+                    events.push(Happened::Connected);
                     // Logging in is queued by the caller before the writes below.
                     return events;
                 }
@@ -172,7 +172,7 @@ impl<T> Link<T> {
     }
 
     /// Reads until `WouldBlock`, handing out each whole reply.
-    fn read(&mut self, scratch: &mut [u8], events: &mut Vec<Event<T>>) -> Result<(), String> {
+    fn read(&mut self, scratch: &mut [u8], events: &mut Vec<Happened<T>>) -> Result<(), String> {
         let Some(socket) = &mut self.socket else {
             return Ok(());
         };
@@ -189,7 +189,7 @@ impl<T> Link<T> {
             match self.replies.next() {
                 Ok(Some(reply)) => {
                     let tag = self.waiting.pop_front().ok_or("a reply nobody asked for")?;
-                    events.push(Event::Reply(tag, reply));
+                    events.push(Happened::Reply(tag, reply));
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(format!("not RESP: {e}")),
@@ -199,10 +199,10 @@ impl<T> Link<T> {
 
     /// Drops the connection: the waiting tags come back in the event, and
     /// the next attempt is due after the backoff.
-    pub(crate) fn fail(&mut self, why: String) -> Event<T> {
+    pub(crate) fn fail(&mut self, why: String) -> Happened<T> {
         let was_up = self.state == State::Up;
         self.drop_socket(Instant::now());
-        Event::Lost(self.waiting.drain(..).collect(), why, was_up)
+        Happened::Lost(self.waiting.drain(..).collect(), why, was_up)
     }
 
     /// Drops the connection (if any) and waits before the next attempt.

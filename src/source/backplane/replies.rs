@@ -14,9 +14,9 @@ use super::{
 use crate::event::{Answer, Event, Kind, Outcome};
 
 impl Backplane {
-    pub(super) fn on_reader(&mut self, event: link::Event<ReadTag>) {
+    pub(super) fn on_reader(&mut self, event: link::Happened<ReadTag>) {
         match event {
-            link::Event::Connected => {
+            link::Happened::Connected => {
                 Self::login(&self.url, &mut self.reader, || ReadTag::Login);
                 match self.last_id {
                     // Back after a loss: follow on from the last id delivered.
@@ -39,19 +39,19 @@ impl Backplane {
                 }
                 self.up_again();
             }
-            link::Event::Reply(ReadTag::Login, reply) => self.check_login(reply, "reader"),
-            link::Event::Reply(ReadTag::Init, reply) => {
+            link::Happened::Reply(ReadTag::Login, reply) => self.check_login(reply, "reader"),
+            link::Happened::Reply(ReadTag::Init, reply) => {
                 let last = reply.text().and_then(|t| t.parse::<u64>().ok());
                 match (last, reply) {
                     (Some(last), _) => self.top = self.top.max(last),
                     (None, reply) => warn!("redis: the stream's counter: {reply:?}"),
                 }
             }
-            link::Event::Reply(ReadTag::History, Reply::Error(e)) => {
+            link::Happened::Reply(ReadTag::History, Reply::Error(e)) => {
                 warn!("redis: cannot read the stream {}: {e}", self.stream);
                 self.reader.drop_socket(Instant::now());
             }
-            link::Event::Reply(ReadTag::History, reply) => {
+            link::Happened::Reply(ReadTag::History, reply) => {
                 let mut entries = entries(&reply);
                 entries.reverse();
                 let first_id = entries.first().map_or(self.top + 1, |e| e.id);
@@ -72,12 +72,12 @@ impl Backplane {
                 info!("redis: following {} from id {}", self.stream, last + 1);
                 self.read_on();
             }
-            link::Event::Reply(ReadTag::Read, Reply::Error(e)) => {
+            link::Happened::Reply(ReadTag::Read, Reply::Error(e)) => {
                 // Not at once again: after the backoff, on a new connection.
                 warn!("redis: cannot follow the stream {}: {e}", self.stream);
                 self.reader.drop_socket(Instant::now());
             }
-            link::Event::Reply(ReadTag::Read, reply) => {
+            link::Happened::Reply(ReadTag::Read, reply) => {
                 for stream in reply.items() {
                     for event in entries(stream.items().get(1).unwrap_or(&Reply::Array(None))) {
                         let last = self.last_id.unwrap_or(0);
@@ -94,7 +94,7 @@ impl Backplane {
                 }
                 self.read_on();
             }
-            link::Event::Lost(_, why, was_up) => self.lost("reader", &why, was_up),
+            link::Happened::Lost(_, why, was_up) => self.lost("reader", &why, was_up),
         }
     }
 
@@ -117,15 +117,15 @@ impl Backplane {
         self.reader.send(&args, ReadTag::Read);
     }
 
-    pub(super) fn on_writer(&mut self, event: link::Event<WriteTag>) {
+    pub(super) fn on_writer(&mut self, event: link::Happened<WriteTag>) {
         match event {
-            link::Event::Connected => {
+            link::Happened::Connected => {
                 Self::login(&self.url, &mut self.writer, || WriteTag::Login);
                 self.renew_now = true;
                 self.up_again();
             }
-            link::Event::Reply(WriteTag::Login, reply) => self.check_login(reply, "writer"),
-            link::Event::Reply(WriteTag::Append { ticket, kind }, reply) => match reply {
+            link::Happened::Reply(WriteTag::Login, reply) => self.check_login(reply, "writer"),
+            link::Happened::Reply(WriteTag::Append { ticket, kind }, reply) => match reply {
                 Reply::Integer(id) => {
                     trace!("redis: appended {kind:?} as {id}");
                     if let Some(ticket) = ticket {
@@ -146,7 +146,7 @@ impl Backplane {
                     }
                 }
             },
-            link::Event::Reply(WriteTag::Lease { sent }, reply) => {
+            link::Happened::Reply(WriteTag::Lease { sent }, reply) => {
                 let held = reply == Reply::Integer(1);
                 let was = self.is_ticker(Instant::now());
                 // Counted from when it was asked, with a margin: never
@@ -158,12 +158,12 @@ impl Backplane {
                     info!("redis: another instance holds the ticker lease");
                 }
             }
-            link::Event::Reply(WriteTag::Top, reply) => {
+            link::Happened::Reply(WriteTag::Top, reply) => {
                 if let Some(top) = entries(&reply).first() {
                     self.top = self.top.max(top.id);
                 }
             }
-            link::Event::Reply(WriteTag::Replay(read), reply) => {
+            link::Happened::Reply(WriteTag::Replay(read), reply) => {
                 let answers = self.replays.answer(read, &entries(&reply));
                 for (ticket, replay) in answers {
                     self.ready.push_back(Outcome::Answer {
@@ -175,7 +175,7 @@ impl Backplane {
                     self.ask_replay(ticket, after, until);
                 }
             }
-            link::Event::Lost(waiting, why, was_up) => {
+            link::Happened::Lost(waiting, why, was_up) => {
                 for tag in waiting {
                     match tag {
                         WriteTag::Append {
