@@ -250,6 +250,8 @@ struct Saved {
 }
 
 fn main() {
+    // Before anything runs: the tree the benchmark was built from.
+    let commit = provenance::revision();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     // cargo bench passes `--bench` to every benchmark.
     args.retain(|a| a != "--bench");
@@ -310,7 +312,6 @@ fn main() {
         }
     }
 
-    let commit = provenance::revision();
     let command = format!(
         "cargo bench --bench macro{}",
         if args.is_empty() {

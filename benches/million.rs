@@ -198,6 +198,8 @@ impl Drop for Killed {
 }
 
 fn main() {
+    // Before anything runs: the tree the benchmark was built from.
+    let commit = provenance::revision();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     args.retain(|a| a != "--bench");
     let quick = args.iter().any(|a| a == "--quick");
@@ -442,7 +444,7 @@ fn main() {
         httpdate::fmt_http_date(started_at),
         took.as_secs_f64(),
         machine(),
-        provenance::revision(),
+        commit,
         provenance::relative(&server_flags.join(" ")),
         provenance::relative(&load_cmd.join(" "))
     );

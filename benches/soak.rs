@@ -361,6 +361,8 @@ fn pipelined_floods(addr: SocketAddr, until: Instant, answered: Arc<AtomicU64>, 
 }
 
 fn main() -> ExitCode {
+    // Before anything runs: the tree the benchmark was built from.
+    let commit = provenance::revision();
     // `-- --quick`: the shortest run that still has a recovery third.
     let quick = std::env::args().any(|a| a == "--quick");
     let secs: u64 = std::env::var("SOAK_SECS")
@@ -532,7 +534,7 @@ fn main() -> ExitCode {
     let mib = |b: u64| b as f64 / 1048576.0;
     let mut md = String::new();
     let _ = writeln!(md, "# Soak under hostile load ({secs} s)\n");
-    let _ = writeln!(md, "- commit: {}\n", provenance::revision());
+    let _ = writeln!(md, "- commit: {commit}\n");
     let _ = writeln!(md, "| figure | value |\n|---|---:|");
     let mut row = |name: &str, value: String| {
         let _ = writeln!(md, "| {name} | {value} |");
