@@ -426,7 +426,12 @@ fn render_backplane(e: &mut Exposition<'_>) {
     }
 }
 
-pub(crate) fn render_supervisor(out: &mut String, workers: &[(u32, bool, u64)], sequenced: u64) {
+pub(crate) fn render_supervisor(
+    out: &mut String,
+    workers: &[(u32, bool, u64)],
+    start_failures: u64,
+    sequenced: u64,
+) {
     let mut e = Exposition {
         out: std::mem::take(out),
         parts: &[],
@@ -451,6 +456,12 @@ pub(crate) fn render_supervisor(out: &mut String, workers: &[(u32, bool, u64)], 
             restarts,
         );
     }
+    e.describe(
+        "worker_start_failures_total",
+        "counter",
+        "Times a worker could not be started at all (fork or exec failed); each is tried again.",
+    );
+    e.line("worker_start_failures_total", "", start_failures);
     e.describe(
         "sequenced_events_total",
         "counter",

@@ -50,9 +50,12 @@ use crate::schedule::{Schedule, SourceTimer};
 use crate::shutdown::{log_summary, plural};
 use crate::source::Source;
 
+mod executable;
 mod figures;
 mod relay;
 mod workers;
+
+use executable::Executable;
 
 use workers::{Slot, backlog_limit, workers_and_pids};
 
@@ -113,6 +116,8 @@ pub struct Supervisor {
     addrs: Vec<SocketAddr>,
     /// Hold the port (bound, never listening) for the supervisor's life.
     _holders: Vec<socket2::Socket>,
+    /// This program, held open: what every worker is started from.
+    exe: Executable,
     /// What the workers serve at `/`, for the start-up line.
     pages: Pages,
     slots: Vec<Slot>,
@@ -126,6 +131,10 @@ pub struct Supervisor {
     state: State,
     started: Instant,
     scratch: Vec<u8>,
+    /// Times a worker could not be started at all (fork or exec failed).
+    start_failures: u64,
+    /// What the workers that exited had counted, for the summary line.
+    departed: Counters,
     /// Events and chat messages sequenced, and at the last dashboard frame.
     sequenced: u64,
     sequenced_at_last_frame: u64,
@@ -185,6 +194,7 @@ impl Supervisor {
             args,
             addrs,
             _holders: holders,
+            exe: Executable::open()?,
             pages,
             slots: (1..=config.workers).map(Slot::new).collect(),
             source,
@@ -205,6 +215,8 @@ impl Supervisor {
             asks: HashMap::new(),
             last_ask: 0,
             told_connected: None,
+            start_failures: 0,
+            departed: Counters::default(),
         };
         for n in 1..=config.workers {
             supervisor.spawn(n)?;
@@ -329,6 +341,7 @@ impl Supervisor {
                             self.slot(n).pid().unwrap_or(0)
                         ),
                         Err(e) => {
+                            self.start_failures += 1;
                             let delay = self.slot(n).failed_to_start(now);
                             error!("{e}; trying again in {delay:?}");
                             self.schedule.at(now + delay, Duty::Restart(n));
@@ -412,13 +425,9 @@ impl Supervisor {
             return None;
         }
         let mut total = Counters::default();
-        for figures in self.slots.iter().filter_map(|s| s.figures.as_ref()) {
-            let c = &figures.counters;
-            total.accepted += c.accepted;
-            total.requests += c.requests;
-            total.bytes_written += c.bytes_written;
-            total.goodbyes += c.goodbyes;
-            total.cut_at_shutdown += c.cut_at_shutdown;
+        let last_reports = self.slots.iter().filter_map(|s| s.figures.as_ref());
+        for c in last_reports.map(|f| &f.counters).chain([&self.departed]) {
+            sum_into(&mut total, c);
         }
         total.events = self.sequenced;
         total.messages = self.messages;
@@ -434,6 +443,15 @@ impl Supervisor {
     fn slot(&mut self, n: u32) -> &mut Slot {
         &mut self.slots[n as usize - 1]
     }
+}
+
+/// Adds what the summary line counts of a worker's `c` to `total`.
+fn sum_into(total: &mut Counters, c: &Counters) {
+    total.accepted += c.accepted;
+    total.requests += c.requests;
+    total.bytes_written += c.bytes_written;
+    total.goodbyes += c.goodbyes;
+    total.cut_at_shutdown += c.cut_at_shutdown;
 }
 
 /// Why a chat message from a worker is refused, if it is.

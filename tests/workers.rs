@@ -334,3 +334,46 @@ fn workers_shut_down_by_themselves_when_the_supervisor_dies() {
         );
     }
 }
+
+/// A deploy replaces or deletes the binary on disk while the server runs:
+/// a worker that dies is started again all the same (from the program the
+/// supervisor holds open), and the server goes on serving.
+#[test]
+fn a_worker_comes_back_after_its_binary_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("sse-mio");
+    std::fs::copy(env!("CARGO_BIN_EXE_sse-mio"), &program).unwrap();
+    let www = project_www();
+    let args = [
+        "--workers",
+        "2",
+        "--interval",
+        "50ms",
+        "--www",
+        www.to_str().unwrap(),
+    ];
+    let mut server = ChildServer::spawn_program(&program, &args, |_| {});
+    server.read_log_until("serving");
+    std::fs::remove_file(&program).unwrap();
+    let pid = worker_pid(&server.log, 1);
+    // SAFETY: kill(2) on a worker of our child: a live process of ours.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    server.read_log_until("worker 1 restarted");
+    let new_pid = worker_pid(&server.log, 1);
+    assert_ne!(new_pid, pid);
+    // The new worker runs the program that was deleted: the same file.
+    let exe = std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().ends_with("sse-mio (deleted)"),
+        "{exe:?}"
+    );
+    let mut clients = one_stream_per_worker(server.addr, 2);
+    for client in &mut clients {
+        let id = client.next_id();
+        client.consecutive_ids(id, 3);
+    }
+    assert!(server_get(server.addr, "/healthz").contains("ok"));
+    let metrics = server_get(server.addr, "/metrics");
+    assert_eq!(sample(&metrics, "sse_mio_worker_start_failures_total"), 0.0);
+    assert_eq!(sample(&metrics, "sse_mio_worker_restarts_total"), 1.0);
+}

@@ -42,7 +42,8 @@ impl Supervisor {
         let (workers, own) = self.parts();
         let parts = labelled(&workers, &own);
         let mut text = metrics::render(&parts, self.started.elapsed().as_secs_f64());
-        metrics::render_supervisor(&mut text, &self.workers_and_restarts(), self.sequenced);
+        let workers = self.workers_and_restarts();
+        metrics::render_supervisor(&mut text, &workers, self.start_failures, self.sequenced);
         text
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::{Interest, Token};
 
-use super::{Duty, State, Supervisor, channel_error, refusal_for};
+use super::{Duty, State, Supervisor, channel_error, refusal_for, sum_into};
 use crate::ipc::{Channel, Inbound, Message, ToSupervisor, ToWorker};
 use crate::limits::urls;
 use crate::metrics::Figures;
@@ -206,9 +206,9 @@ impl Supervisor {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let theirs_fd = theirs.as_raw_fd();
-        let exe = std::env::current_exe()?;
-        let mut command = Command::new(exe);
+        let mut command = Command::new(self.exe.program());
         command
+            .arg0(self.exe.path())
             .args(&self.args)
             .args(["--worker", &n.to_string(), "--channel-fd", "3"])
             .args(
@@ -299,7 +299,10 @@ impl Supervisor {
                     }
                 }
                 State::Starting | State::Running => {
-                    slot.figures = None;
+                    // What it counted stays in the summary.
+                    if let Some(figures) = slot.figures.take() {
+                        sum_into(&mut self.departed, &figures.counters);
+                    }
                     let delay = slot.next_backoff(now);
                     slot.restarts += 1;
                     warn!(

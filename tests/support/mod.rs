@@ -486,7 +486,17 @@ impl ChildServer {
     /// Starts the binary with `args` alone (no `--www`), and `--addr
     /// 127.0.0.1:0` unless `args` say where.
     pub fn spawn_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> ChildServer {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sse-mio"));
+        ChildServer::spawn_program(env!("CARGO_BIN_EXE_sse-mio").as_ref(), args, configure)
+    }
+
+    /// As [`spawn_with`](Self::spawn_with), with the binary at `program`
+    /// (a copy the test may replace or delete).
+    pub fn spawn_program(
+        program: &Path,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> ChildServer {
+        let mut command = Command::new(program);
         if !args.contains(&"--addr") {
             command.args(["--addr", "127.0.0.1:0"]);
         }
