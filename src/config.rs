@@ -122,6 +122,10 @@ pub struct Config {
     #[arg(long, value_name = "NAME", default_value = "sse-mio:events")]
     pub redis_key: String,
 
+    /// How long Redis has to answer a command (a blocking read: its block time plus this) before it counts as away: the connection is dropped and made again, chat posts get 503 (ms, s, m, h).
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = positive_duration)]
+    pub redis_timeout: Duration,
+
     /// Open files kept by the open-file cache (a descriptor each, taken from the reserve beside --max-connections; small files kept in memory count one), looked at again once a second; 0 turns it off.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub open_file_cache: usize,

@@ -65,6 +65,8 @@ pub(crate) enum SourceTimer {
     Reconnect,
     /// The backplane renews the ticker's lease and measures its lag.
     Renew,
+    /// A reply (or a connection) from Redis may be overdue.
+    Replies,
 }
 
 impl From<SourceTimer> for Timer {

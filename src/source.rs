@@ -75,7 +75,9 @@ impl Source {
             (None, Some(url)) => {
                 let history = config.history as usize;
                 let registry = registry.try_clone()?;
-                let backplane = Backplane::new(url, &config.redis_key, history, registry, tokens);
+                let key = &config.redis_key;
+                let timeout = config.redis_timeout;
+                let backplane = Backplane::new(url, key, history, registry, tokens, timeout);
                 backplane.start(timers);
                 Source::Redis(Box::new(backplane))
             }

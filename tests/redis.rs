@@ -368,3 +368,71 @@ fn a_password_logs_in_and_never_reaches_the_log() {
         );
     }
 }
+
+/// A Redis that stops answering without closing anything (SIGSTOP: a
+/// stalled host, a long fork, a partition that keeps TCP open) is away
+/// once a command has waited `--redis-timeout`: chat posts get 503 within
+/// that, /healthz says 503, the ticker's lease is given up, each change is
+/// logged once; and the message answered 503 is never published when
+/// Redis wakes, so a poster that retries posts it once.
+#[test]
+fn a_frozen_redis_is_away_within_the_timeout_and_publishes_nothing_late() {
+    let Some(redis) = Redis::start() else { return };
+    let redis_pid = redis.child.as_ref().expect("running").id() as i32;
+    let mut server = instance(&redis, &["--redis-timeout", "1s"]);
+    if !server.log.contains("holds the ticker lease") {
+        server.read_log_until("holds the ticker lease");
+    }
+    let mut client = SseClient::open(server.addr, &[]);
+    let first = client.next_id();
+    client.consecutive_ids(first, 2);
+
+    // SAFETY: kill(2) on the redis-server this test started.
+    assert_eq!(unsafe { libc::kill(redis_pid, libc::SIGSTOP) }, 0);
+    let frozen_at = Instant::now();
+    let refused = post(server.addr, "posted while frozen");
+    let took = frozen_at.elapsed();
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.header("Retry-After").is_some());
+    // Within the 1 s timeout and the check that follows it; before, it
+    // took the exchange's own 10 s to answer at all.
+    assert!(took < Duration::from_secs(4), "503 after {took:?}");
+    poll_until(Duration::from_secs(5), "/healthz says 503", || {
+        (a_get(server.addr, "/healthz").status == 503).then_some(())
+    });
+    server.read_log_until("does not hold the ticker lease");
+    // The poster tries again while Redis is still away: 503 at once.
+    let again = post(server.addr, "posted while frozen");
+    assert_eq!(again.status, 503);
+
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(redis_pid, libc::SIGCONT) }, 0);
+    server.read_log_until("reached again");
+    server.read_log_until("holds the ticker lease");
+    let id = poll_until(Duration::from_secs(10), "a post is taken again", || {
+        let response = post(server.addr, "after the thaw");
+        (response.status == 202).then(|| {
+            let value: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+            value["id"].as_u64().unwrap()
+        })
+    });
+    // Everything the stream got up to the new message: the frozen one,
+    // which Redis ran when it woke, was too late and is not among them.
+    loop {
+        let event = client.next_event().expect("the stream stayed open");
+        assert!(
+            !event.data.contains("posted while frozen"),
+            "a message answered 503 was published: {event:?}"
+        );
+        if event.id.as_deref() == Some(id.to_string().as_str()) {
+            assert!(event.data.contains("after the thaw"));
+            break;
+        }
+    }
+    let log = &server.log;
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("connecting again"), 1, "the loss, said once:\n{log}");
+    assert_eq!(count("reached again"), 1, "{log}");
+    assert_eq!(count("holds the ticker lease: it ticks"), 2, "{log}");
+    assert_eq!(count("does not hold the ticker lease"), 1, "{log}");
+}

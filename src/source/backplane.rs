@@ -52,7 +52,7 @@ const RENEW: Duration = Duration::from_secs(1);
 const LEASE_TTL: Duration = Duration::from_secs(3);
 
 /// How long `XREAD` blocks in Redis before it is asked again.
-const READ_BLOCK_MS: &str = "1000";
+const READ_BLOCK: Duration = Duration::from_millis(1000);
 
 /// Most entries one `XREAD` returns.
 const READ_COUNT: &str = "1000";
@@ -73,8 +73,19 @@ enum ReadTag {
 #[derive(Debug)]
 enum WriteTag {
     Login,
-    Append { ticket: Option<Ticket>, kind: Kind },
-    Lease { sent: Instant },
+    Append {
+        ticket: Option<Ticket>,
+        kind: Kind,
+    },
+    Lease {
+        sent: Instant,
+    },
+    /// Redis's clock, asked at `sent` (local ms): the appends' deadlines
+    /// are set on it.
+    Time {
+        sent: Instant,
+        sent_ms: u64,
+    },
     Top,
     Replay(u64),
 }
@@ -99,6 +110,15 @@ pub(crate) struct Backplane {
     top: u64,
     /// The lease is ours until this instant.
     ticker_until: Option<Instant>,
+    /// Whether the log last said this instance holds the lease (each
+    /// change is said once).
+    lease_said: bool,
+    /// `--redis-timeout`: how long Redis has to answer.
+    timeout: Duration,
+    /// Redis's clock less ours, in ms, as measured at login.
+    clock_offset_ms: i64,
+    /// The earliest reply check queued in the schedule, not yet come.
+    reply_check: Option<Instant>,
     /// The reconnect each link has queued in the schedule, so that one
     /// retry is queued once.
     queued_retry: [Option<Instant>; 2],
@@ -126,6 +146,7 @@ impl Backplane {
         history: usize,
         registry: Registry,
         tokens: (Token, Token),
+        timeout: Duration,
     ) -> Backplane {
         let now = Instant::now();
         let random: String = rand::rng()
@@ -142,11 +163,15 @@ impl Backplane {
             history,
             maxlen: (history.max(1) * KEEP_PER_HISTORY).to_string(),
             registry,
-            reader: Link::new("reader", tokens.0, now),
-            writer: Link::new("writer", tokens.1, now),
+            reader: Link::new("reader", tokens.0, timeout, now),
+            writer: Link::new("writer", tokens.1, timeout, now),
             last_id: None,
             top: 0,
             ticker_until: None,
+            lease_said: false,
+            timeout,
+            clock_offset_ms: 0,
+            reply_check: None,
             queued_retry: [None; 2],
             next_renew: now,
             renew_now: false,
@@ -168,7 +193,9 @@ impl Backplane {
     /// What `/metrics`, the dashboard and `/healthz` show.
     pub(crate) fn status(&self, now: Instant) -> Status {
         Status {
-            connected: self.reader.is_up() && self.writer.is_up() && self.last_id.is_some(),
+            connected: self.reader.is_answering()
+                && self.writer.is_answering()
+                && self.last_id.is_some(),
             reconnects: self.reconnects,
             lag: self.top.saturating_sub(self.last_id.unwrap_or(self.top)),
             ticker: self.is_ticker(now),
@@ -201,7 +228,7 @@ impl Backplane {
             trace!("redis: not the ticker: no tick here");
             return;
         }
-        if !self.writer.is_up() || self.last_id.is_none() {
+        if !self.writer.is_answering() || self.last_id.is_none() {
             if let Some(ticket) = ticket {
                 self.refuse(ticket);
             }
@@ -211,6 +238,13 @@ impl Backplane {
             Kind::Tick => ("t", self.holder.as_str()),
             Kind::Message => ("m", ""),
         };
+        // By Redis's own clock, the append must run within half the reply
+        // timeout, or never: past the timeout the poster has been answered
+        // 503, and a Redis that was frozen must not publish it when it
+        // wakes (the half is the margin for the clock offset's error and
+        // the reply's way back).
+        let half = self.timeout.as_millis() as i64 / 2;
+        let deadline = (now_ms() as i64 + self.clock_offset_ms + half).to_string();
         let args = [
             "EVAL",
             scripts::APPEND,
@@ -223,6 +257,7 @@ impl Backplane {
             &self.maxlen,
             holder,
             &now_ms().to_string(),
+            &deadline,
         ];
         self.writer.send(&args, WriteTag::Append { ticket, kind });
     }
@@ -268,11 +303,24 @@ impl Backplane {
     ) {
         match timer {
             SourceTimer::Reconnect => self.reconnect(now),
+            SourceTimer::Replies => {
+                self.reply_check = None;
+                if let Some(why) = self.reader.overdue(now) {
+                    let happened = self.reader.fail(why);
+                    self.on_reader(happened);
+                }
+                if let Some(why) = self.writer.overdue(now) {
+                    let happened = self.writer.fail(why);
+                    self.on_writer(happened);
+                }
+            }
             SourceTimer::Renew => {
                 if now >= self.next_renew {
                     self.next_renew = now + RENEW;
                     timers.queue(self.next_renew, SourceTimer::Renew);
                 }
+                // A lease not renewed in time lapses here, and is said so.
+                self.say_lease(now);
                 if self.writer.is_up() {
                     let ttl = LEASE_TTL.as_millis().to_string();
                     let args = ["EVAL", scripts::LEASE, "1", &self.lease, &self.holder, &ttl];
@@ -312,6 +360,14 @@ impl Backplane {
     fn plan(&mut self, timers: &mut dyn SourceTimers) {
         if std::mem::take(&mut self.renew_now) {
             timers.queue(Instant::now(), SourceTimer::Renew);
+        }
+        // The next reply or connection Redis owes: looked at when it is due.
+        let owed = [self.reader.deadline(), self.writer.deadline()];
+        if let Some(due) = owed.into_iter().flatten().min()
+            && self.reply_check.is_none_or(|queued| due < queued)
+        {
+            self.reply_check = Some(due);
+            timers.queue(due, SourceTimer::Replies);
         }
         for (i, state) in [self.reader.state(), self.writer.state()]
             .into_iter()
@@ -379,7 +435,7 @@ impl Backplane {
         }
     }
 
-    /// A link connected: say so if Redis had been away.
+    /// Redis answered on a link: say so if it had been away.
     fn up_again(&mut self) {
         if self.said_down {
             self.said_down = false;
@@ -387,15 +443,33 @@ impl Backplane {
         }
     }
 
-    /// A link failed: a lost connection is counted and said; a failed
-    /// attempt is said once, until Redis is back.
+    /// A link failed: a lost connection is counted, and said once until
+    /// Redis is reached again (both links usually go together); a failed
+    /// attempt likewise.
     fn lost(&mut self, which: &str, why: &str, was_up: bool) {
         if was_up {
             self.reconnects += 1;
-            warn!("redis {which}: {why}; connecting again (backoff 100 ms to 5 s)");
-            self.said_down = true;
+            if !self.said_down {
+                let most = link::BACKOFF_MAX;
+                warn!("redis {which}: {why}; connecting again (backoff 100 ms to {most:?})");
+                self.said_down = true;
+            }
         } else {
             self.down(why);
+        }
+    }
+
+    /// Says, once per change, whether this instance holds the ticker's
+    /// lease (as `is_ticker` says now).
+    fn say_lease(&mut self, now: Instant) {
+        let holds = self.is_ticker(now);
+        if holds != self.lease_said {
+            self.lease_said = holds;
+            if holds {
+                info!("redis: this instance holds the ticker lease: it ticks");
+            } else {
+                info!("redis: this instance does not hold the ticker lease: it does not tick");
+            }
         }
     }
 

@@ -5,7 +5,13 @@
 //! for it (Redis answers in order). When the connection fails it is
 //! dropped, the tags still waiting are handed back (their commands may or
 //! may not have run), and a new attempt is due after a jittered backoff,
-//! 100 ms doubling to 5 s.
+//! 100 ms doubling to 2 s.
+//!
+//! A Redis that does not answer is a Redis that is away: every command has
+//! a reply deadline (`--redis-timeout`; a blocking read's is its block time
+//! plus that), and so has a connection attempt. Past it, the link fails
+//! exactly as if the connection had closed ([`Link::deadline`] says when to
+//! look; the backplane looks).
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -23,8 +29,9 @@ use crate::peer::SendQueue;
 /// First wait before connecting again.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 
-/// Longest wait before connecting again.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest wait before connecting again: Redis is tried at least this
+/// often while it is away.
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Most bytes queued for Redis: beyond it the connection is dropped (Redis
 /// is not reading).
@@ -63,13 +70,27 @@ pub(crate) struct Link<T> {
     out: SendQueue,
     /// Bytes received and not yet a whole reply.
     replies: resp::Reader,
-    /// The tag of each command sent and not yet answered, in order.
-    waiting: VecDeque<T>,
+    /// The tag of each command sent and not yet answered, in order, with
+    /// the instant its reply is due by.
+    waiting: VecDeque<(T, Instant)>,
+    /// How long Redis has to answer (`--redis-timeout`), or to accept a
+    /// connection.
+    timeout: Duration,
+    /// When the connection attempt under way must have succeeded.
+    connect_by: Option<Instant>,
+    /// Redis has answered on this connection: a connect alone proves
+    /// nothing (the kernel of a frozen Redis still accepts it).
+    answered: bool,
     backoff: Duration,
 }
 
 impl<T> Link<T> {
-    pub(crate) fn new(name: &'static str, token: Token, now: Instant) -> Link<T> {
+    pub(crate) fn new(
+        name: &'static str,
+        token: Token,
+        timeout: Duration,
+        now: Instant,
+    ) -> Link<T> {
         Link {
             name,
             token,
@@ -78,8 +99,32 @@ impl<T> Link<T> {
             out: SendQueue::default(),
             replies: resp::Reader::default(),
             waiting: VecDeque::new(),
+            timeout,
+            connect_by: None,
+            answered: false,
             backoff: BACKOFF_MIN,
         }
+    }
+
+    /// When this link must next hear from Redis: the oldest reply still
+    /// waiting, or the connection attempt under way; `None` if nothing is
+    /// owed.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        let reply = self.waiting.front().map(|&(_, due)| due);
+        match (reply, self.connect_by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// If Redis owes this link something past its deadline at `now`: why
+    /// (then the link is to be failed, as if it had closed).
+    pub(crate) fn overdue(&self, now: Instant) -> Option<String> {
+        if self.connect_by.is_some_and(|by| by <= now) {
+            return Some(format!("no connection within {:?}", self.timeout));
+        }
+        let (_, due) = self.waiting.front()?;
+        (*due <= now).then(|| format!("no reply within {:?}", self.timeout))
     }
 
     pub(crate) fn state(&self) -> State {
@@ -88,6 +133,11 @@ impl<T> Link<T> {
 
     pub(crate) fn is_up(&self) -> bool {
         self.state == State::Up
+    }
+
+    /// Connected, and Redis has answered on this connection.
+    pub(crate) fn is_answering(&self) -> bool {
+        self.is_up() && self.answered
     }
 
     /// Starts connecting to `addr` (non-blocking; [`Happened::Connected`] or
@@ -103,13 +153,21 @@ impl<T> Link<T> {
         trace!("redis {}: connecting to {addr}", self.name);
         self.socket = Some(socket);
         self.state = State::Connecting;
+        self.connect_by = Some(Instant::now() + self.timeout);
         Ok(())
     }
 
-    /// Queues a command whose reply goes to `tag`.
+    /// Queues a command whose reply goes to `tag`, due within the timeout.
     pub(crate) fn send<A: AsRef<[u8]>>(&mut self, args: &[A], tag: T) {
+        self.send_blocking(args, tag, Duration::ZERO);
+    }
+
+    /// Queues a command that Redis may hold for `block` before it answers
+    /// (`XREAD BLOCK`): its reply is due within `block` and the timeout.
+    pub(crate) fn send_blocking<A: AsRef<[u8]>>(&mut self, args: &[A], tag: T, block: Duration) {
         resp::command(self.out.buffer(), args);
-        self.waiting.push_back(tag);
+        let due = Instant::now() + block + self.timeout;
+        self.waiting.push_back((tag, due));
     }
 
     /// Writes what is queued and reads what came; returns what happened.
@@ -123,6 +181,7 @@ impl<T> Link<T> {
                 Ok(false) => return events,
                 Ok(true) => {
                     self.state = State::Up;
+                    self.connect_by = None;
                     self.backoff = BACKOFF_MIN;
                     debug!("redis {}: connected", self.name);
                     events.push(Happened::Connected);
@@ -188,7 +247,8 @@ impl<T> Link<T> {
         loop {
             match self.replies.next() {
                 Ok(Some(reply)) => {
-                    let tag = self.waiting.pop_front().ok_or("a reply nobody asked for")?;
+                    let (tag, _) = self.waiting.pop_front().ok_or("a reply nobody asked for")?;
+                    self.answered = true;
                     events.push(Happened::Reply(tag, reply));
                 }
                 Ok(None) => return Ok(()),
@@ -201,8 +261,10 @@ impl<T> Link<T> {
     /// the next attempt is due after the backoff.
     pub(crate) fn fail(&mut self, why: String) -> Happened<T> {
         let was_up = self.state == State::Up;
+        // Taken before the socket is dropped, which forgets them.
+        let waiting = self.waiting.drain(..).map(|(tag, _)| tag).collect();
         self.drop_socket(Instant::now());
-        Happened::Lost(self.waiting.drain(..).collect(), why, was_up)
+        Happened::Lost(waiting, why, was_up)
     }
 
     /// Drops the connection (if any) and waits before the next attempt.
@@ -210,6 +272,8 @@ impl<T> Link<T> {
     /// get them back.)
     pub(crate) fn drop_socket(&mut self, now: Instant) {
         self.socket = None;
+        self.connect_by = None;
+        self.answered = false;
         self.waiting.clear();
         self.out.clear();
         self.replies = resp::Reader::default();

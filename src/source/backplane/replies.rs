@@ -9,12 +9,16 @@ use log::{debug, info, trace, warn};
 use super::link;
 use super::resp::Reply;
 use super::{
-    Backplane, LEASE_TTL, READ_BLOCK_MS, READ_COUNT, RENEW, ReadTag, WriteTag, now_ms, scripts,
+    Backplane, LEASE_TTL, READ_BLOCK, READ_COUNT, RENEW, ReadTag, WriteTag, now_ms, scripts,
 };
 use crate::event::{Answer, Event, Kind, Outcome};
 
 impl Backplane {
     pub(super) fn on_reader(&mut self, event: link::Happened<ReadTag>) {
+        if matches!(event, link::Happened::Reply(..)) {
+            // Redis answers: it is back, if it had been away.
+            self.up_again();
+        }
         match event {
             link::Happened::Connected => {
                 Self::login(&self.url, &mut self.reader, || ReadTag::Login);
@@ -37,7 +41,6 @@ impl Backplane {
                         self.reader.send(&args, ReadTag::History);
                     }
                 }
-                self.up_again();
             }
             link::Happened::Reply(ReadTag::Login, reply) => self.check_login(reply, "reader"),
             link::Happened::Reply(ReadTag::Init, reply) => {
@@ -104,25 +107,43 @@ impl Backplane {
             return;
         };
         let from = format!("{last}-0");
+        let block_ms = READ_BLOCK.as_millis().to_string();
         let args = [
             "XREAD",
             "COUNT",
             READ_COUNT,
             "BLOCK",
-            READ_BLOCK_MS,
+            &block_ms,
             "STREAMS",
             &self.stream,
             &from,
         ];
-        self.reader.send(&args, ReadTag::Read);
+        self.reader.send_blocking(&args, ReadTag::Read, READ_BLOCK);
     }
 
     pub(super) fn on_writer(&mut self, event: link::Happened<WriteTag>) {
+        if matches!(event, link::Happened::Reply(..)) {
+            self.up_again();
+        }
         match event {
             link::Happened::Connected => {
                 Self::login(&self.url, &mut self.writer, || WriteTag::Login);
+                let (sent, sent_ms) = (Instant::now(), now_ms());
+                self.writer
+                    .send(&["TIME"], WriteTag::Time { sent, sent_ms });
                 self.renew_now = true;
-                self.up_again();
+            }
+            link::Happened::Reply(WriteTag::Time { sent, sent_ms }, reply) => {
+                match redis_ms(&reply) {
+                    Some(redis_ms) => {
+                        // Redis read its clock about halfway through the
+                        // round trip.
+                        let halfway = sent_ms + sent.elapsed().as_millis() as u64 / 2;
+                        self.clock_offset_ms = redis_ms as i64 - halfway as i64;
+                        debug!("redis: its clock is {} ms off ours", self.clock_offset_ms);
+                    }
+                    None => warn!("redis: TIME answered {reply:?}"),
+                }
             }
             link::Happened::Reply(WriteTag::Login, reply) => self.check_login(reply, "writer"),
             link::Happened::Reply(WriteTag::Append { ticket, kind }, reply) => match reply {
@@ -138,6 +159,15 @@ impl Backplane {
                 Reply::Error(e) if e.starts_with("NOTTICKER") => {
                     debug!("redis: the lease moved on: this tick is not appended");
                     self.ticker_until = None;
+                    self.say_lease(Instant::now());
+                }
+                Reply::Error(e) if e.starts_with("LATE") => {
+                    // Redis ran it past its deadline (it was frozen, or
+                    // far behind): not appended, and the poster is told so.
+                    debug!("redis: a {kind:?} came late and was not appended");
+                    if let Some(ticket) = ticket {
+                        self.refuse(ticket);
+                    }
                 }
                 other => {
                     warn!("redis: append failed: {other:?}");
@@ -148,15 +178,11 @@ impl Backplane {
             },
             link::Happened::Reply(WriteTag::Lease { sent }, reply) => {
                 let held = reply == Reply::Integer(1);
-                let was = self.is_ticker(Instant::now());
                 // Counted from when it was asked, with a margin: never
-                // believe the lease ours longer than Redis keeps it.
+                // believe the lease ours longer than Redis keeps it (a
+                // reply that comes late may say it lapsed already).
                 self.ticker_until = held.then(|| sent + LEASE_TTL - RENEW / 2);
-                if held && !was {
-                    info!("redis: this instance holds the ticker lease: it ticks");
-                } else if !held && was {
-                    info!("redis: another instance holds the ticker lease");
-                }
+                self.say_lease(Instant::now());
             }
             link::Happened::Reply(WriteTag::Top, reply) => {
                 if let Some(top) = entries(&reply).first() {
@@ -194,6 +220,7 @@ impl Backplane {
                     }
                 }
                 self.ticker_until = None;
+                self.say_lease(Instant::now());
                 self.lost("writer", &why, was_up);
                 for (ticket, after, until) in self.replays.take_queued() {
                     self.ask_replay(ticket, after, until);
@@ -250,4 +277,14 @@ fn entries(reply: &Reply) -> Vec<Event> {
             })
         })
         .collect()
+}
+
+/// Redis's `TIME` reply (`[seconds, microseconds]`) in milliseconds.
+fn redis_ms(reply: &Reply) -> Option<u64> {
+    let [seconds, micros] = reply.items() else {
+        return None;
+    };
+    let seconds: u64 = seconds.text()?.parse().ok()?;
+    let micros: u64 = micros.text()?.parse().ok()?;
+    Some(seconds * 1000 + micros / 1000)
 }

@@ -35,10 +35,17 @@ pub(crate) const INIT: &str = concat!(start_counter!("1"), "return redis.call('G
 /// Appends one event with the next id, `<n>-0`, trimmed to about
 /// `ARGV[3]` entries; returns n. A tick (`ARGV[4]` is the instance's
 /// name) is appended only by the lease's holder: an instance whose lease
-/// expired gets `NOTTICKER` and appends nothing (fencing). `KEYS`:
-/// counter, stream, lease. `ARGV`: kind (`t` or `m`), data, max length,
-/// holder (empty for a chat message), the time in ms.
+/// expired gets `NOTTICKER` and appends nothing (fencing). Nothing is
+/// appended once Redis's own clock is past `ARGV[6]` (`LATE`): an append
+/// that waited in a frozen Redis would otherwise publish, when it wakes, a
+/// message whose poster was answered 503 long before. `KEYS`: counter,
+/// stream, lease. `ARGV`: kind (`t` or `m`), data, max length, holder
+/// (empty for a chat message), the time in ms, the deadline in Redis's ms.
 pub(crate) const APPEND: &str = concat!(
+    "local now = redis.call('TIME')\n",
+    "if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[6]) then\n",
+    "  return redis.error_reply('LATE the append came after its deadline: not appended')\n",
+    "end\n",
     "if ARGV[4] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[4] then\n",
     "  return redis.error_reply('NOTTICKER this instance does not hold the ticker lease')\n",
     "end\n",
@@ -76,6 +83,10 @@ mod tests {
         assert!(
             APPEND.find("NOTTICKER") < APPEND.find("INCR"),
             "fencing before the id is taken"
+        );
+        assert!(
+            APPEND.find("LATE") < APPEND.find("INCR"),
+            "a late append takes no id"
         );
     }
 }
