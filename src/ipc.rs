@@ -434,7 +434,7 @@ impl FrameReader {
     }
 
     /// Bytes received and not yet handed out.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }

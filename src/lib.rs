@@ -94,13 +94,7 @@ pub use server::Server;
 pub use shutdown::{Handle, Stopped};
 pub use supervisor::Supervisor;
 
-/// The server's insides that the fuzz targets and the benchmarks reach:
-/// the request reader, the path resolver, the ring and the frame encoder.
+/// The server's insides that the fuzz targets and the benchmarks reach.
 /// Behind the `internals` feature; not an API, and not stable.
 #[cfg(feature = "internals")]
-pub mod internals {
-    pub use crate::http::{MAX_HEAD_BYTES, Refusal, Request, RequestReader, parse_request};
-    pub use crate::ring::Ring;
-    pub use crate::sse::encode_event;
-    pub use crate::static_files::{Found, Resolved, Resolver, Root, open_path, resolve_path};
-}
+pub mod internals;

@@ -47,6 +47,8 @@ mod backplane;
 mod upstream;
 
 pub(crate) use backplane::Backplane;
+#[cfg(feature = "internals")]
+pub(crate) use backplane::read_pieces as resp_reader;
 pub(crate) use upstream::Upstream;
 
 /// Where events come from, chosen at start-up.

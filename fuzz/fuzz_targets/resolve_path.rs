@@ -2,14 +2,11 @@
 //! it: whatever `openat2` beneath the root opens, and whatever the
 //! `realpath` fallback opens or resolves, is a regular file inside the
 //! canonical root.
-#![no_main]
-
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use libfuzzer_sys::fuzz_target;
 use sse_mio::internals::{Found, Resolved, Resolver, Root, open_path, resolve_path};
 
 fn root() -> &'static (PathBuf, Root) {
@@ -32,20 +29,23 @@ fn root() -> &'static (PathBuf, Root) {
     })
 }
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(path) = std::str::from_utf8(data) else {
-        return;
-    };
-    let (canonical, opened) = root();
-    for how in [Resolver::Openat2, Resolver::Canonical] {
-        if let Ok(Found::File(file, _)) = open_path(opened, path, how) {
-            let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
-            assert!(real.starts_with(canonical), "{how:?} {path:?} -> {real:?}");
-            assert!(file.metadata().unwrap().is_file());
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        let Ok(path) = std::str::from_utf8(data) else {
+            return;
+        };
+        let (canonical, opened) = root();
+        for how in [Resolver::Openat2, Resolver::Canonical] {
+            if let Ok(Found::File(file, _)) = open_path(opened, path, how) {
+                let real =
+                    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+                assert!(real.starts_with(canonical), "{how:?} {path:?} -> {real:?}");
+                assert!(file.metadata().unwrap().is_file());
+            }
         }
-    }
-    if let Ok(Resolved::File(resolved)) = resolve_path(canonical, path) {
-        assert!(resolved.starts_with(canonical), "{path:?} -> {resolved:?}");
-        assert!(resolved.is_file());
-    }
-});
+        if let Ok(Resolved::File(resolved)) = resolve_path(canonical, path) {
+            assert!(resolved.starts_with(canonical), "{path:?} -> {resolved:?}");
+            assert!(resolved.is_file());
+        }
+    });
+}

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{info, trace, warn};
+use log::{trace, warn};
 use mio::{Registry, Token};
 use rand::RngExt;
 use rand::distr::Alphanumeric;
@@ -43,6 +43,8 @@ mod resp;
 mod scripts;
 
 use link::{Link, State};
+#[cfg(feature = "internals")]
+pub(crate) use resp::read_pieces;
 
 /// How often the lease is renewed (and the lag measured).
 const RENEW: Duration = Duration::from_secs(1);
@@ -432,55 +434,6 @@ impl Backplane {
         }
         if url.db != 0 {
             link.send(&["SELECT", &url.db.to_string()], tag());
-        }
-    }
-
-    /// Redis answered on a link: say so if it had been away.
-    fn up_again(&mut self) {
-        if self.said_down {
-            self.said_down = false;
-            info!("redis: {} reached again", self.url);
-        }
-    }
-
-    /// A link failed: a lost connection is counted, and said once until
-    /// Redis is reached again (both links usually go together); a failed
-    /// attempt likewise.
-    fn lost(&mut self, which: &str, why: &str, was_up: bool) {
-        if was_up {
-            self.reconnects += 1;
-            if !self.said_down {
-                let most = link::BACKOFF_MAX;
-                warn!("redis {which}: {why}; connecting again (backoff 100 ms to {most:?})");
-                self.said_down = true;
-            }
-        } else {
-            self.down(why);
-        }
-    }
-
-    /// Says, once per change, whether this instance holds the ticker's
-    /// lease (as `is_ticker` says now).
-    fn say_lease(&mut self, now: Instant) {
-        let holds = self.is_ticker(now);
-        if holds != self.lease_said {
-            self.lease_said = holds;
-            if holds {
-                info!("redis: this instance holds the ticker lease: it ticks");
-            } else {
-                info!("redis: this instance does not hold the ticker lease: it does not tick");
-            }
-        }
-    }
-
-    /// Redis could not be reached: said once until it is back.
-    fn down(&mut self, why: &str) {
-        if !self.said_down {
-            warn!(
-                "redis: {} unreachable ({why}); serving on, retrying with backoff",
-                self.url
-            );
-            self.said_down = true;
         }
     }
 

@@ -1,6 +1,8 @@
 //! What the backplane does with each reply from Redis: the reader's
 //! (the stream's start, the events it follows) and the writer's (appended
-//! ids, the lease, replays), and a lost connection.
+//! ids, the clock, the lease, replays), and a lost connection; and what it
+//! says of them, once per change (lost, reached again, the lease taken or
+//! given up).
 
 use std::time::Instant;
 
@@ -226,6 +228,55 @@ impl Backplane {
                     self.ask_replay(ticket, after, until);
                 }
             }
+        }
+    }
+
+    /// Redis answered on a link: say so if it had been away.
+    pub(super) fn up_again(&mut self) {
+        if self.said_down {
+            self.said_down = false;
+            info!("redis: {} reached again", self.url);
+        }
+    }
+
+    /// A link failed: a lost connection is counted, and said once until
+    /// Redis is reached again (both links usually go together); a failed
+    /// attempt likewise.
+    pub(super) fn lost(&mut self, which: &str, why: &str, was_up: bool) {
+        if was_up {
+            self.reconnects += 1;
+            if !self.said_down {
+                let most = link::BACKOFF_MAX;
+                warn!("redis {which}: {why}; connecting again (backoff 100 ms to {most:?})");
+                self.said_down = true;
+            }
+        } else {
+            self.down(why);
+        }
+    }
+
+    /// Says, once per change, whether this instance holds the ticker's
+    /// lease (as `is_ticker` says now).
+    pub(super) fn say_lease(&mut self, now: Instant) {
+        let holds = self.is_ticker(now);
+        if holds != self.lease_said {
+            self.lease_said = holds;
+            if holds {
+                info!("redis: this instance holds the ticker lease: it ticks");
+            } else {
+                info!("redis: this instance does not hold the ticker lease: it does not tick");
+            }
+        }
+    }
+
+    /// Redis could not be reached: said once until it is back.
+    pub(super) fn down(&mut self, why: &str) {
+        if !self.said_down {
+            warn!(
+                "redis: {} unreachable ({why}); serving on, retrying with backoff",
+                self.url
+            );
+            self.said_down = true;
         }
     }
 

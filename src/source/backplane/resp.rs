@@ -204,6 +204,27 @@ fn element(buf: &[u8], at: &mut usize) -> Result<Option<Element>, ProtocolError>
     Ok(Some(element))
 }
 
+/// Feeds `pieces` to one reader as a link does: the `internals` entry of
+/// the RESP fuzz target. Replies or an error, never a panic, and what a
+/// reader holds while it waits for the rest of a reply stays within
+/// [`MAX_REPLY`].
+#[cfg(feature = "internals")]
+pub(crate) fn read_pieces<'a>(pieces: impl Iterator<Item = &'a [u8]>) {
+    let mut reader = Reader::default();
+    for piece in pieces {
+        reader.push(piece);
+        loop {
+            match reader.next() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                // The link is dropped: nothing more is read.
+                Err(_) => return,
+            }
+        }
+        assert!(reader.buf.len() - reader.start <= MAX_REPLY);
+    }
+}
+
 /// The next CRLF-terminated line from `buf[*at..]`, without its CRLF.
 fn line<'a>(buf: &'a [u8], at: &mut usize) -> Result<Option<&'a [u8]>, ProtocolError> {
     let rest = &buf[*at..];
