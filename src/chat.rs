@@ -67,6 +67,12 @@ pub(crate) fn parse_message(content_type: Option<&str>, body: &[u8]) -> Result<M
     let posted = match content_type {
         Some("application/json") => serde_json::from_str::<Posted>(text)
             .map_err(|_| invalid("body is not a JSON object with user and text"))?,
+        // What `curl -d '{...}'` sends: JSON labelled as a form.
+        Some("application/x-www-form-urlencoded") if text.trim_start().starts_with('{') => {
+            return Err(invalid(
+                "this form body looks like JSON: send it with Content-Type: application/json",
+            ));
+        }
         Some("application/x-www-form-urlencoded") => parse_form(text)?,
         _ => {
             return Err(Refusal::new(415, UNSUPPORTED_TYPE));

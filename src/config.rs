@@ -322,7 +322,9 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// Parses `1s`, `250ms`, `2m`, `1h`, `1.5s` or a bare number of seconds.
+/// Parses `1s`, `250ms`, `2m`, `1h`, `1.5s`, or a bare `0` (where 0
+/// turns something off). Any other bare number is refused: `500` meant
+/// 500 seconds to the parser and 500 ms to most people who typed it.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -333,7 +335,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("'{text}' is not a duration (try 1s, 250ms, 2m)"))?;
     let seconds = match unit.trim() {
-        "" | "s" => value,
+        "" if value == 0.0 => 0.0,
+        "" => return Err(format!("give a unit: {number}ms or {number}s")),
+        "s" => value,
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
@@ -360,8 +364,13 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0.0"), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_duration("500"),
+            Err("give a unit: 500ms or 500s".to_owned())
+        );
+        assert!(parse_duration("3").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("1d").is_err());

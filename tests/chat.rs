@@ -326,3 +326,22 @@ fn a_202_goes_out_after_the_pass_that_wrote_its_event() {
     assert!(pass.contains("fan-out to 1500 streams"), "{pass}");
     drop(streams);
 }
+
+/// `curl -d '{...}'` labels JSON as a form: the 400 says what to send.
+#[test]
+fn json_sent_as_a_form_is_told_its_content_type() {
+    let server = TestServer::start(&["--interval", "0"]);
+    let response = post(
+        &server,
+        "application/x-www-form-urlencoded",
+        br#"{"user":"ada","text":"hi"}"#,
+    );
+    assert_eq!(response.status, 400);
+    assert!(
+        response
+            .text()
+            .contains("send it with Content-Type: application/json"),
+        "{}",
+        response.text()
+    );
+}

@@ -309,3 +309,15 @@ fn sse_load_refuses_a_floor_without_the_servers_pid() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A duration without a unit is refused, as by the server: exit 2.
+#[test]
+fn a_bare_number_is_not_a_duration() {
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_sse-load")).args(["--hold", "5"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("give a unit: 5ms or 5s"), "{stderr}");
+}

@@ -65,6 +65,14 @@ fn bad_flags() {
         (&["--workers", "0"][..], "--workers"),
         (&["--no-such-flag"][..], "--no-such-flag"),
         (&["--history", "0"][..], "--history"),
+        // A bare number is not a duration (0 alone is: it turns things off).
+        (&["--interval", "500"][..], "give a unit: 500ms or 500s"),
+        (&["--heartbeat", "15"][..], "give a unit: 15ms or 15s"),
+        // Digits and dots are an IPv4 address or nothing: no DNS asked.
+        (
+            &["--addr", "999.1.1.1:1"][..],
+            "'999.1.1.1' is not an IPv4 address: the octet 999 is over 255",
+        ),
         (
             &["--stream-lifetime", "0s", "--www", WWW][..],
             "--stream-lifetime",

@@ -112,6 +112,11 @@ pub fn parse_addr(text: &str) -> Result<ListenAddr, String> {
     if host.eq_ignore_ascii_case("localhost") {
         return done(loopback(port), true);
     }
+    // Digits and dots are never a name: say what is wrong with the IPv4
+    // address, without asking DNS (which may read `1.2.3` as 1.2.0.3).
+    if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(not_ipv4(host));
+    }
     let mut addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve '{host}': {e}"))?
@@ -124,6 +129,22 @@ pub fn parse_addr(text: &str) -> Result<ListenAddr, String> {
     // second would have to be free on the same port.
     addrs.truncate(1);
     done(addrs, false)
+}
+
+/// Why `host`, all digits and dots, is not an IPv4 address.
+fn not_ipv4(host: &str) -> String {
+    let octets: Vec<&str> = host.split('.').collect();
+    if octets.len() != 4 {
+        return format!(
+            "'{host}' is not an IPv4 address: it has {} parts, not 4",
+            octets.len()
+        );
+    }
+    match octets.iter().find(|o| o.parse::<u8>().is_err()) {
+        Some(&"") => format!("'{host}' is not an IPv4 address: an empty octet"),
+        Some(o) => format!("'{host}' is not an IPv4 address: the octet {o} is over 255"),
+        None => format!("'{host}' is not an IPv4 address"),
+    }
 }
 
 fn parse_port(port: &str, typed: &str) -> Result<u16, String> {
@@ -162,6 +183,24 @@ mod tests {
         assert_eq!(addrs("[::]:80"), ["[::]:80"]);
         assert!(parse_addr(":3000").unwrap().rest_is_optional());
         assert!(!parse_addr("127.0.0.1").unwrap().rest_is_optional());
+    }
+
+    #[test]
+    fn numbers_that_are_not_ipv4_addresses_are_said_so_without_dns() {
+        for (bad, says) in [
+            ("999.1.1.1:1", "the octet 999 is over 255"),
+            ("1.2.3.256", "the octet 256 is over 255"),
+            ("1.2.3:80", "it has 3 parts, not 4"),
+            ("1..2.3", "an empty octet"),
+            ("12345", "it has 1 parts, not 4"),
+        ] {
+            let e = parse_addr(bad).unwrap_err();
+            assert!(
+                e.contains("is not an IPv4 address") && e.contains(says),
+                "{bad}: {e}"
+            );
+            assert!(!e.contains("resolve"), "{bad}: {e}");
+        }
     }
 
     #[test]
