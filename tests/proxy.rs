@@ -1,9 +1,11 @@
-//! The README's nginx configuration, checked with Debian's nginx 1.22:
-//! `nginx -t` accepts the whole documented block (with a throwaway
-//! self-signed certificate made here), and its proxying part, on plain
-//! HTTP in front of a real server, passes a stream whose ticks arrive one
-//! by one as they are sent, and a chat post. Without nginx (or openssl)
-//! the tests skip loudly; under `CI=true` they fail.
+//! The shipped nginx configuration, `deploy/nginx.conf`, run by Debian's
+//! nginx 1.22: `nginx -t` accepts the file as it is (beside a throwaway
+//! self-signed certificate made here), and the same file, with only its
+//! two ports and its upstream changed to free ones, proxies over TLS a
+//! stream whose ticks arrive one by one as they are sent, a chat post,
+//! and redirects plain HTTP to the TLS port. The TLS client is `openssl
+//! s_client`. Without nginx or openssl the tests skip loudly; under
+//! `CI=true` they fail.
 
 mod support;
 
@@ -22,42 +24,29 @@ fn nginx() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// The first nginx block in the README's Deploying section.
-fn documented_config() -> String {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let deploying = readme
-        .split("## Deploying")
-        .nth(1)
-        .expect("a Deploying section");
-    let block = deploying
-        .split("```nginx\n")
-        .nth(1)
-        .expect("an nginx block");
-    block.split("```").next().unwrap().to_owned()
+/// The shipped configuration, as the repository has it.
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf");
+
+fn shipped() -> String {
+    std::fs::read_to_string(SHIPPED).expect("deploy/nginx.conf")
 }
 
-/// An nginx.conf around `server_config`, everything under `dir`.
-fn wrap(dir: &Path, server_config: &str) -> String {
-    let d = dir.display();
-    format!(
-        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
-         {server_config}\n}}\n"
-    )
+/// `text` with every `from` replaced by `to`, which must occur `times`.
+fn replace_exactly(text: &str, from: &str, to: &str, times: usize) -> String {
+    assert_eq!(text.matches(from).count(), times, "{from:?} in {SHIPPED}");
+    text.replace(from, to)
 }
 
-/// Makes a self-signed certificate and key for `chat.example.org`.
+/// Makes a self-signed certificate and key for `localhost` in `dir`,
+/// where the shipped configuration looks for them (as the README's
+/// try-out makes them).
 fn certificate(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let mut command = Command::new("openssl");
     command
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=chat.example.org", "-keyout"])
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -71,29 +60,38 @@ fn certificate(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 }
 
 #[test]
-fn nginx_accepts_the_documented_block() {
+fn the_readme_shows_the_shipped_file() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("```nginx\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("an nginx block in the README");
+    assert_eq!(
+        block,
+        shipped(),
+        "README's nginx block and {SHIPPED} differ"
+    );
+}
+
+#[test]
+fn nginx_accepts_the_shipped_file_as_it_is() {
     let Some(nginx) = nginx() else {
         return skip_loudly("no nginx (apt-get install nginx-light)");
     };
     let dir = tempfile::tempdir().unwrap();
-    let Some((cert, key)) = certificate(dir.path()) else {
+    if certificate(dir.path()).is_none() {
         return skip_loudly("no openssl to make a throwaway certificate (apt-get install openssl)");
-    };
-    let config = documented_config()
-        .replace(
-            "/etc/ssl/certs/chat.example.org.pem",
-            cert.to_str().unwrap(),
-        )
-        .replace(
-            "/etc/ssl/private/chat.example.org.key",
-            key.to_str().unwrap(),
-        );
-    assert!(config.contains("listen 443 ssl http2"), "{config}");
+    }
+    let config = shipped();
+    assert!(config.contains("listen 8443 ssl http2"), "{config}");
+    assert!(config.contains("return 301 https://$host:8443$request_uri"));
     let conf = dir.path().join("nginx.conf");
-    std::fs::write(&conf, wrap(dir.path(), &config)).unwrap();
+    std::fs::write(&conf, &config).unwrap();
     let output = output_within(
         Command::new(nginx)
-            .args(["-t", "-e", "stderr", "-p"])
+            .args(["-t", "-p"])
             .arg(dir.path())
             .arg("-c")
             .arg(&conf)
@@ -103,16 +101,17 @@ fn nginx_accepts_the_documented_block() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "nginx -t refused the documented block:\n{said}\n{config}"
+        "nginx -t refused {SHIPPED}:\n{said}"
     );
     assert!(said.contains("syntax is ok"), "{said}");
 }
 
-/// nginx in front of `upstream`, on a free port of its own, serving the
-/// documented block's proxying part on plain HTTP; killed when dropped.
+/// nginx running the shipped file in front of `upstream`, its TLS and
+/// plain ports moved to free ones; killed when dropped.
 struct Proxy {
     child: Child,
-    addr: std::net::SocketAddr,
+    tls: u16,
+    plain: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -123,36 +122,25 @@ impl Drop for Proxy {
     }
 }
 
-fn proxy(nginx: &Path, upstream: std::net::SocketAddr) -> Proxy {
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `None` when openssl cannot make the certificate.
+fn proxy(nginx: &Path, upstream: std::net::SocketAddr) -> Option<Proxy> {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // The documented block, on plain HTTP: no TLS listeners, no redirect
-    // server, the test server as the upstream.
-    let documented = documented_config();
-    let first_server = documented
-        .split("\nserver {\n    listen 80;")
-        .next()
-        .unwrap();
-    let config: String = first_server
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("listen ") && !l.trim_start().starts_with("ssl_"))
-        .map(|l| {
-            if l.trim_start().starts_with("server_name") {
-                format!("    listen 127.0.0.1:{port};\n{l}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect::<String>()
-        .replace("server 127.0.0.1:3000;", &format!("server {upstream};"));
+    certificate(dir.path())?;
+    let (tls, plain) = (free_port(), free_port());
+    // The listen directives and the redirect's port, nothing else.
+    let config = replace_exactly(&shipped(), "8443 ssl", &format!("{tls} ssl"), 2);
+    let config = replace_exactly(&config, ":8443$", &format!(":{tls}$"), 1);
+    let config = replace_exactly(&config, "8080;", &format!("{plain};"), 2);
+    let config = replace_exactly(&config, "127.0.0.1:3000;", &format!("{upstream};"), 1);
     let conf = dir.path().join("nginx.conf");
-    std::fs::write(&conf, wrap(dir.path(), &config)).unwrap();
+    std::fs::write(&conf, config).unwrap();
     let child = Command::new(nginx)
-        .args(["-e", "stderr", "-p"])
+        .arg("-p")
         .arg(dir.path())
         .arg("-c")
         .arg(&conf)
@@ -161,40 +149,84 @@ fn proxy(nginx: &Path, upstream: std::net::SocketAddr) -> Proxy {
         .stderr(Stdio::null())
         .spawn()
         .expect("start nginx");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    poll_until(Duration::from_secs(20), "nginx never listened", || {
-        std::net::TcpStream::connect(addr).ok().map(|_| ())
-    });
-    Proxy {
+    for port in [tls, plain] {
+        poll_until(Duration::from_secs(20), "nginx never listened", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+    }
+    Some(Proxy {
         child,
-        addr,
+        tls,
+        plain,
         _dir: dir,
+    })
+}
+
+/// A TLS connection through `openssl s_client`: what is written to it is
+/// sent, what it reads comes out; ended when dropped.
+struct Tls(Child);
+
+impl Tls {
+    fn connect(port: u16) -> Tls {
+        let child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-servername", "localhost", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client");
+        Tls(child)
+    }
+
+    fn send(&mut self, text: &str) {
+        use std::io::Write;
+        let stdin = self.0.stdin.as_mut().expect("stdin");
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> usize {
+        self.0.stdout.as_mut().expect("stdout").read(buf).unwrap()
+    }
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
 #[test]
-fn through_nginx_each_tick_arrives_as_it_is_sent_and_chat_works() {
+fn through_nginx_over_tls_each_tick_arrives_as_it_is_sent_and_chat_works() {
     let Some(nginx) = nginx() else {
         return skip_loudly("no nginx (apt-get install nginx-light)");
     };
     let server = TestServer::start(&["--interval", "200ms"]);
-    let proxy = proxy(&nginx, server.addr);
+    let Some(proxy) = proxy(&nginx, server.addr) else {
+        return skip_loudly("no openssl to make a throwaway certificate (apt-get install openssl)");
+    };
 
-    let mut stream = connect(proxy.addr);
-    send(
-        &mut stream,
-        "GET /sse HTTP/1.1\r\nHost: chat.example.org\r\n\r\n",
-    );
-    let head = read_response(&mut stream, true);
-    assert_eq!(head.status, 200, "{}", head.head);
-    assert_eq!(head.header("Content-Type"), Some("text/event-stream"));
+    // Plain HTTP is sent to the TLS port.
+    let mut plain = connect(([127, 0, 0, 1], proxy.plain).into());
+    send(&mut plain, "GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let moved = read_response(&mut plain, false);
+    assert_eq!(moved.status, 301, "{}", moved.head);
+    let location = format!("https://localhost:{}/sse", proxy.tls);
+    assert_eq!(moved.header("Location"), Some(location.as_str()));
+
+    let mut stream = Tls::connect(proxy.tls);
+    stream.send("GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n");
     // Each tick is read the moment it comes: if nginx held bytes back, the
     // ticks would come in bursts, with no gap between them.
     let mut arrivals = Vec::new();
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
     let mut read_more = |seen: &mut String| {
-        let n = stream.read(&mut buf).expect("the stream goes on");
+        let n = stream.read(&mut buf);
         assert!(n > 0, "the stream ended: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     };
@@ -204,6 +236,8 @@ fn through_nginx_each_tick_arrives_as_it_is_sent_and_chat_works() {
         let now = Instant::now();
         arrivals.resize(seen.matches("id: ").count(), now);
     }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains("Content-Type: text/event-stream"), "{seen}");
     let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
         gaps.iter().all(|&g| g >= Duration::from_millis(100)),
@@ -211,18 +245,22 @@ fn through_nginx_each_tick_arrives_as_it_is_sent_and_chat_works() {
     );
 
     // A chat post through the proxy, and its event on the proxied stream.
-    let mut post = connect(proxy.addr);
+    let mut post = Tls::connect(proxy.tls);
     let body = r#"{"user":"ada","text":"through the proxy"}"#;
-    send(
-        &mut post,
-        &format!(
-            "POST /messages HTTP/1.1\r\nHost: chat.example.org\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    );
-    let response = read_response(&mut post, false);
-    assert_eq!(response.status, 202, "{}", response.text());
-    let id = serde_json::from_slice::<serde_json::Value>(&response.body).unwrap()["id"]
+    post.send(&format!(
+        "POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let mut answer = String::new();
+    let mut answer_buf = [0u8; 4096];
+    while !answer.contains("\"id\":") || !answer.trim_end().ends_with('}') {
+        let n = post.read(&mut answer_buf);
+        assert!(n > 0, "no answer to the post: {answer}");
+        answer.push_str(&String::from_utf8_lossy(&answer_buf[..n]));
+    }
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let json = answer[answer.find('{').unwrap()..].trim_end();
+    let id = serde_json::from_str::<serde_json::Value>(json).unwrap()["id"]
         .as_u64()
         .unwrap();
     let wanted = format!("id: {id}\n");
