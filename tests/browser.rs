@@ -63,13 +63,63 @@ fn the_demo_page_in_chromium() {
         .env("SSE_MIO_WWW", root.join("www"))
         .env("CHROMIUM", &chromium)
         .env("E2E_OUT", &out)
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start node");
+    // Its lines are passed on as they come, and kept: the scenarios it ran.
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut kept = Vec::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("{line}");
+            kept.push(line);
+        }
+        kept
+    });
     // A hung browser fails the test instead of hanging it.
     let status = wait_or_kill(&mut child, LIMIT, "the browser scenarios");
+    let lines = lines.join().expect("the output reader");
     assert!(
         status.success(),
         "browser scenarios failed ({status}); see the output above"
     );
     assert!(out.join("page.png").exists(), "the screenshot was saved");
+    // The README lists every scenario the run did, by its number.
+    let ran: std::collections::BTreeSet<u32> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("ok   ")?.split('.').next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        ran,
+        readme_scenarios(),
+        "the scenarios run and the README's list"
+    );
+}
+
+/// The scenario numbers the README's "Browser tests" list names.
+fn readme_scenarios() -> std::collections::BTreeSet<u32> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("### Browser tests")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Browser tests section");
+    let mut numbers = std::collections::BTreeSet::new();
+    for line in section.lines() {
+        // "1. ..." at a line's start, and "; 12. ..." inside one.
+        let starts = std::iter::once(line.trim_start()).chain(line.split("; ").skip(1));
+        for start in starts {
+            if let Some((number, _)) = start.split_once(". ")
+                && let Ok(n) = number.parse::<u32>()
+            {
+                numbers.insert(n);
+            }
+        }
+    }
+    numbers
 }

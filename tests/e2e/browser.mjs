@@ -193,8 +193,6 @@ async function chatReachesBothPages(context, server, first) {
   assert.equal(a.user, "alice");
   assert.ok(Number(a.id) > 0);
   assert.equal(await first.inputValue("#chat-text"), "", "the form is cleared after sending");
-  mkdirSync(OUT, { recursive: true });
-  await first.screenshot({ path: join(OUT, "page.png"), fullPage: true });
   assert.deepEqual(second.problems, []);
   return second;
 }
@@ -487,8 +485,12 @@ async function main() {
     await run("1. the page loads, the stream opens, ticks appear", async () => {
       first = await pageLoadsAndStreams(context, server);
     });
-    await run("2. a message from one page appears on both (7. screenshot)", async () => {
+    await run("2. a message from one page appears on both", async () => {
       second = await chatReachesBothPages(context, server, first);
+    });
+    await run("7. a screenshot of the page with its chat", async () => {
+      mkdirSync(OUT, { recursive: true });
+      await first.screenshot({ path: join(OUT, "page.png"), fullPage: true });
     });
     await run("3. markup in a message shows as text, no dialog", () => markupIsText(first, second));
     // Each page holds two long-lived connections (/sse and /stats) of the
