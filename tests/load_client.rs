@@ -321,3 +321,144 @@ fn a_bare_number_is_not_a_duration() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("give a unit: 5ms or 5s"), "{stderr}");
 }
+
+/// Runs sse-load with `args` (and `env`): its exit code and stderr.
+fn sse_load_status(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sse-load"));
+    command
+        .args(args)
+        .args(["--quiet"])
+        .envs(env.iter().copied());
+    let output = output_within(&mut command, SSE_LOAD_LIMIT);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+/// An exit status a CI job can gate on: non-zero when nothing connects,
+/// when connections failed beyond --max-failures, or when a threshold
+/// given is not met; each failed check is named.
+#[test]
+fn the_exit_status_says_whether_the_run_passed() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{closed}/sse");
+    let (code, stderr) = sse_load_status(&["--url", &url, "-c", "5", "--hold", "200ms"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("failed: nothing connected (5 attempted)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("failed: 5 of 5 connections failed"),
+        "{stderr}"
+    );
+
+    // Two streams per address: two of four connections are turned away.
+    // (A fresh server each time: one that has not yet seen the last run's
+    // streams close would turn all four away.)
+    let run = |more: &[&str]| {
+        let server = TestServer::start(&["--interval", "50ms", "--max-per-address", "2"]);
+        let url = format!("http://{}/sse", server.addr);
+        let base = ["--url", url.as_str(), "-c", "4", "--hold", "500ms"];
+        sse_load_status(&[&base[..], more].concat(), &[])
+    };
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("failed: 2 of 4 connections failed (--max-failures allows 0)"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["--max-failures", "50%"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = run(&["--max-failures", "2"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // Thresholds only when given: no spread is 0 ms at the 99th percentile.
+    let (code, stderr) = run(&["--max-failures", "2", "--max-spread-p99", "0ms"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is above --max-spread-p99"), "{stderr}");
+    let (code, stderr) = run(&["--min-coverage", "1.5"]);
+    assert_eq!(code, Some(2), "a share above 1 is a bad flag: {stderr}");
+}
+
+/// A server of the test's own that records the request head it gets and
+/// answers with an event every 50 ms until the client goes.
+fn recording_server() -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (sender, heads) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            while reader.read_line(&mut head).is_ok_and(|n| n > 0) && !head.ends_with("\r\n\r\n") {}
+            if sender.send(head).is_err() {
+                return;
+            }
+            let mut stream = stream;
+            std::thread::spawn(move || {
+                let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
+                let mut ok = stream.write_all(head).is_ok();
+                let mut id = 0u64;
+                // Until the client closes (a write fails), or 30 s at most.
+                while ok && id < 600 {
+                    id += 1;
+                    ok = stream
+                        .write_all(format!("id: {id}\ndata: x\n\n").as_bytes())
+                        .is_ok();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                drop(reader);
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Headers from flags, a file and the environment, a cookie, and Basic
+/// authorization from the URL's user:password reach the server; a secret
+/// from the file or the environment never needs to be a flag.
+#[test]
+fn headers_and_credentials_reach_the_server() {
+    let (addr, heads) = recording_server();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("headers");
+    std::fs::write(&file, "Authorization: Bearer from-the-file\n\nX-Two: 2\n").unwrap();
+    let url = format!("http://ada:s3cret@{addr}/events");
+    let args = [
+        "--url",
+        &url,
+        "-c",
+        "1",
+        "--hold",
+        "300ms",
+        "-H",
+        "X-One: 1",
+        "--header-file",
+        file.to_str().unwrap(),
+        "--cookie",
+        "session=abc",
+    ];
+    let (code, stderr) = sse_load_status(&args, &[("SSE_LOAD_HEADERS", "X-From-Env: yes")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let head = heads
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a request");
+    for line in [
+        "GET /events HTTP/1.1\r\n",
+        "\r\nX-One: 1\r\n",
+        "\r\nAuthorization: Bearer from-the-file\r\n",
+        "\r\nX-Two: 2\r\n",
+        "\r\nX-From-Env: yes\r\n",
+        "\r\nCookie: session=abc\r\n",
+        // ada:s3cret
+        "\r\nAuthorization: Basic YWRhOnMzY3JldA==\r\n",
+    ] {
+        assert!(head.contains(line), "{line:?} in {head}");
+    }
+    let (code, stderr) = sse_load_status(&["--url", &url, "-H", "X-Bad: a\rb"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}

@@ -18,6 +18,7 @@ use sse_mio::event_parser::{ChunkedDecoder, EventParser, Item};
 use crate::options::{Args, Target, mono_ns};
 use crate::phases;
 use crate::probe::ServerFigures;
+use crate::request;
 use crate::sockets::{Ramp, connect_socket, failure_kind, failure_name};
 use crate::tally::{self, GRACE, Phases, Raw, Window};
 
@@ -326,11 +327,7 @@ pub(crate) fn run_share(
         poll,
         conns: Slab::with_capacity(args.connections),
         raw: Raw::default(),
-        request: format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
-            target.path, target.host
-        )
-        .into_bytes(),
+        request: request::request(args, target).map_err(io::Error::other)?,
         scratch: vec![0; 64 * 1024],
         stopping: false,
     };

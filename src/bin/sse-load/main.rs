@@ -33,6 +33,7 @@ mod options;
 mod phases;
 mod probe;
 mod report;
+mod request;
 mod sockets;
 mod tally;
 mod workers;
@@ -70,6 +71,11 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<ExitCode, String> {
     let target = parse_url(&args.url)?;
+    // A bad header is refused before anything connects.
+    if let Err(e) = request::request(args, &target) {
+        eprintln!("sse-load: {e}");
+        return Ok(ExitCode::from(2));
+    }
     let _ = raise_open_files_limit();
     let sources = match &args.sources {
         Some(text) => parse_sources(text)?,
@@ -128,5 +134,14 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         std::fs::write(path, json + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    Ok(ExitCode::SUCCESS)
+    // An exit status a CI job can gate on: each failed check is named.
+    let failed = report.failed_checks(args);
+    for check in &failed {
+        eprintln!("sse-load: failed: {check}");
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

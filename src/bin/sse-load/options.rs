@@ -80,9 +80,81 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) per_process: Option<usize>,
 
+    /// A header to send with each request, `Name: value` (repeatable). For a secret, use --header-file or SSE_LOAD_HEADERS instead: a flag shows in the process list.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub(crate) headers: Vec<String>,
+
+    /// Headers to send with each request, one `Name: value` a line, read from FILE; the SSE_LOAD_HEADERS environment variable is read the same way. Keeps a token out of the process list.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) header_file: Option<PathBuf>,
+
+    /// A Cookie header to send with each request (`name=value; other=value`).
+    #[arg(long, value_name = "COOKIES")]
+    pub(crate) cookie: Option<String>,
+
+    /// The request method, for servers that stream the response to a POST.
+    #[arg(long, default_value = "GET")]
+    pub(crate) method: String,
+
+    /// A request body (sent with Content-Length), with --method POST for example.
+    #[arg(long)]
+    pub(crate) body: Option<String>,
+
+    /// Exit non-zero when more connections than this failed: a count, or a share of those attempted (`1%`).
+    #[arg(long, value_name = "N|P%", default_value = "0", value_parser = parse_max_failures)]
+    pub(crate) max_failures: MaxFailures,
+
+    /// Exit non-zero when an event reached a smaller share of the connections than this (0 to 1). Not checked unless given.
+    #[arg(long, value_name = "F", value_parser = parse_share)]
+    pub(crate) min_coverage: Option<f64>,
+
+    /// Exit non-zero when the spread's p99 (first to last receiver of an event) is above D. Not checked unless given.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub(crate) max_spread_p99: Option<Duration>,
+
     /// Internal: run as a worker of a parent sse-load.
     #[arg(long, hide = true)]
     pub(crate) worker: bool,
+}
+
+/// How many failed connections are tolerated (`--max-failures`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum MaxFailures {
+    Count(u64),
+    /// A share of the connections attempted, in percent.
+    Percent(f64),
+}
+
+impl MaxFailures {
+    /// The most failures allowed out of `attempted`.
+    pub(crate) fn allowed(self, attempted: u64) -> u64 {
+        match self {
+            MaxFailures::Count(n) => n,
+            MaxFailures::Percent(p) => (attempted as f64 * p / 100.0).floor() as u64,
+        }
+    }
+}
+
+fn parse_max_failures(text: &str) -> Result<MaxFailures, String> {
+    let bad = || format!("'{text}' is not a count or a percentage like 1%");
+    match text.trim().strip_suffix('%') {
+        Some(p) => match p.trim().parse::<f64>() {
+            Ok(p) if (0.0..=100.0).contains(&p) => Ok(MaxFailures::Percent(p)),
+            _ => Err(bad()),
+        },
+        None => text
+            .trim()
+            .parse()
+            .map(MaxFailures::Count)
+            .map_err(|_| bad()),
+    }
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("'{text}' is not a share from 0 to 1")),
+    }
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -104,20 +176,27 @@ pub(crate) fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Where the load goes: the server's address, and the `Host` and path to ask for.
+/// Where the load goes: the server's address, the `Host` and path to ask
+/// for, and the URL's `user:password`, if it had one (sent as Basic
+/// authorization; never printed).
 pub(crate) struct Target {
     pub(crate) addr: SocketAddr,
     pub(crate) host: String,
     pub(crate) path: String,
+    pub(crate) credentials: Option<String>,
 }
 
 pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+        .ok_or_else(|| format!("{}: only http:// URLs are supported", shown_url(url)))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
+    };
+    let (credentials, authority) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (Some(userinfo.to_owned()), host),
+        None => (None, authority),
     };
     let with_port = if authority.contains(':') {
         authority.to_owned()
@@ -133,7 +212,23 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
         addr,
         host: authority.to_owned(),
         path: path.to_owned(),
+        credentials,
     })
+}
+
+/// `url` as it may be printed: without a password.
+pub(crate) fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_owned(),
+    }
 }
 
 pub(crate) fn parse_sources(text: &str) -> Result<Vec<IpAddr>, String> {

@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::options::Args;
+use crate::options::{Args, shown_url};
 use crate::probe::{ServerFigures, process_tree};
 use crate::tally::{Phases, Posted, Raw, Window};
 
@@ -182,7 +182,7 @@ pub(crate) fn report(
         .collect();
     latencies.sort_unstable();
     Report {
-        url: args.url.clone(),
+        url: shown_url(&args.url),
         connections: args.connections,
         attempted: raw.attempted,
         connected: open,
@@ -242,6 +242,48 @@ pub(crate) fn report(
             latency_us_max: latencies.last().copied(),
             posts: server.chat.clone(),
         }),
+    }
+}
+
+impl Report {
+    /// The checks this run failed, each in words: nothing connected, no
+    /// event arrived, more failures than `--max-failures`, and the
+    /// thresholds given (`--min-coverage`, `--max-spread-p99`).
+    pub(crate) fn failed_checks(&self, args: &Args) -> Vec<String> {
+        let mut failed = Vec::new();
+        if self.connected == 0 {
+            failed.push(format!("nothing connected ({} attempted)", self.attempted));
+        } else if self.events_per_connection == 0.0 {
+            failed.push(format!(
+                "no event arrived during the {:.1} s hold",
+                self.hold_s
+            ));
+        }
+        let failures: u64 = self.failures.values().sum();
+        let allowed = args.max_failures.allowed(self.attempted);
+        if failures > allowed {
+            failed.push(format!(
+                "{failures} of {} connections failed (--max-failures allows {allowed})",
+                self.attempted
+            ));
+        }
+        if let Some(min) = args.min_coverage
+            && self.coverage_min < min
+        {
+            failed.push(format!(
+                "coverage min {:.4} is below --min-coverage {min}",
+                self.coverage_min
+            ));
+        }
+        if let Some(max) = args.max_spread_p99
+            && self.spread_us_p99 as u128 > max.as_micros()
+        {
+            failed.push(format!(
+                "spread p99 {:.1} ms is above --max-spread-p99 {max:?}",
+                self.spread_us_p99 as f64 / 1000.0
+            ));
+        }
+        failed
     }
 }
 

@@ -57,6 +57,21 @@ pub(crate) fn run_workers(
         if !mine.is_empty() {
             command.args(["--sources", &mine.join(",")]);
         }
+        // What each connection sends: the same request in every process
+        // (a header file is read by each; SSE_LOAD_HEADERS is inherited).
+        command.args(["--method", &args.method]);
+        for header in &args.headers {
+            command.args(["--header", header]);
+        }
+        if let Some(path) = &args.header_file {
+            command.arg("--header-file").arg(path);
+        }
+        if let Some(cookie) = &args.cookie {
+            command.args(["--cookie", cookie]);
+        }
+        if let Some(body) = &args.body {
+            command.args(["--body", body]);
+        }
         children.push(
             command
                 .spawn()
