@@ -382,32 +382,59 @@ fn the_exit_status_says_whether_the_run_passed() {
     assert_eq!(code, Some(2), "a share above 1 is a bad flag: {stderr}");
 }
 
-/// A server of the test's own that records the request head it gets and
-/// answers with an event every 50 ms until the client goes.
-fn recording_server() -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+/// How a test server of the test's own frames its events.
+#[derive(Clone, Copy)]
+enum Framing {
+    /// `id: N` counting up, LF line ends.
+    Ids,
+    /// `data: ping`, no ids at all.
+    NoIds,
+    /// A different id for every event on every connection (as a server
+    /// that sends each client its own UUIDs).
+    UniqueIds,
+    /// Chunked, CRLF line ends, a comment, `retry:` and two-line data.
+    ChunkedCrlf,
+}
+
+/// A server of the test's own: it records each request head it gets and
+/// answers with an event every 50 ms, framed as `framing` says, until the
+/// client goes (30 s at most).
+fn event_server(framing: Framing) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (sender, heads) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
+        for (conn, stream) in listener.incoming().flatten().enumerate() {
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut head = String::new();
             while reader.read_line(&mut head).is_ok_and(|n| n > 0) && !head.ends_with("\r\n\r\n") {}
-            if sender.send(head).is_err() {
-                return;
-            }
+            let _ = sender.send(head);
             let mut stream = stream;
             std::thread::spawn(move || {
-                let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
-                let mut ok = stream.write_all(head).is_ok();
-                let mut id = 0u64;
-                // Until the client closes (a write fails), or 30 s at most.
-                while ok && id < 600 {
-                    id += 1;
-                    ok = stream
-                        .write_all(format!("id: {id}\ndata: x\n\n").as_bytes())
-                        .is_ok();
+                let chunked = matches!(framing, Framing::ChunkedCrlf);
+                let head = if chunked {
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+                };
+                let mut ok = stream.write_all(head.as_bytes()).is_ok();
+                let mut n = 0u64;
+                while ok && n < 600 {
+                    n += 1;
+                    let event = match framing {
+                        Framing::Ids => format!("id: {n}\ndata: x\n\n"),
+                        Framing::NoIds => "data: ping\n\n".to_owned(),
+                        Framing::UniqueIds => format!("id: c{conn}-e{n}-5f0e\ndata: x\n\n"),
+                        Framing::ChunkedCrlf => {
+                            let event = format!(
+                                ": hi\r\nretry: 1000\r\nid: {n}\r\ndata: a\r\ndata: b\r\n\r\n"
+                            );
+                            format!("{:x}\r\n{event}\r\n", event.len())
+                        }
+                    };
+                    ok = stream.write_all(event.as_bytes()).is_ok();
+                    // The server's own ticker: an event every 50 ms.
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 drop(reader);
@@ -417,12 +444,83 @@ fn recording_server() -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String
     (addr, heads)
 }
 
+/// sse-load against a test server framing its events as `framing`: the
+/// JSON report, and the printed table.
+fn against(framing: Framing) -> (serde_json::Value, String) {
+    let (addr, _heads) = event_server(framing);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_sse-load"))
+            .args(["--url", &format!("http://{addr}/events")])
+            .args(["-c", "5", "--hold", "1s", "--quiet", "--json"])
+            .arg(&json),
+        SSE_LOAD_LIMIT,
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (report, stdout)
+}
+
+/// Any event stream, not only sse-mio's: events are told apart by id when
+/// they have one, by their data otherwise; coverage applies to broadcast
+/// streams, per-connection delivery to unicast ones; order is checked
+/// only for numeric ids that count up by one, and says so otherwise.
+#[test]
+fn any_event_stream_is_measured_as_it_is() {
+    let (report, stdout) = against(Framing::NoIds);
+    assert_eq!(report["identified_by"], "data", "{stdout}");
+    assert!(
+        report["events_per_connection"].as_f64().unwrap() >= 5.0,
+        "{stdout}"
+    );
+    assert_eq!(report["unicast"], false, "{stdout}");
+    assert!(report["coverage_min"].as_f64().unwrap() > 0.5, "{stdout}");
+    assert!(
+        stdout.contains("order within streams     not checked: the events have no ids"),
+        "{stdout}"
+    );
+    assert!(report["gap_ms_p50"].as_u64().unwrap() <= 128, "{stdout}");
+
+    let (report, stdout) = against(Framing::UniqueIds);
+    assert_eq!(report["identified_by"], "id", "{stdout}");
+    assert_eq!(report["unicast"], true, "{stdout}");
+    assert!(
+        stdout.contains("does not apply: the ids are unique to each connection"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("not checked: the ids are not numbers"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ids missing"), "{stdout}");
+
+    let (report, stdout) = against(Framing::ChunkedCrlf);
+    assert_eq!(report["identified_by"], "id", "{stdout}");
+    assert_eq!(report["ordering"], "checked", "{stdout}");
+    assert_eq!(report["missing_ids"], 0, "{stdout}");
+    assert_eq!(report["out_of_order_ids"], 0, "{stdout}");
+    assert!(
+        report["events_per_connection"].as_f64().unwrap() >= 5.0,
+        "{stdout}"
+    );
+
+    let (report, stdout) = against(Framing::Ids);
+    assert_eq!(report["ordering"], "checked", "{stdout}");
+    assert_eq!(report["missing_ids"], 0, "{stdout}");
+}
+
 /// Headers from flags, a file and the environment, a cookie, and Basic
 /// authorization from the URL's user:password reach the server; a secret
 /// from the file or the environment never needs to be a flag.
 #[test]
 fn headers_and_credentials_reach_the_server() {
-    let (addr, heads) = recording_server();
+    let (addr, heads) = event_server(Framing::Ids);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("headers");
     std::fs::write(&file, "Authorization: Bearer from-the-file\n\nX-Two: 2\n").unwrap();

@@ -2,6 +2,7 @@
 //! response head and stream, and recording every id's arrivals; the loop
 //! that drives them, with a deadline for every phase.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -48,6 +49,31 @@ struct Conn {
     said_goodbye: bool,
     /// The last numeric id this connection received.
     last_id: Option<u64>,
+    /// When it last received an event (ns), for the gaps between events.
+    last_event_ns: u64,
+    /// Events without an id: how often each data (by its hash) has come
+    /// on this connection. Only for streams that send no ids; boxed, so
+    /// that it costs the others 8 bytes each, not a map's 48.
+    #[allow(clippy::box_collection)]
+    seen_data: Option<Box<HashMap<u64, u32>>>,
+}
+
+/// The key of an event without an id: its data's hash and how often that
+/// data had come before on this connection (so `data: ping` every second
+/// is many events, and the n-th ping is the same event on every
+/// connection that saw the ones before it).
+#[allow(clippy::box_collection)]
+fn data_key(seen: &mut Option<Box<HashMap<u64, u32>>>, data: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut hasher);
+    let hash = hasher.finish();
+    let count = seen
+        .get_or_insert_with(Box::default)
+        .entry(hash)
+        .or_default();
+    *count += 1;
+    format!("data:{hash:016x}#{count}")
 }
 
 /// Connections opened in one go before the loop turns to its events.
@@ -104,6 +130,8 @@ impl<'a> Load<'a> {
             turned_away: false,
             said_goodbye: false,
             last_id: None,
+            last_event_ns: 0,
+            seen_data: None,
         });
     }
 
@@ -191,6 +219,8 @@ impl<'a> Load<'a> {
             let turned_away = &mut conn.turned_away;
             let said_goodbye = &mut conn.said_goodbye;
             let last_id = &mut conn.last_id;
+            let last_event_ns = &mut conn.last_event_ns;
+            let seen_data = &mut conn.seen_data;
             conn.parser.feed(bytes, &mut |item| match item {
                 Item::Comment(comment) => {
                     // sse-mio's answer when it is full: come back later.
@@ -201,16 +231,38 @@ impl<'a> Load<'a> {
                 // those whose first arrival (over all workers) falls in the
                 // window, so an id whose delivery straddles the window's
                 // start is left out rather than counted half.
-                Item::Event(event) if !event.id.is_empty() => {
-                    if let Ok(id) = event.id.parse::<u64>() {
-                        match *last_id {
-                            Some(last) if id <= last => raw.out_of_order += 1,
-                            Some(last) => raw.missing += id - last - 1,
-                            None => {}
-                        }
-                        *last_id = Some(id);
+                Item::Event(event) => {
+                    if *last_event_ns != 0 {
+                        let gap_ms = now.saturating_sub(*last_event_ns) / 1_000_000;
+                        raw.gaps[tally::gap_bucket(gap_ms)] += 1;
                     }
-                    let entry = raw.ids.entry(event.id).or_insert((now, now, 0));
+                    *last_event_ns = now;
+                    let key = if event.id.is_empty() {
+                        raw.by_data += 1;
+                        data_key(seen_data, &event.data)
+                    } else {
+                        raw.by_id += 1;
+                        match event.id.parse::<u64>() {
+                            Ok(id) => {
+                                match *last_id {
+                                    Some(last) if id <= last => raw.out_of_order += 1,
+                                    Some(last) => {
+                                        raw.missing += id - last - 1;
+                                        if id == last + 1 {
+                                            raw.steps_of_one += 1;
+                                        } else {
+                                            raw.other_steps += 1;
+                                        }
+                                    }
+                                    None => {}
+                                }
+                                *last_id = Some(id);
+                            }
+                            Err(_) => raw.non_numeric += 1,
+                        }
+                        event.id
+                    };
+                    let entry = raw.ids.entry(key).or_insert((now, now, 0));
                     entry.1 = now;
                     entry.2 += 1;
                 }

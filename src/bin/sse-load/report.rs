@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::options::{Args, shown_url};
 use crate::probe::{ServerFigures, process_tree};
-use crate::tally::{Phases, Posted, Raw, Window};
+use crate::tally::{GAP_BUCKETS, Phases, Posted, Raw, Window};
 
 #[derive(Serialize)]
 pub(crate) struct Report {
@@ -38,6 +38,19 @@ pub(crate) struct Report {
     missing_ids: u64,
     /// Ids that arrived at or below a connection's previous id.
     out_of_order_ids: u64,
+    /// How events were told apart: `id`, `data` (the stream sends no ids:
+    /// its data and how often it came before), `id and data`, or `none`.
+    identified_by: &'static str,
+    /// Whether `missing_ids` and `out_of_order_ids` mean anything: only
+    /// for numeric ids that count up by one; otherwise why not.
+    ordering: String,
+    /// Ids unique to each connection (a UUID per event per client):
+    /// coverage does not apply, and delivery is measured per connection.
+    unicast: bool,
+    /// The time between two events on one connection, in ms (from
+    /// power-of-two buckets: each figure is its bucket's upper bound).
+    gap_ms_p50: Option<u64>,
+    gap_ms_p99: Option<u64>,
     server_rss_before_bytes: Option<u64>,
     server_rss_after_bytes: Option<u64>,
     server_rss_bytes_per_connection: Option<f64>,
@@ -96,6 +109,8 @@ struct Chat {
 /// arrival, receivers), out of `open` connections.
 struct Delivery {
     ids: usize,
+    /// Ids that reached exactly one connection.
+    single: usize,
     receipts: u64,
     coverage_min: f64,
     coverage_mean: f64,
@@ -108,7 +123,7 @@ struct Delivery {
 fn delivery<'a>(ids: impl Iterator<Item = &'a (u64, u64, u64)>, open: u64) -> Delivery {
     let mut spread =
         Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
-    let (mut n, mut receipts, mut full) = (0, 0, 0);
+    let (mut n, mut receipts, mut full, mut single) = (0, 0, 0, 0);
     let (mut coverage_min, mut coverage_sum) = (1.0f64, 0.0);
     for (first, last, count) in ids {
         let _ = spread.record(((last - first) / 1000).max(1));
@@ -116,6 +131,7 @@ fn delivery<'a>(ids: impl Iterator<Item = &'a (u64, u64, u64)>, open: u64) -> De
         coverage_min = coverage_min.min(coverage);
         coverage_sum += coverage;
         full += usize::from(*count >= open);
+        single += usize::from(*count == 1);
         receipts += count;
         n += 1;
     }
@@ -128,6 +144,7 @@ fn delivery<'a>(ids: impl Iterator<Item = &'a (u64, u64, u64)>, open: u64) -> De
     };
     Delivery {
         ids: n,
+        single,
         receipts,
         coverage_min: if n == 0 { 0.0 } else { coverage_min },
         coverage_mean: if n == 0 { 0.0 } else { coverage_sum / n as f64 },
@@ -136,6 +153,37 @@ fn delivery<'a>(ids: impl Iterator<Item = &'a (u64, u64, u64)>, open: u64) -> De
         p99: at(0.99),
         max: if n == 0 { 0 } else { spread.max() },
     }
+}
+
+/// Whether ordering checks mean anything for these streams, and if not,
+/// why not.
+fn ordering(raw: &Raw) -> String {
+    if raw.by_id == 0 {
+        "not checked: the events have no ids".to_owned()
+    } else if raw.non_numeric > 0 {
+        "not checked: the ids are not numbers".to_owned()
+    } else if raw.other_steps > raw.steps_of_one {
+        "not checked: the ids are numbers that do not count up by one".to_owned()
+    } else {
+        "checked".to_owned()
+    }
+}
+
+/// The `q` quantile of the gap histogram (a bucket's upper bound, ms).
+fn gap_quantile(buckets: &[u64; GAP_BUCKETS], q: f64) -> Option<u64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let wanted = (total as f64 * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= wanted {
+            return Some(1u64 << i);
+        }
+    }
+    None
 }
 
 /// A floor round's id, as the server's `--bench-floor` writes it.
@@ -201,6 +249,16 @@ pub(crate) fn report(
         spread_us_max: events.max,
         missing_ids: raw.missing,
         out_of_order_ids: raw.out_of_order,
+        identified_by: match (raw.by_id > 0, raw.by_data > 0) {
+            (true, false) => "id",
+            (false, true) => "data",
+            (true, true) => "id and data",
+            (false, false) => "none",
+        },
+        ordering: ordering(raw),
+        unicast: open > 1 && events.ids > 0 && events.single * 10 >= events.ids * 9,
+        gap_ms_p50: gap_quantile(&raw.gaps, 0.5),
+        gap_ms_p99: gap_quantile(&raw.gaps, 0.99),
         server_rss_before_bytes: server.rss_before,
         server_rss_after_bytes: server.rss_after,
         server_rss_bytes_per_connection: match (server.rss_before, server.rss_after) {
@@ -268,6 +326,7 @@ impl Report {
             ));
         }
         if let Some(min) = args.min_coverage
+            && !self.unicast
             && self.coverage_min < min
         {
             failed.push(format!(
@@ -305,15 +364,29 @@ pub(crate) fn print_report(r: &Report) {
         "hold                     {:.1} s, {} ids counted",
         r.hold_s, r.ids_counted
     );
+    println!("events identified by     {}", r.identified_by);
     println!("events per connection    {:.2}", r.events_per_connection);
-    println!(
-        "coverage                 min {:.4}, mean {:.4}, {} of {} ids reached every connection",
-        r.coverage_min, r.coverage_mean, r.ids_full_coverage, r.ids_counted
-    );
-    println!(
-        "order within streams     {} ids missing, {} out of order",
-        r.missing_ids, r.out_of_order_ids
-    );
+    if let (Some(p50), Some(p99)) = (r.gap_ms_p50, r.gap_ms_p99) {
+        println!(
+            "gap between events       p50 under {p50} ms, p99 under {p99} ms (per connection)"
+        );
+    }
+    if r.unicast {
+        println!("coverage                 does not apply: the ids are unique to each connection");
+    } else {
+        println!(
+            "coverage                 min {:.4}, mean {:.4}, {} of {} ids reached every connection",
+            r.coverage_min, r.coverage_mean, r.ids_full_coverage, r.ids_counted
+        );
+    }
+    if r.ordering == "checked" {
+        println!(
+            "order within streams     {} ids missing, {} out of order",
+            r.missing_ids, r.out_of_order_ids
+        );
+    } else {
+        println!("order within streams     {}", r.ordering);
+    }
     println!(
         "fan-out spread           p50 {} us, p99 {} us, max {} us",
         r.spread_us_p50, r.spread_us_p99, r.spread_us_max

@@ -48,6 +48,34 @@ pub(crate) struct Raw {
     pub(crate) cut: u64,
     #[serde(default)]
     pub(crate) still_open: u64,
+    /// How the events were told apart: by their `id:`, or (no id) by
+    /// their data and how often that data had come before on the
+    /// connection.
+    #[serde(default)]
+    pub(crate) by_id: u64,
+    #[serde(default)]
+    pub(crate) by_data: u64,
+    /// Whether numeric ids count up by one: steps of exactly one from a
+    /// connection's previous id, and other steps; and ids that are not
+    /// numbers. Order and gaps are checked only where they mean something.
+    #[serde(default)]
+    pub(crate) steps_of_one: u64,
+    #[serde(default)]
+    pub(crate) other_steps: u64,
+    #[serde(default)]
+    pub(crate) non_numeric: u64,
+    /// The time between two events on one connection: bucket i counts the
+    /// gaps under 2^i ms (the last, everything longer).
+    #[serde(default)]
+    pub(crate) gaps: [u64; GAP_BUCKETS],
+}
+
+/// Buckets of [`Raw::gaps`]: up to 2^23 ms (2.3 hours) and beyond.
+pub(crate) const GAP_BUCKETS: usize = 24;
+
+/// The bucket of a gap of `ms` milliseconds.
+pub(crate) fn gap_bucket(ms: u64) -> usize {
+    (64 - ms.leading_zeros() as usize).min(GAP_BUCKETS - 1)
 }
 
 impl Raw {
@@ -68,6 +96,14 @@ impl Raw {
         self.goodbyes += other.goodbyes;
         self.cut += other.cut;
         self.still_open += other.still_open;
+        self.by_id += other.by_id;
+        self.by_data += other.by_data;
+        self.steps_of_one += other.steps_of_one;
+        self.other_steps += other.other_steps;
+        self.non_numeric += other.non_numeric;
+        for (mine, theirs) in self.gaps.iter_mut().zip(other.gaps) {
+            *mine += theirs;
+        }
         for (id, (first, last, count)) in other.ids {
             let entry = self.ids.entry(id).or_insert((first, last, 0));
             entry.0 = entry.0.min(first);
