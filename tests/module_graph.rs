@@ -253,13 +253,25 @@ fn modules_import_each_other_one_way_only() {
 fn binary_graph(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut files = Vec::new();
     rust_files(dir, &mut files);
-    let modules: BTreeSet<String> = files
-        .iter()
-        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_owned()))
-        .collect();
+    // A file `a.rs` or `a/b.rs` belongs to module `a`, as in the library.
+    let module_of = |path: &Path| -> (String, usize) {
+        let relative = path.strip_prefix(dir).unwrap();
+        let first = relative
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_str()
+            .unwrap();
+        (
+            first.trim_end_matches(".rs").to_owned(),
+            relative.components().count(),
+        )
+    };
+    let modules: BTreeSet<String> = files.iter().map(|p| module_of(p).0).collect();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for path in &files {
-        let module = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let (module, depth) = module_of(path);
         let code = code_without_tests(&std::fs::read_to_string(path).unwrap());
         let targets = graph.entry(module.clone()).or_default();
         if module == "main" {
@@ -270,7 +282,7 @@ fn binary_graph(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
             }
             continue;
         }
-        for target in references(&code, 1) {
+        for target in references(&code, depth) {
             if target == module {
                 continue;
             }

@@ -20,6 +20,8 @@ use crate::options::{Args, Target, mono_ns};
 use crate::phases;
 use crate::probe::ServerFigures;
 use crate::request;
+
+mod reconnect;
 use crate::sockets::{Ramp, connect_socket, failure_kind, failure_name};
 use crate::tally::{self, GRACE, Phases, Raw, Window};
 
@@ -33,6 +35,9 @@ enum Phase {
     Connecting,
     Head,
     Streaming,
+    /// The stream ended; with `--reconnect`, a new one is due (see
+    /// `reconnect.rs`).
+    Waiting,
 }
 
 struct Conn {
@@ -56,6 +61,13 @@ struct Conn {
     /// that it costs the others 8 bytes each, not a map's 48.
     #[allow(clippy::box_collection)]
     seen_data: Option<Box<HashMap<u64, u32>>>,
+    /// With `--reconnect`: what the stream said to wait before coming
+    /// back (`retry:`), the last id to resume after, when the stream
+    /// ended (0 while it streams), and the request with `Last-Event-ID`.
+    retry_ms: u64,
+    resume_id: Option<String>,
+    ended_ns: u64,
+    request: Option<Vec<u8>>,
 }
 
 /// The key of an event without an id: its data's hash and how often that
@@ -96,6 +108,8 @@ struct Load<'a> {
     /// The server was told to stop (`--then-stop`): a stream that ends now
     /// is counted as a goodbye or a cut, not a failure.
     stopping: bool,
+    /// With `--reconnect`: streams waiting to come back, and when.
+    pending: Vec<(u64, usize)>,
 }
 
 impl<'a> Load<'a> {
@@ -132,12 +146,19 @@ impl<'a> Load<'a> {
             last_id: None,
             last_event_ns: 0,
             seen_data: None,
+            retry_ms: reconnect::DEFAULT_RETRY_MS,
+            resume_id: None,
+            ended_ns: 0,
+            request: None,
         });
     }
 
     /// Drives one connection; returns a failure reason if it is finished.
     fn drive(&mut self, key: usize) -> Option<&'static str> {
         let conn = self.conns.get_mut(key)?;
+        if let Phase::Waiting = conn.phase {
+            return None; // an event for the socket it no longer has
+        }
         if let Phase::Connecting = conn.phase {
             match conn.stream.take_error() {
                 Ok(Some(e)) | Err(e) => return Some(failure_kind(&e)),
@@ -146,8 +167,9 @@ impl<'a> Load<'a> {
             if conn.stream.peer_addr().is_err() {
                 return None; // not connected yet
             }
-            while conn.sent < self.request.len() {
-                match conn.stream.write(&self.request[conn.sent..]) {
+            let request = conn.request.as_deref().unwrap_or(&self.request);
+            while conn.sent < request.len() {
+                match conn.stream.write(&request[conn.sent..]) {
                     Ok(n) => conn.sent += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -201,7 +223,11 @@ impl<'a> Load<'a> {
                     conn.chunked = Some(ChunkedDecoder::new());
                 }
                 conn.phase = Phase::Streaming;
-                self.raw.connected += 1;
+                if conn.ended_ns == 0 {
+                    self.raw.connected += 1;
+                } else {
+                    reconnect::resumed(&mut self.raw, conn, now);
+                }
                 owned = conn.head.split_off(head_len);
                 conn.head = Vec::new();
                 bytes = &owned;
@@ -221,6 +247,8 @@ impl<'a> Load<'a> {
             let last_id = &mut conn.last_id;
             let last_event_ns = &mut conn.last_event_ns;
             let seen_data = &mut conn.seen_data;
+            let (retry_ms, resume_id) = (&mut conn.retry_ms, &mut conn.resume_id);
+            let reconnecting = self.args.reconnect;
             conn.parser.feed(bytes, &mut |item| match item {
                 Item::Comment(comment) => {
                     // sse-mio's answer when it is full: come back later.
@@ -231,7 +259,20 @@ impl<'a> Load<'a> {
                 // those whose first arrival (over all workers) falls in the
                 // window, so an id whose delivery straddles the window's
                 // start is left out rather than counted half.
+                Item::Retry(ms) => *retry_ms = ms,
+                // A gap the server declares (sse-mio's `event: reset`): the
+                // stream goes on from its id, and nothing is counted missing.
+                Item::Event(event) if event.event == "reset" => {
+                    raw.declared_gaps += 1;
+                    *last_id = event.id.parse().ok().or(*last_id);
+                    if reconnecting && !event.id.is_empty() {
+                        *resume_id = Some(event.id);
+                    }
+                }
                 Item::Event(event) => {
+                    if reconnecting && !event.id.is_empty() {
+                        *resume_id = Some(event.id.clone());
+                    }
                     if *last_event_ns != 0 {
                         let gap_ms = now.saturating_sub(*last_event_ns) / 1_000_000;
                         raw.gaps[tally::gap_bucket(gap_ms)] += 1;
@@ -266,7 +307,6 @@ impl<'a> Load<'a> {
                     entry.1 = now;
                     entry.2 += 1;
                 }
-                _ => {}
             });
         }
     }
@@ -314,6 +354,9 @@ impl<'a> Load<'a> {
             if now >= until || (self.stopping && self.conns.is_empty()) {
                 return Ok(false);
             }
+            if self.args.reconnect {
+                self.reconnect_due(now);
+            }
             let timeout = Duration::from_nanos((until - now).min(10_000_000));
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -331,6 +374,10 @@ impl<'a> Load<'a> {
                 }
             }
             for (key, reason) in dead {
+                if self.args.reconnect && !self.stopping && self.conns.contains(key) {
+                    self.wait_to_reconnect(key, mono_ns());
+                    continue;
+                }
                 if let Some(mut conn) = self.conns.try_remove(key) {
                     let _ = self.poll.registry().deregister(&mut conn.stream);
                     match (self.stopping, conn.said_goodbye) {
@@ -350,11 +397,17 @@ impl<'a> Load<'a> {
             .conns
             .iter()
             .filter(|(_, c)| {
-                !matches!(c.phase, Phase::Streaming) && now.saturating_sub(c.opened_ns) > limit
+                matches!(c.phase, Phase::Connecting | Phase::Head)
+                    && now.saturating_sub(c.opened_ns) > limit
             })
             .map(|(k, _)| k)
             .collect();
         for key in late {
+            if self.args.reconnect && self.conns[key].ended_ns != 0 {
+                // An attempt to come back took too long: try again.
+                self.wait_to_reconnect(key, now);
+                continue;
+            }
             self.conns.remove(key);
             self.raw.fail("timeout");
         }
@@ -382,6 +435,7 @@ pub(crate) fn run_share(
         request: request::request(args, target).map_err(io::Error::other)?,
         scratch: vec![0; 64 * 1024],
         stopping: false,
+        pending: Vec::new(),
     };
     let mut ramp = Ramp {
         total: args.connections,

@@ -112,6 +112,10 @@ pub(crate) struct Args {
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub(crate) max_spread_p99: Option<Duration>,
 
+    /// When a stream ends, come back as a browser does: after its retry: (3 s until it says one), with Last-Event-ID; attempts refused while the server is away are tried again. Reports reconnects, how long each took, and whether the resumed streams missed or repeated anything.
+    #[arg(long)]
+    pub(crate) reconnect: bool,
+
     /// Internal: run as a worker of a parent sse-load.
     #[arg(long, hide = true)]
     pub(crate) worker: bool,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::options::{Args, shown_url};
 use crate::probe::{ServerFigures, process_tree};
-use crate::tally::{GAP_BUCKETS, Phases, Posted, Raw, Window};
+use crate::tally::{Phases, Posted, Raw, Window, gap_quantile, ordering};
 
 #[derive(Serialize)]
 pub(crate) struct Report {
@@ -51,6 +51,11 @@ pub(crate) struct Report {
     /// power-of-two buckets: each figure is its bucket's upper bound).
     gap_ms_p50: Option<u64>,
     gap_ms_p99: Option<u64>,
+    /// Streams that came back after they ended (`--reconnect`).
+    reconnects: u64,
+    /// With `--reconnect`: how the streams came back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reconnect: Option<Reconnect>,
     server_rss_before_bytes: Option<u64>,
     server_rss_after_bytes: Option<u64>,
     server_rss_bytes_per_connection: Option<f64>,
@@ -91,6 +96,24 @@ struct Floor {
     spread_us_p50: u64,
     spread_us_p99: u64,
     spread_us_max: u64,
+}
+
+/// `--reconnect`: streams that ended and came back.
+#[derive(Serialize)]
+struct Reconnect {
+    /// Streams that ended (the server closed them, or went away).
+    stream_ends: u64,
+    /// Connections made to bring them back; those refused or timed out
+    /// while the server was away, and tried again.
+    attempts: u64,
+    retried: u64,
+    /// Streams that came back, and how long it took (from the end to the
+    /// new stream's head; power-of-two buckets, upper bounds).
+    reconnects: u64,
+    ms_p50: Option<u64>,
+    ms_p99: Option<u64>,
+    /// Gaps the server declared (`event: reset`), not counted missing.
+    declared_gaps: u64,
 }
 
 /// The chat phase: from each POST to the last connection that received it.
@@ -153,37 +176,6 @@ fn delivery<'a>(ids: impl Iterator<Item = &'a (u64, u64, u64)>, open: u64) -> De
         p99: at(0.99),
         max: if n == 0 { 0 } else { spread.max() },
     }
-}
-
-/// Whether ordering checks mean anything for these streams, and if not,
-/// why not.
-fn ordering(raw: &Raw) -> String {
-    if raw.by_id == 0 {
-        "not checked: the events have no ids".to_owned()
-    } else if raw.non_numeric > 0 {
-        "not checked: the ids are not numbers".to_owned()
-    } else if raw.other_steps > raw.steps_of_one {
-        "not checked: the ids are numbers that do not count up by one".to_owned()
-    } else {
-        "checked".to_owned()
-    }
-}
-
-/// The `q` quantile of the gap histogram (a bucket's upper bound, ms).
-fn gap_quantile(buckets: &[u64; GAP_BUCKETS], q: f64) -> Option<u64> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let wanted = (total as f64 * q).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    for (i, n) in buckets.iter().enumerate() {
-        seen += n;
-        if seen >= wanted {
-            return Some(1u64 << i);
-        }
-    }
-    None
 }
 
 /// A floor round's id, as the server's `--bench-floor` writes it.
@@ -259,6 +251,16 @@ pub(crate) fn report(
         unicast: open > 1 && events.ids > 0 && events.single * 10 >= events.ids * 9,
         gap_ms_p50: gap_quantile(&raw.gaps, 0.5),
         gap_ms_p99: gap_quantile(&raw.gaps, 0.99),
+        reconnects: raw.reconnects,
+        reconnect: args.reconnect.then(|| Reconnect {
+            stream_ends: raw.stream_ends,
+            attempts: raw.attempts,
+            retried: raw.retried,
+            reconnects: raw.reconnects,
+            ms_p50: gap_quantile(&raw.reconnect_ms, 0.5),
+            ms_p99: gap_quantile(&raw.reconnect_ms, 0.99),
+            declared_gaps: raw.declared_gaps,
+        }),
         server_rss_before_bytes: server.rss_before,
         server_rss_after_bytes: server.rss_after,
         server_rss_bytes_per_connection: match (server.rss_before, server.rss_after) {
@@ -334,6 +336,15 @@ impl Report {
                 self.coverage_min
             ));
         }
+        if let Some(r) = &self.reconnect
+            && r.reconnects < r.stream_ends
+        {
+            failed.push(format!(
+                "{} of {} streams that ended did not come back",
+                r.stream_ends - r.reconnects,
+                r.stream_ends
+            ));
+        }
         if let Some(max) = args.max_spread_p99
             && self.spread_us_p99 as u128 > max.as_micros()
         {
@@ -377,6 +388,19 @@ pub(crate) fn print_report(r: &Report) {
         println!(
             "coverage                 min {:.4}, mean {:.4}, {} of {} ids reached every connection",
             r.coverage_min, r.coverage_mean, r.ids_full_coverage, r.ids_counted
+        );
+    }
+    if let Some(c) = &r.reconnect {
+        println!(
+            "reconnects               {} of {} ended streams came back ({} attempts, {} tried again), \
+             took p50 under {} ms, p99 under {} ms; {} gaps declared by the server",
+            c.reconnects,
+            c.stream_ends,
+            c.attempts,
+            c.retried,
+            c.ms_p50.unwrap_or(0),
+            c.ms_p99.unwrap_or(0),
+            c.declared_gaps
         );
     }
     if r.ordering == "checked" {

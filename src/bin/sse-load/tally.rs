@@ -68,6 +68,22 @@ pub(crate) struct Raw {
     /// gaps under 2^i ms (the last, everything longer).
     #[serde(default)]
     pub(crate) gaps: [u64; GAP_BUCKETS],
+    /// With `--reconnect`: streams that ended, attempts to bring one back,
+    /// attempts refused or timed out (tried again), streams that came
+    /// back and how long each took (ms buckets, as `gaps`), and gaps the
+    /// server declared (`event: reset`).
+    #[serde(default)]
+    pub(crate) stream_ends: u64,
+    #[serde(default)]
+    pub(crate) attempts: u64,
+    #[serde(default)]
+    pub(crate) retried: u64,
+    #[serde(default)]
+    pub(crate) reconnects: u64,
+    #[serde(default)]
+    pub(crate) reconnect_ms: [u64; GAP_BUCKETS],
+    #[serde(default)]
+    pub(crate) declared_gaps: u64,
 }
 
 /// Buckets of [`Raw::gaps`]: up to 2^23 ms (2.3 hours) and beyond.
@@ -104,6 +120,14 @@ impl Raw {
         for (mine, theirs) in self.gaps.iter_mut().zip(other.gaps) {
             *mine += theirs;
         }
+        self.stream_ends += other.stream_ends;
+        self.attempts += other.attempts;
+        self.retried += other.retried;
+        self.reconnects += other.reconnects;
+        for (mine, theirs) in self.reconnect_ms.iter_mut().zip(other.reconnect_ms) {
+            *mine += theirs;
+        }
+        self.declared_gaps += other.declared_gaps;
         for (id, (first, last, count)) in other.ids {
             let entry = self.ids.entry(id).or_insert((first, last, 0));
             entry.0 = entry.0.min(first);
@@ -155,6 +179,37 @@ pub(crate) fn window_from(args: &Args, start: u64) -> Window {
         start,
         end: start + (args.hold + args.floor).as_nanos() as u64,
     }
+}
+
+/// Whether ordering checks mean anything for these streams, and if not,
+/// why not.
+pub(crate) fn ordering(raw: &Raw) -> String {
+    if raw.by_id == 0 {
+        "not checked: the events have no ids".to_owned()
+    } else if raw.non_numeric > 0 {
+        "not checked: the ids are not numbers".to_owned()
+    } else if raw.other_steps > raw.steps_of_one {
+        "not checked: the ids are numbers that do not count up by one".to_owned()
+    } else {
+        "checked".to_owned()
+    }
+}
+
+/// The `q` quantile of the gap histogram (a bucket's upper bound, ms).
+pub(crate) fn gap_quantile(buckets: &[u64; GAP_BUCKETS], q: f64) -> Option<u64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let wanted = (total as f64 * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= wanted {
+            return Some(1u64 << i);
+        }
+    }
+    None
 }
 
 /// What a worker prints when its connections are open.

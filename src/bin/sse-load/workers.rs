@@ -60,6 +60,9 @@ pub(crate) fn run_workers(
         // What each connection sends: the same request in every process
         // (a header file is read by each; SSE_LOAD_HEADERS is inherited).
         command.args(["--method", &args.method]);
+        if args.reconnect {
+            command.arg("--reconnect");
+        }
         for header in &args.headers {
             command.args(["--header", header]);
         }
