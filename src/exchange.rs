@@ -27,10 +27,11 @@
 //! - **ReadingBody**: a `POST /messages` body, by `Content-Length` or
 //!   chunked, never more than `--max-message` of it.
 //! - **Awaiting**: the message went to the outbox; the loop hands it to
-//!   the source and, when its event comes back, calls
-//!   [`Exchange::on_answer`] with the id: `202 {"id": N}`. A worker's
-//!   `/metrics` waits here too, for the whole server's figures from its
-//!   supervisor.
+//!   the source and, once its event has come back and its fan-out pass
+//!   has ended, calls [`Exchange::on_answer`] with the id: `202 {"id": N}`
+//!   (with `--redis`, the append's reply). A worker's `/metrics` waits
+//!   here too, for the whole server's figures from its supervisor, and so
+//!   does a stream that asked the shared log for a replay.
 //! - **Responding**: the head and a body in memory leave in one `writev`;
 //!   a file body goes by `sendfile` from the open file (the open-file
 //!   cache's descriptor), so the connection holds no file data between
