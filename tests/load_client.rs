@@ -626,3 +626,44 @@ fn reconnect_follows_a_server_restart_and_misses_nothing() {
     assert_eq!(report["failures"].as_object().unwrap().len(), 0, "{report}");
     assert_eq!(report["connected"], 5, "{report}");
 }
+
+/// `--publish`: posts to any publisher endpoint during the hold, each with
+/// a marker the streams look for: here sse-mio's own `POST /messages`,
+/// with a JSON body made from the template.
+#[test]
+fn publish_measures_latency_on_any_endpoint() {
+    let server = TestServer::start(&[
+        "--interval",
+        "0",
+        "--post-rate",
+        "100",
+        "--post-burst",
+        "100",
+    ]);
+    let publish = format!("http://{}/messages", server.addr);
+    let (report, stdout) = run_sse_load(
+        &server,
+        &[
+            "-c",
+            "20",
+            "--hold",
+            "2s",
+            "--quiet",
+            "--publish",
+            &publish,
+            "--publish-rate",
+            "5/s",
+            "--publish-header",
+            "Content-Type: application/json",
+            "--publish-body",
+            r#"{"user":"load","text":"{marker}"}"#,
+        ],
+    );
+    let publish = &report["publish"];
+    assert_eq!(publish["posted"], 10, "{stdout}");
+    assert_eq!(publish["accepted"], 10, "{stdout}");
+    assert_eq!(publish["reached_everyone"], 10, "{stdout}");
+    let last = publish["last_ms_p99"].as_f64().expect("a latency");
+    assert!(last > 0.0 && last < 5_000.0, "{stdout}");
+    assert!(stdout.contains("publish to first"), "{stdout}");
+}

@@ -19,6 +19,7 @@ use sse_mio::event_parser::{ChunkedDecoder, EventParser, Item};
 use crate::options::{Args, Target, mono_ns};
 use crate::phases;
 use crate::probe::ServerFigures;
+use crate::publish;
 use crate::request;
 
 mod reconnect;
@@ -68,24 +69,6 @@ struct Conn {
     resume_id: Option<String>,
     ended_ns: u64,
     request: Option<Vec<u8>>,
-}
-
-/// The key of an event without an id: its data's hash and how often that
-/// data had come before on this connection (so `data: ping` every second
-/// is many events, and the n-th ping is the same event on every
-/// connection that saw the ones before it).
-#[allow(clippy::box_collection)]
-fn data_key(seen: &mut Option<Box<HashMap<u64, u32>>>, data: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    data.hash(&mut hasher);
-    let hash = hasher.finish();
-    let count = seen
-        .get_or_insert_with(Box::default)
-        .entry(hash)
-        .or_default();
-    *count += 1;
-    format!("data:{hash:016x}#{count}")
 }
 
 /// Connections opened in one go before the loop turns to its events.
@@ -249,6 +232,7 @@ impl<'a> Load<'a> {
             let seen_data = &mut conn.seen_data;
             let (retry_ms, resume_id) = (&mut conn.retry_ms, &mut conn.resume_id);
             let reconnecting = self.args.reconnect;
+            let publishing = self.args.publish.is_some();
             conn.parser.feed(bytes, &mut |item| match item {
                 Item::Comment(comment) => {
                     // sse-mio's answer when it is full: come back later.
@@ -270,6 +254,11 @@ impl<'a> Load<'a> {
                     }
                 }
                 Item::Event(event) => {
+                    if publishing && let Some(marker) = publish::marker_in(&event.data) {
+                        let entry = raw.marks.entry(marker.to_owned()).or_insert((now, now, 0));
+                        entry.1 = now;
+                        entry.2 += 1;
+                    }
                     if reconnecting && !event.id.is_empty() {
                         *resume_id = Some(event.id.clone());
                     }
@@ -280,7 +269,7 @@ impl<'a> Load<'a> {
                     *last_event_ns = now;
                     let key = if event.id.is_empty() {
                         raw.by_data += 1;
-                        data_key(seen_data, &event.data)
+                        tally::data_key(seen_data, &event.data)
                     } else {
                         raw.by_id += 1;
                         match event.id.parse::<u64>() {

@@ -32,6 +32,7 @@ mod connections;
 mod options;
 mod phases;
 mod probe;
+mod publish;
 mod report;
 mod request;
 mod sockets;

@@ -116,6 +116,26 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) reconnect: bool,
 
+    /// During the hold, post to this publisher endpoint (any server: nchan, a Mercure hub, an API) and measure publish to first and to last receiver; each body carries a unique marker that the streams look for.
+    #[arg(long, value_name = "URL")]
+    pub(crate) publish: Option<String>,
+
+    /// Posts per second to --publish, over the hold.
+    #[arg(long, value_name = "R/s", default_value = "1/s", value_parser = parse_rate)]
+    pub(crate) publish_rate: f64,
+
+    /// The body of each post to --publish; {marker} becomes the post's marker (e.g. '{"user":"l","text":"{marker}"}', or 'topic=t&data={marker}').
+    #[arg(long, value_name = "TEMPLATE", default_value = "{marker}")]
+    pub(crate) publish_body: String,
+
+    /// A header for each post to --publish (repeatable), e.g. 'Content-Type: application/json'.
+    #[arg(long = "publish-header", value_name = "NAME: VALUE")]
+    pub(crate) publish_headers: Vec<String>,
+
+    /// The method of each post to --publish.
+    #[arg(long, value_name = "M", default_value = "POST")]
+    pub(crate) publish_method: String,
+
     /// Internal: run as a worker of a parent sse-load.
     #[arg(long, hide = true)]
     pub(crate) worker: bool,

@@ -1,6 +1,6 @@
 //! The measurement window, in phases: the **hold** (events are counted;
 //! the server's CPU is measured over it and its memory at its end; `--chat`
-//! messages are posted during it), then with `--floor` the **floor**: the
+//! messages and `--publish` posts are sent during it), then with `--floor` the **floor**: the
 //! server (started with `--bench-floor`) is sent SIGUSR1 and writes
 //! `floor-K` frames with one bare `write(2)` per stream instead of ticking,
 //! counted apart; a second SIGUSR1 at the end sets it ticking again.
@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::options::{Args, Target, mono_ns};
 use crate::probe::{self, ServerFigures, proc_cpu_seconds, proc_rss};
+use crate::publish::{Published, publish_during};
 use crate::tally::{Phases, Posted};
 
 /// Longest a chat POST may take, connect to answer.
@@ -25,6 +26,7 @@ const POST_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Measuring {
     cpu_start: Option<f64>,
     poster: Option<JoinHandle<Vec<Posted>>>,
+    publisher: Option<JoinHandle<Vec<Published>>>,
 }
 
 /// The hold begins: note the server's CPU time, start posting.
@@ -33,9 +35,14 @@ pub(crate) fn begin(args: &Args, target: &Target, phases: Phases) -> Measuring {
         let (addr, host, count) = (target.addr, target.host.clone(), args.chat);
         std::thread::spawn(move || post_during(addr, &host, count, phases))
     });
+    let publisher = args.publish.is_some().then(|| {
+        let args = args.clone();
+        std::thread::spawn(move || publish_during(&args, phases))
+    });
     Measuring {
         cpu_start: args.server_pid.and_then(proc_cpu_seconds),
         poster,
+        publisher,
     }
 }
 
@@ -62,6 +69,9 @@ impl Measuring {
         }
         if let Some(poster) = self.poster {
             server.chat = poster.join().unwrap_or_default();
+        }
+        if let Some(publisher) = self.publisher {
+            server.published = publisher.join().unwrap_or_default();
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::publish::Published;
 use crate::tally::Posted;
 
 #[derive(Default)]
@@ -14,6 +15,8 @@ pub(crate) struct ServerFigures {
     pub(crate) cpu_percent: Option<f64>,
     /// The chat messages posted to it during the hold (`--chat`).
     pub(crate) chat: Vec<Posted>,
+    /// The posts to the publisher endpoint during the hold (`--publish`).
+    pub(crate) published: Vec<Published>,
     /// [`kernel_counters`] at the start and at the end of the hold.
     pub(crate) kernel_before: BTreeMap<String, u64>,
     pub(crate) kernel_after: BTreeMap<String, u64>,

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::options::{Args, shown_url};
 use crate::probe::{ServerFigures, process_tree};
+use crate::publish;
 use crate::tally::{Phases, Posted, Raw, Window, gap_quantile, ordering};
 
 #[derive(Serialize)]
@@ -56,6 +57,9 @@ pub(crate) struct Report {
     /// With `--reconnect`: how the streams came back.
     #[serde(skip_serializing_if = "Option::is_none")]
     reconnect: Option<Reconnect>,
+    /// With `--publish`: the posts, and publish to first and last receiver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish: Option<publish::Summary>,
     server_rss_before_bytes: Option<u64>,
     server_rss_after_bytes: Option<u64>,
     server_rss_bytes_per_connection: Option<f64>,
@@ -252,6 +256,10 @@ pub(crate) fn report(
         gap_ms_p50: gap_quantile(&raw.gaps, 0.5),
         gap_ms_p99: gap_quantile(&raw.gaps, 0.99),
         reconnects: raw.reconnects,
+        publish: args
+            .publish
+            .as_deref()
+            .map(|url| publish::summary(shown_url(url), &server.published, &raw.marks, open)),
         reconnect: args.reconnect.then(|| Reconnect {
             stream_ends: raw.stream_ends,
             attempts: raw.attempts,
@@ -389,6 +397,9 @@ pub(crate) fn print_report(r: &Report) {
             "coverage                 min {:.4}, mean {:.4}, {} of {} ids reached every connection",
             r.coverage_min, r.coverage_mean, r.ids_full_coverage, r.ids_counted
         );
+    }
+    if let Some(p) = &r.publish {
+        publish::print(p);
     }
     if let Some(c) = &r.reconnect {
         println!(

@@ -84,6 +84,10 @@ pub(crate) struct Raw {
     pub(crate) reconnect_ms: [u64; GAP_BUCKETS],
     #[serde(default)]
     pub(crate) declared_gaps: u64,
+    /// With `--publish`: each marker seen -> (first arrival ns, last
+    /// arrival ns, receivers).
+    #[serde(default)]
+    pub(crate) marks: HashMap<String, (u64, u64, u64)>,
 }
 
 /// Buckets of [`Raw::gaps`]: up to 2^23 ms (2.3 hours) and beyond.
@@ -128,6 +132,12 @@ impl Raw {
             *mine += theirs;
         }
         self.declared_gaps += other.declared_gaps;
+        for (marker, (first, last, count)) in other.marks {
+            let entry = self.marks.entry(marker).or_insert((first, last, 0));
+            entry.0 = entry.0.min(first);
+            entry.1 = entry.1.max(last);
+            entry.2 += count;
+        }
         for (id, (first, last, count)) in other.ids {
             let entry = self.ids.entry(id).or_insert((first, last, 0));
             entry.0 = entry.0.min(first);
@@ -179,6 +189,24 @@ pub(crate) fn window_from(args: &Args, start: u64) -> Window {
         start,
         end: start + (args.hold + args.floor).as_nanos() as u64,
     }
+}
+
+/// The key of an event without an id: its data's hash and how often that
+/// data had come before on this connection (so `data: ping` every second
+/// is many events, and the n-th ping is the same event on every
+/// connection that saw the ones before it).
+#[allow(clippy::box_collection)]
+pub(crate) fn data_key(seen: &mut Option<Box<HashMap<u64, u32>>>, data: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut hasher);
+    let hash = hasher.finish();
+    let count = seen
+        .get_or_insert_with(Box::default)
+        .entry(hash)
+        .or_default();
+    *count += 1;
+    format!("data:{hash:016x}#{count}")
 }
 
 /// Whether ordering checks mean anything for these streams, and if not,

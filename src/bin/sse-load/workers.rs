@@ -63,6 +63,10 @@ pub(crate) fn run_workers(
         if args.reconnect {
             command.arg("--reconnect");
         }
+        // Workers look for the markers the parent publishes.
+        if let Some(url) = &args.publish {
+            command.args(["--publish", url]);
+        }
         for header in &args.headers {
             command.args(["--header", header]);
         }

@@ -1,0 +1,199 @@
+//! `--publish URL`: latency on any server. During the hold, a thread
+//! posts to the publisher endpoint at `--publish-rate`, each body made from
+//! `--publish-body` with `{marker}` replaced by a marker unique to the
+//! post (`sseload<pid>m<n>`); every connection looks for markers in the
+//! data of the events it receives ([`marker_in`]), so publish → first and
+//! → last receiver is measured for servers other than sse-mio (nchan's
+//! publisher endpoint, a Mercure hub, an API of one's own).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::options::{Args, Target, mono_ns, parse_url};
+use crate::tally::Phases;
+
+/// Longest one post may take, connect to answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One post: its marker, when it was sent (CLOCK_MONOTONIC ns) and its
+/// status (or what went wrong).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Published {
+    pub(crate) marker: String,
+    pub(crate) sent_ns: u64,
+    pub(crate) answer: String,
+    /// Whether the endpoint answered 2xx.
+    pub(crate) accepted: bool,
+}
+
+/// The marker in an event's data, if it carries one (any process's: the
+/// parent's pid is in it, and a worker does not know it).
+pub(crate) fn marker_in(data: &str) -> Option<&str> {
+    let at = data.find("sseload")?;
+    let rest = &data[at..];
+    let end = rest[7..]
+        .find(|c: char| !(c.is_ascii_digit() || c == 'm'))
+        .map_or(rest.len(), |n| n + 7);
+    let marker = &rest[..end];
+    marker.contains('m').then_some(marker)
+}
+
+/// Posts at `--publish-rate` over the hold, on this thread; what was sent.
+pub(crate) fn publish_during(args: &Args, phases: Phases) -> Vec<Published> {
+    let Some(url) = &args.publish else {
+        return Vec::new();
+    };
+    let target = match parse_url(url) {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("sse-load: --publish: {e}");
+            return Vec::new();
+        }
+    };
+    let hold_s = (phases.hold_end - phases.start) as f64 / 1e9;
+    let count = (args.publish_rate * hold_s).floor().max(1.0) as u64;
+    let step = (phases.hold_end - phases.start) / count;
+    (0..count)
+        .map(|n| {
+            let at = phases.start + step * n + step / 2;
+            while mono_ns() < at {
+                std::thread::sleep(Duration::from_nanos((at - mono_ns()).min(50_000_000)));
+            }
+            let marker = format!("sseload{}m{n}", std::process::id());
+            let body = args.publish_body.replace("{marker}", &marker);
+            let sent_ns = mono_ns();
+            let (answer, accepted) = match post(args, &target, &body) {
+                Ok(status) => (status.to_string(), (200..300).contains(&status)),
+                Err(e) => (e.to_string(), false),
+            };
+            Published {
+                marker,
+                sent_ns,
+                answer,
+                accepted,
+            }
+        })
+        .collect()
+}
+
+/// One request to the publisher endpoint; its status.
+fn post(args: &Args, target: &Target, body: &str) -> io::Result<u16> {
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        args.publish_method,
+        target.path,
+        target.host,
+        body.len()
+    );
+    for header in &args.publish_headers {
+        if header.contains(['\r', '\n']) || !header.contains(':') {
+            return Err(io::Error::other("a --publish-header is not 'Name: value'"));
+        }
+        head.push_str(header.trim());
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let mut socket = TcpStream::connect_timeout(&target.addr, TIMEOUT)?;
+    socket.set_read_timeout(Some(TIMEOUT))?;
+    socket.set_nodelay(true)?;
+    socket.write_all(head.as_bytes())?;
+    socket.write_all(body.as_bytes())?;
+    let mut reader = BufReader::new(socket);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+    let _ = reader.take(64 * 1024).read_to_end(&mut Vec::new());
+    Ok(status)
+}
+
+/// What the posts to `--publish` came to.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Summary {
+    pub(crate) url: String,
+    pub(crate) posted: usize,
+    /// Answered 2xx.
+    pub(crate) accepted: usize,
+    /// Seen by at least one connection, and by every measured one.
+    pub(crate) reached: usize,
+    pub(crate) reached_everyone: usize,
+    /// From each post to its first and to its last receiver, ms.
+    pub(crate) first_ms_p50: Option<f64>,
+    pub(crate) first_ms_p99: Option<f64>,
+    pub(crate) last_ms_p50: Option<f64>,
+    pub(crate) last_ms_p99: Option<f64>,
+}
+
+/// The summary of `published`, whose markers arrived as `marks` says, out
+/// of `open` connections.
+pub(crate) fn summary(
+    url: String,
+    published: &[Published],
+    marks: &std::collections::HashMap<String, (u64, u64, u64)>,
+    open: u64,
+) -> Summary {
+    let (mut first, mut last) = (Vec::new(), Vec::new());
+    let mut reached = 0;
+    for post in published {
+        let Some(&(first_ns, last_ns, count)) = marks.get(&post.marker) else {
+            continue;
+        };
+        reached += 1;
+        first.push(first_ns.saturating_sub(post.sent_ns) as f64 / 1e6);
+        if count >= open {
+            last.push(last_ns.saturating_sub(post.sent_ns) as f64 / 1e6);
+        }
+    }
+    let quantile = |values: &mut Vec<f64>, q: f64| {
+        values.sort_by(f64::total_cmp);
+        let at = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len().max(1)) - 1;
+        values.get(at).copied()
+    };
+    Summary {
+        url,
+        posted: published.len(),
+        accepted: published.iter().filter(|p| p.accepted).count(),
+        reached,
+        reached_everyone: last.len(),
+        first_ms_p50: quantile(&mut first, 0.5),
+        first_ms_p99: quantile(&mut first, 0.99),
+        last_ms_p50: quantile(&mut last, 0.5),
+        last_ms_p99: quantile(&mut last, 0.99),
+    }
+}
+
+/// The report's lines for `--publish`.
+pub(crate) fn print(s: &Summary) {
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+    println!(
+        "publish                  {} posted to {} ({} accepted), {} reached a stream, {} every stream",
+        s.posted, s.url, s.accepted, s.reached, s.reached_everyone
+    );
+    println!(
+        "publish to first         p50 {}, p99 {}; to last: p50 {}, p99 {}",
+        ms(s.first_ms_p50),
+        ms(s.first_ms_p99),
+        ms(s.last_ms_p50),
+        ms(s.last_ms_p99)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_found_in_any_data() {
+        assert_eq!(marker_in("sseload42m7"), Some("sseload42m7"));
+        assert_eq!(
+            marker_in(r#"{"user":"l","text":"sseload42m7","at":1}"#),
+            Some("sseload42m7")
+        );
+        assert_eq!(marker_in("no marker here"), None);
+        assert_eq!(marker_in("sseload42"), None);
+    }
+}
