@@ -46,7 +46,15 @@ fn certificate(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     command
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
         .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-keyout"])
+        // A name (clients check the subjectAltName, not the CN), and not
+        // a CA: a self-signed certificate that a client can trust directly.
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -112,7 +120,8 @@ struct Proxy {
     child: Child,
     tls: u16,
     plain: u16,
-    _dir: tempfile::TempDir,
+    /// Where nginx runs, and the throwaway certificate is (`cert.pem`).
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Proxy {
@@ -160,7 +169,7 @@ fn proxy(nginx: &Path, upstream: std::net::SocketAddr) -> Option<Proxy> {
         child,
         tls,
         plain,
-        _dir: dir,
+        dir,
     })
 }
 
@@ -267,4 +276,62 @@ fn through_nginx_over_tls_each_tick_arrives_as_it_is_sent_and_chat_works() {
     while !(seen.contains(&wanted) && seen.contains("through the proxy")) {
         read_more(&mut seen);
     }
+}
+
+/// `sse-load` over TLS (rustls) through the shipped nginx: with the test
+/// certificate as its CA (`--cacert`, the host checked by name), with
+/// `--insecure`, and refused when nothing vouches for the certificate.
+#[test]
+fn sse_load_holds_streams_over_tls() {
+    let Some(nginx) = nginx() else {
+        return skip_loudly("no nginx (apt-get install nginx-light)");
+    };
+    let server = TestServer::start(&["--interval", "100ms"]);
+    let Some(proxy) = proxy(&nginx, server.addr) else {
+        return skip_loudly("no openssl to make a throwaway certificate (apt-get install openssl)");
+    };
+    let url = format!("https://localhost:{}/sse", proxy.tls);
+    let cert = proxy.dir.path().join("cert.pem");
+    let run = |extra: &[&str]| {
+        let json = proxy.dir.path().join("load.json");
+        let output = output_within(
+            Command::new(env!("CARGO_BIN_EXE_sse-load"))
+                .args([
+                    "--url", &url, "-c", "20", "--hold", "1s", "--quiet", "--json",
+                ])
+                .arg(&json)
+                .args(extra),
+            Duration::from_secs(60),
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
+                .unwrap_or(serde_json::Value::Null);
+        (output, report)
+    };
+    let (output, report) = run(&["--cacert", cert.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(report["connected"], 20, "{report}");
+    assert!(
+        report["events_per_connection"].as_f64().unwrap() >= 5.0,
+        "{report}"
+    );
+    assert_eq!(report["missing_ids"], 0, "{report}");
+
+    let (output, report) = run(&["--insecure"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(report["connected"], 20, "{report}");
+
+    // The platform's roots do not know the throwaway certificate.
+    let (output, report) = run(&[]);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert_eq!(report["connected"], 0, "{report}");
+    assert_eq!(report["failures"]["tls"], 20, "{report}");
 }

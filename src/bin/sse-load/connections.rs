@@ -3,28 +3,27 @@
 //! that drives them, with a deadline for every phase.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use rustls::{ClientConfig, ClientConnection};
 use slab::Slab;
-
 use sse_mio::event_parser::{ChunkedDecoder, EventParser, Item};
 
 use crate::options::{Args, Target, mono_ns};
-use crate::phases;
 use crate::probe::ServerFigures;
-use crate::publish;
-use crate::request;
-
-mod reconnect;
 use crate::sockets::{Ramp, connect_socket, failure_kind, failure_name};
 use crate::tally::{self, GRACE, Phases, Raw, Window};
+use crate::{phases, publish, request, tls};
+
+mod reconnect;
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -69,6 +68,8 @@ struct Conn {
     resume_id: Option<String>,
     ended_ns: u64,
     request: Option<Vec<u8>>,
+    /// `https://`: the TLS session the stream's bytes go through.
+    tls: Option<Box<ClientConnection>>,
 }
 
 /// Connections opened in one go before the loop turns to its events.
@@ -93,6 +94,8 @@ struct Load<'a> {
     stopping: bool,
     /// With `--reconnect`: streams waiting to come back, and when.
     pending: Vec<(u64, usize)>,
+    /// `https://`: the TLS configuration every connection shares.
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl<'a> Load<'a> {
@@ -107,6 +110,10 @@ impl<'a> Load<'a> {
             }
         };
         let mut stream = TcpStream::from_std(socket.into());
+        let tls = match tls::session(&self.tls, self.target) {
+            Ok(session) => session,
+            Err(e) => return self.raw.fail(&failure_name(&e)),
+        };
         let entry = self.conns.vacant_entry();
         if let Err(e) = self.poll.registry().register(
             &mut stream,
@@ -133,6 +140,7 @@ impl<'a> Load<'a> {
             resume_id: None,
             ended_ns: 0,
             request: None,
+            tls,
         });
     }
 
@@ -152,7 +160,7 @@ impl<'a> Load<'a> {
             }
             let request = conn.request.as_deref().unwrap_or(&self.request);
             while conn.sent < request.len() {
-                match conn.stream.write(&request[conn.sent..]) {
+                match tls::write(&mut conn.tls, &mut conn.stream, &request[conn.sent..]) {
                     Ok(n) => conn.sent += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -162,7 +170,7 @@ impl<'a> Load<'a> {
             conn.phase = Phase::Head;
         }
         loop {
-            let n = match conn.stream.read(&mut self.scratch) {
+            let n = match tls::read(&mut conn.tls, &mut conn.stream, &mut self.scratch) {
                 Ok(0) => {
                     return Some(match conn.phase {
                         Phase::Streaming if conn.turned_away => "server full",
@@ -425,6 +433,10 @@ pub(crate) fn run_share(
         scratch: vec![0; 64 * 1024],
         stopping: false,
         pending: Vec::new(),
+        tls: match target.tls {
+            Some(_) => Some(tls::config(args).map_err(io::Error::other)?),
+            None => None,
+        },
     };
     let mut ramp = Ramp {
         total: args.connections,

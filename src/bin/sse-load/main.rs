@@ -37,6 +37,7 @@ mod report;
 mod request;
 mod sockets;
 mod tally;
+mod tls;
 mod workers;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -15,7 +15,7 @@ use sse_mio::parse_duration;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "sse-load", version)]
 pub(crate) struct Args {
-    /// The event stream to connect to (http only).
+    /// The event stream to connect to: http:// or https:// (any SSE server).
     #[arg(long, default_value = "http://127.0.0.1:3000/sse")]
     pub(crate) url: String,
 
@@ -136,6 +136,14 @@ pub(crate) struct Args {
     #[arg(long, value_name = "M", default_value = "POST")]
     pub(crate) publish_method: String,
 
+    /// For https:// URLs: trust the certificates in this PEM file instead of the platform's roots (a test server's own CA or self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cacert: Option<PathBuf>,
+
+    /// For https:// URLs: accept any certificate (a self-signed test server). The handshake is still checked; nothing says who the server is.
+    #[arg(long)]
+    pub(crate) insecure: bool,
+
     /// Internal: run as a worker of a parent sse-load.
     #[arg(long, hide = true)]
     pub(crate) worker: bool,
@@ -208,12 +216,21 @@ pub(crate) struct Target {
     pub(crate) host: String,
     pub(crate) path: String,
     pub(crate) credentials: Option<String>,
+    /// `https://`: the server name for SNI and the certificate.
+    pub(crate) tls: Option<String>,
 }
 
 pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{}: only http:// URLs are supported", shown_url(url)))?;
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => {
+            return Err(format!(
+                "{}: only http:// and https:// URLs",
+                shown_url(url)
+            ));
+        }
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -222,11 +239,22 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
         Some((userinfo, host)) => (Some(userinfo.to_owned()), host),
         None => (None, authority),
     };
-    let with_port = if authority.contains(':') {
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.contains(']'))
+    {
         authority.to_owned()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if tls { 443 } else { 80 })
     };
+    // The name the certificate must carry: the host, without port or [].
+    let server_name = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => host,
+        _ => authority,
+    }
+    .trim_start_matches('[')
+    .trim_end_matches(']')
+    .to_owned();
     let addr = with_port
         .to_socket_addrs()
         .map_err(|e| format!("{authority}: {e}"))?
@@ -237,6 +265,7 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
         host: authority.to_owned(),
         path: path.to_owned(),
         credentials,
+        tls: tls.then_some(server_name),
     })
 }
 

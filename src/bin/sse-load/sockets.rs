@@ -60,6 +60,8 @@ pub(crate) fn failure_kind(e: &io::Error) -> &'static str {
         io::ErrorKind::TimedOut => "timeout",
         io::ErrorKind::AddrNotAvailable => "no ports left",
         _ if e.raw_os_error() == Some(libc::EMFILE) => "out of descriptors",
+        // A certificate not trusted, not for this name, a handshake refused.
+        _ if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => "tls",
         _ => "other error",
     }
 }

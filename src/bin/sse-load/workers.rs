@@ -63,6 +63,12 @@ pub(crate) fn run_workers(
         if args.reconnect {
             command.arg("--reconnect");
         }
+        if let Some(path) = &args.cacert {
+            command.arg("--cacert").arg(path);
+        }
+        if args.insecure {
+            command.arg("--insecure");
+        }
         // Workers look for the markers the parent publishes.
         if let Some(url) = &args.publish {
             command.args(["--publish", url]);

@@ -60,29 +60,26 @@ impl Load<'_> {
     /// A new connection for the stream under `key`, from the same source
     /// address, asking to resume after its last id.
     fn reopen(&mut self, key: usize, now: u64) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(retry_ms) = self.conns.get(key).map(|c| c.retry_ms) else {
             return;
         };
-        let retry = now + conn.retry_ms * 1_000_000;
         let source = self.sources.get(key % self.sources.len().max(1)).copied();
-        let Ok(socket) = connect_socket(self.target.addr, source) else {
+        let opened = connect_socket(self.target.addr, source).and_then(|socket| {
+            let mut stream = TcpStream::from_std(socket.into());
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            let registry = self.poll.registry();
+            registry.register(&mut stream, Token(key), interest)?;
+            Ok((stream, super::tls::session(&self.tls, self.target)?))
+        });
+        let Ok((stream, session)) = opened else {
+            // Tried again after the same wait, like a refused attempt.
             self.raw.retried += 1;
-            self.pending.push((retry, key));
+            self.pending.push((now + retry_ms * 1_000_000, key));
             return;
         };
-        let mut stream = TcpStream::from_std(socket.into());
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if self
-            .poll
-            .registry()
-            .register(&mut stream, Token(key), interest)
-            .is_err()
-        {
-            self.raw.retried += 1;
-            self.pending.push((retry, key));
-            return;
-        }
         self.raw.attempts += 1;
+        let conn = &mut self.conns[key];
+        conn.tls = session;
         conn.stream = stream;
         conn.phase = Phase::Connecting;
         conn.opened_ns = now;
