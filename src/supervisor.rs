@@ -245,7 +245,7 @@ impl Supervisor {
             }
             for event in events.iter() {
                 match event.token() {
-                    SIGNALS => self.on_signals()?,
+                    SIGNALS => self.on_signals(),
                     token if token == SOURCE.0 || token == SOURCE.1 => {
                         self.source.on_ready(&mut self.schedule);
                     }
@@ -265,11 +265,11 @@ impl Supervisor {
     }
 
     /// Signals: a worker's exit (SIGCHLD), or a request to stop.
-    fn on_signals(&mut self) -> io::Result<()> {
+    fn on_signals(&mut self) {
         let pending: Vec<i32> = self.signals.pending().collect();
         for signal in pending {
             if signal == SIGCHLD {
-                self.reap()?;
+                self.reap();
                 continue;
             }
             #[cfg(feature = "bench-floor")]
@@ -304,7 +304,6 @@ impl Supervisor {
                 }
             }
         }
-        Ok(())
     }
 
     /// Carries out a duty that came due. Nothing here fails the loop: what

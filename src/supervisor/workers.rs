@@ -266,15 +266,25 @@ impl Supervisor {
     }
 
     /// SIGCHLD: every worker that exited is noted, and restarted if the
-    /// server is running.
-    pub(super) fn reap(&mut self) -> io::Result<()> {
+    /// server is running. (A worker whose state cannot be read is looked
+    /// at again on the next SIGCHLD: one worker's error never leaves the
+    /// supervisor's loop.)
+    pub(super) fn reap(&mut self) {
         let now = Instant::now();
         for i in 0..self.slots.len() {
             let Some(child) = &mut self.slots[i].child else {
                 continue;
             };
-            let Some(status) = child.try_wait()? else {
-                continue;
+            let status = match child.try_wait() {
+                Ok(Some(status)) => status,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(
+                        "worker {}: cannot read its state: {e}",
+                        self.slots[i].number
+                    );
+                    continue;
+                }
             };
             let pid = child.id();
             let n = self.slots[i].number;
@@ -316,7 +326,6 @@ impl Supervisor {
                 }
             }
         }
-        Ok(())
     }
 
     /// Worker `n`'s socket is ready: write what waits, read and act on
