@@ -305,9 +305,22 @@ async function resumeWithoutLoss(context) {
     }
     await reconnected(4);
     await waitState(page, "open");
-    const got = await ids(page);
+    // What the page received and what it shows, taken together at a
+    // moment when they agree: ids arrive every 200 ms and the page draws
+    // each a moment after it is received, so two separate reads could
+    // catch one in between. If they never agree, this times out and fails.
+    const agreed = await page.waitForFunction(() => {
+      const got = window.__e2e.ids.slice();
+      const shown = {
+        ticks: [...document.querySelectorAll("#messages li .id")].map((e) => Number(e.textContent)),
+        chat: [...document.querySelectorAll("#chat-log li[data-id]")].map((e) => Number(e.dataset.id)),
+      };
+      const all = [...shown.ticks, ...shown.chat].sort((a, b) => a - b);
+      const same = all.length === got.length && all.every((id, i) => id === got[i]);
+      return same && { got, shown };
+    }, null, { timeout: WAIT });
+    const { got, shown } = await agreed.jsonValue();
     assertConsecutive(got, "ids delivered to the page");
-    const shown = await shownIds(page);
     assert.equal(shown.chat.length, 3, `chat shown: ${shown.chat}`);
     const all = [...shown.ticks, ...shown.chat].sort((a, b) => a - b);
     assertConsecutive(all, "ids shown on the page");
