@@ -12,39 +12,15 @@ use support::*;
 /// itself, and this is the deadline for it.
 const SSE_LOAD_LIMIT: Duration = Duration::from_secs(60);
 
-/// Runs sse-load against `server`'s /sse with `args` and `--json`, asserts
-/// it succeeded, and returns its report and its printed table.
-fn run_sse_load(server: &TestServer, args: &[&str]) -> (serde_json::Value, String) {
+/// Runs sse-load on `url` with `args` and `--json`, asserts it succeeded,
+/// and returns its report and its printed table.
+fn sse_load_json(url: &str, args: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("report.json");
     let output = output_within(
         Command::new(env!("CARGO_BIN_EXE_sse-load"))
-            .args(["--url", &format!("http://{}/sse", server.addr)])
+            .args(["--url", url])
             .args(args)
-            .arg("--json")
-            .arg(&json_path),
-        SSE_LOAD_LIMIT,
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
-    (report, String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// Runs sse-load against a server started as a child, with `args`,
-/// `--server-pid` and `--json`, asserts it succeeded, and returns its report
-/// and its printed table.
-fn run_sse_load_on_child(server: &ChildServer, args: &[&str]) -> (serde_json::Value, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("report.json");
-    let output = output_within(
-        Command::new(env!("CARGO_BIN_EXE_sse-load"))
-            .args(["--url", &format!("http://{}/sse", server.addr)])
-            .args(args)
-            .args(["--server-pid", &server.pid().to_string()])
             .arg("--json")
             .arg(&json_path),
         SSE_LOAD_LIMIT,
@@ -57,6 +33,19 @@ fn run_sse_load_on_child(server: &ChildServer, args: &[&str]) -> (serde_json::Va
     );
     let report = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     (report, stdout)
+}
+
+/// The same against `server`'s /sse.
+fn run_sse_load(server: &TestServer, args: &[&str]) -> (serde_json::Value, String) {
+    sse_load_json(&format!("http://{}/sse", server.addr), args)
+}
+
+/// The same against a server started as a child, whose pid sse-load is
+/// given (`--server-pid`).
+fn run_sse_load_on_child(server: &ChildServer, args: &[&str]) -> (serde_json::Value, String) {
+    let pid = server.pid().to_string();
+    let url = format!("http://{}/sse", server.addr);
+    sse_load_json(&url, &[args, &["--server-pid", &pid]].concat())
 }
 
 #[test]
@@ -448,23 +437,10 @@ fn event_server(framing: Framing) -> (std::net::SocketAddr, std::sync::mpsc::Rec
 /// JSON report, and the printed table.
 fn against(framing: Framing) -> (serde_json::Value, String) {
     let (addr, _heads) = event_server(framing);
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let output = output_within(
-        Command::new(env!("CARGO_BIN_EXE_sse-load"))
-            .args(["--url", &format!("http://{addr}/events")])
-            .args(["-c", "5", "--hold", "1s", "--quiet", "--json"])
-            .arg(&json),
-        SSE_LOAD_LIMIT,
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    (report, stdout)
+    sse_load_json(
+        &format!("http://{addr}/events"),
+        &["-c", "5", "--hold", "1s", "--quiet"],
+    )
 }
 
 /// Any event stream, not only sse-mio's: events are told apart by id when
