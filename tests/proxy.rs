@@ -125,9 +125,12 @@ struct Proxy {
 }
 
 impl Drop for Proxy {
+    /// SIGTERM, not SIGKILL: nginx's master then stops its worker, which
+    /// a killed master would leave running, orphaned.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SAFETY: kill(2) on our own child, not yet waited for.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_or_kill(&mut self.child, Duration::from_secs(10), "nginx");
     }
 }
 
