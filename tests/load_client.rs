@@ -643,3 +643,46 @@ fn publish_measures_latency_on_any_endpoint() {
     assert!(last > 0.0 && last < 5_000.0, "{stdout}");
     assert!(stdout.contains("publish to first"), "{stdout}");
 }
+
+/// `--publish` with `user:password@` in its URL sends Basic authorization,
+/// as the stream URL does.
+#[test]
+fn publish_sends_the_urls_credentials() {
+    use std::io::{BufRead, BufReader, Write};
+    let (stream_addr, _heads) = event_server(Framing::Ids);
+    let publisher = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let publish_addr = publisher.local_addr().unwrap();
+    let (sender, heads) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in publisher.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            while reader.read_line(&mut head).is_ok_and(|n| n > 0) && !head.ends_with("\r\n\r\n") {}
+            let mut stream = stream;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            if sender.send(head).is_err() {
+                return;
+            }
+        }
+    });
+    let args = [
+        "--url",
+        &format!("http://{stream_addr}/events"),
+        "-c",
+        "2",
+        "--hold",
+        "1s",
+        "--publish",
+        &format!("http://pub:s3cret@{publish_addr}/publish"),
+    ];
+    let (code, stderr) = sse_load_status(&args, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let head = heads.recv_timeout(Duration::from_secs(10)).expect("a post");
+    assert!(head.starts_with("POST /publish HTTP/1.1\r\n"), "{head}");
+    // pub:s3cret
+    assert!(
+        head.contains("\r\nAuthorization: Basic cHViOnMzY3JldA==\r\n"),
+        "{head}"
+    );
+}

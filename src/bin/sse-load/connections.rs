@@ -62,10 +62,11 @@ struct Conn {
     #[allow(clippy::box_collection)]
     seen_data: Option<Box<HashMap<u64, u32>>>,
     /// With `--reconnect`: what the stream said to wait before coming
-    /// back (`retry:`), the last id to resume after, when the stream
-    /// ended (0 while it streams), and the request with `Last-Event-ID`.
+    /// back (`retry:`), the last id to resume after (empty: none), when
+    /// the stream ended (0 while it streams), and the request with
+    /// `Last-Event-ID`.
     retry_ms: u64,
-    resume_id: Option<String>,
+    resume_id: String,
     ended_ns: u64,
     request: Option<Vec<u8>>,
     /// `https://`: the TLS session the stream's bytes go through.
@@ -137,7 +138,7 @@ impl<'a> Load<'a> {
             last_event_ns: 0,
             seen_data: None,
             retry_ms: reconnect::DEFAULT_RETRY_MS,
-            resume_id: None,
+            resume_id: String::new(),
             ended_ns: 0,
             request: None,
             tls,
@@ -258,7 +259,7 @@ impl<'a> Load<'a> {
                     raw.declared_gaps += 1;
                     *last_id = event.id.parse().ok().or(*last_id);
                     if reconnecting && !event.id.is_empty() {
-                        *resume_id = Some(event.id);
+                        *resume_id = event.id;
                     }
                 }
                 Item::Event(event) => {
@@ -268,7 +269,8 @@ impl<'a> Load<'a> {
                         entry.2 += 1;
                     }
                     if reconnecting && !event.id.is_empty() {
-                        *resume_id = Some(event.id.clone());
+                        resume_id.clear(); // the same buffer: no allocation per event
+                        resume_id.push_str(&event.id);
                     }
                     if *last_event_ns != 0 {
                         let gap_ms = now.saturating_sub(*last_event_ns) / 1_000_000;

@@ -9,18 +9,15 @@
 //! process calls these between turns of its loop, the parent of workers
 //! between naps.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::options::{Args, Target, mono_ns};
 use crate::probe::{self, ServerFigures, proc_cpu_seconds, proc_rss};
-use crate::publish::{Published, publish_during};
+use crate::publish::{Published, one_request, publish_during};
 use crate::tally::{Phases, Posted};
-
-/// Longest a chat POST may take, connect to answer.
-const POST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What is under way while the window runs.
 pub(crate) struct Measuring {
@@ -127,20 +124,7 @@ fn post(addr: SocketAddr, host: &str, n: usize) -> io::Result<(u16, Option<u64>)
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut socket = TcpStream::connect_timeout(&addr, POST_TIMEOUT)?;
-    socket.set_read_timeout(Some(POST_TIMEOUT))?;
-    socket.set_nodelay(true)?;
-    socket.write_all(request.as_bytes())?;
-    let mut reader = BufReader::new(socket);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line)?;
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
-    let mut rest = String::new();
-    reader.take(64 * 1024).read_to_string(&mut rest)?;
+    let (status, rest) = one_request(addr, request.as_bytes())?;
     let id = (status == 202)
         .then(|| {
             let body = rest.split("\r\n\r\n").nth(1)?;

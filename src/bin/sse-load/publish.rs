@@ -7,10 +7,11 @@
 //! publisher endpoint, a Mercure hub, an API of one's own).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::options::{Args, Target, mono_ns, parse_url};
+use crate::request::base64;
 use crate::tally::Phases;
 
 /// Longest one post may take, connect to answer.
@@ -86,6 +87,12 @@ fn post(args: &Args, target: &Target, body: &str) -> io::Result<u16> {
         target.host,
         body.len()
     );
+    if let Some(credentials) = &target.credentials {
+        head.push_str(&format!(
+            "Authorization: Basic {}\r\n",
+            base64(credentials.as_bytes())
+        ));
+    }
     for header in &args.publish_headers {
         if header.contains(['\r', '\n']) || !header.contains(':') {
             return Err(io::Error::other("a --publish-header is not 'Name: value'"));
@@ -94,11 +101,19 @@ fn post(args: &Args, target: &Target, body: &str) -> io::Result<u16> {
         head.push_str("\r\n");
     }
     head.push_str("\r\n");
-    let mut socket = TcpStream::connect_timeout(&target.addr, TIMEOUT)?;
+    head.push_str(body);
+    one_request(target.addr, head.as_bytes()).map(|(status, _)| status)
+}
+
+/// Sends one whole request on a connection of its own (`Connection:
+/// close`), within [`TIMEOUT`]; the answer's status, and the rest of the
+/// answer (headers and body, up to 64 KiB). The chat posts (`--chat`)
+/// use it too.
+pub(crate) fn one_request(addr: SocketAddr, request: &[u8]) -> io::Result<(u16, String)> {
+    let mut socket = TcpStream::connect_timeout(&addr, TIMEOUT)?;
     socket.set_read_timeout(Some(TIMEOUT))?;
     socket.set_nodelay(true)?;
-    socket.write_all(head.as_bytes())?;
-    socket.write_all(body.as_bytes())?;
+    socket.write_all(request)?;
     let mut reader = BufReader::new(socket);
     let mut status_line = String::new();
     reader.read_line(&mut status_line)?;
@@ -107,8 +122,9 @@ fn post(args: &Args, target: &Target, body: &str) -> io::Result<u16> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
-    let _ = reader.take(64 * 1024).read_to_end(&mut Vec::new());
-    Ok(status)
+    let mut rest = String::new();
+    reader.take(64 * 1024).read_to_string(&mut rest)?;
+    Ok((status, rest))
 }
 
 /// What the posts to `--publish` came to.

@@ -80,7 +80,11 @@ fn check(header: &str) -> Result<(), String> {
     let name = name.trim();
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(token) {
-        return Err(format!("'{name}' is not a header name"));
+        // Not echoed: a mistyped line may hold the secret itself.
+        return Err(format!(
+            "a header name that is not a token ({} characters)",
+            name.len()
+        ));
     }
     if header.contains(['\r', '\n']) {
         return Err(format!("the {name} header has a line break in it"));
@@ -89,7 +93,7 @@ fn check(header: &str) -> Result<(), String> {
 }
 
 /// Standard base64 with padding (RFC 4648), for Basic authorization.
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

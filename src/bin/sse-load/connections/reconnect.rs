@@ -87,10 +87,8 @@ impl Load<'_> {
         conn.head.clear();
         conn.chunked = None;
         conn.parser = EventParser::new();
-        conn.request = conn
-            .resume_id
-            .as_deref()
-            .map(|id| with_last_event_id(&self.request, id));
+        let id = &conn.resume_id;
+        conn.request = (!id.is_empty()).then(|| with_last_event_id(&self.request, id));
     }
 }
 
