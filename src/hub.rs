@@ -7,8 +7,9 @@
 //! 1. [`Hub::take`]: an event with its id, in order; it is encoded once
 //!    into the ring ([`Ring::push_event`]), and a fan-out *pass* begins
 //!    (or, if one is under way, it will come round again for the streams
-//!    it already visited). What the loop must act on (an answer for a
-//!    waiting connection, "ready", "lost") becomes a [`Note`].
+//!    it already visited). What the loop must act on ("ready", "lost", an
+//!    answer that is not an event) becomes a [`Note`]; the id a chat post
+//!    waits for is held until the pass that writes its event has ended.
 //! 2. [`Hub::fan_out`]: one slice of the pass walks the slab, at most
 //!    [`SLICE_STREAMS`] writes or [`SLICE_TIME`] per turn of the loop, so
 //!    accepts, files and chat posts are served while a tick goes out to
@@ -16,7 +17,8 @@
 //!    what is new ([`Stream::flush`]: one `write(2)`); a stream still busy
 //!    with an earlier frame is left alone and catches up on its next
 //!    writable event; one whose next frame left the ring is closed
-//!    (`lagged`).
+//!    (`lagged`). When the pass ends, the ids it held go to the loop as
+//!    notes, and the posts get their `202 {"id": N}`.
 //!
 //! A worker's source also hands over the dashboard frames of the whole
 //! server, the start of its sequence, and answers that are not events; a

@@ -46,7 +46,7 @@
 //! from `www/` and the connection goes back to reading (keep-alive) or
 //! closes. A chat post's body is read, its event is asked of the source, and
 //! the `202 {"id": N}` waits until the event has come back and gone out to
-//! every caught-up stream. A `GET /sse` gets
+//! every caught-up stream (with `--redis`, until the shared log has it). A `GET /sse` gets
 //! the stream head, then the connection drops its HTTP state and keeps only
 //! a cursor into the ring: each event is encoded once into the ring and
 //! written to every caught-up stream; a stream whose socket is full waits

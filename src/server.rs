@@ -415,21 +415,22 @@ impl Server {
         self.source.ask(tick, None, &mut self.shared.schedule);
     }
 
-    /// Once a second: the dashboard frame to the dashboard streams; in a
-    /// worker, its figures for its supervisor instead (which sends every
-    /// worker the whole server's frame).
+    /// Once a second: the dashboard frame to this server's dashboard
+    /// streams, or, in a worker, its figures for its supervisor.
     fn dashboard(&mut self, now: Instant) {
         let worker = self.source.upstream().is_some();
-        match self
-            .periodic
-            .dashboard(&mut self.shared, self.hub.rings(), worker, now)
-        {
+        let frame = (self.periodic).dashboard(&mut self.shared, self.hub.rings(), worker, now);
+        match frame {
             Some(Dashboard::Frame(data)) => {
                 let mut ctx = FanOutCtx::new(&mut self.shared, &mut self.turn.dead);
                 self.hub.publish_dashboard(&data, &mut self.conns, &mut ctx);
                 self.close_dead();
             }
-            Some(Dashboard::Report(json)) => self.source.upstream().map_or((), |u| u.report(json)),
+            Some(Dashboard::Report(json)) => {
+                if let Some(upstream) = self.source.upstream() {
+                    upstream.report(json);
+                }
+            }
             None => {}
         }
     }
