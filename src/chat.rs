@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Draft, Kind};
+use crate::event::{Draft, Envelope, Kind, LOBBY, room_topic};
 use crate::http::{Refusal, percent_decode};
 
 /// The path messages are posted to.
@@ -39,6 +39,7 @@ pub(crate) const MAX_BUCKETS: usize = 65_536;
 struct Posted {
     user: Option<String>,
     text: Option<String>,
+    room: Option<String>,
 }
 
 /// A valid message.
@@ -46,7 +47,12 @@ struct Posted {
 pub(crate) struct Message {
     pub(crate) user: String,
     pub(crate) text: String,
+    /// The room it goes to: its topic is `/rooms/<room>`.
+    pub(crate) room: String,
 }
+
+/// Longest room name, in characters.
+pub(crate) const MAX_ROOM_CHARS: usize = 32;
 
 const fn invalid(reason: &'static str) -> Refusal {
     Refusal::new(400, reason)
@@ -87,6 +93,20 @@ pub(crate) fn parse_message(content_type: Option<&str>, body: &[u8]) -> Result<M
     if user.chars().count() > MAX_USER_CHARS {
         return Err(invalid("user name longer than 32 characters"));
     }
+    let room = posted.room.unwrap_or_default();
+    let room = match room.trim() {
+        "" => LOBBY,
+        room => room,
+    };
+    if room.chars().count() > MAX_ROOM_CHARS
+        || !room
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            "room: 1 to 32 letters, digits, - or _ (lobby when left out)",
+        ));
+    }
     Ok(Message {
         user: if user.is_empty() {
             ANONYMOUS.to_owned()
@@ -94,6 +114,7 @@ pub(crate) fn parse_message(content_type: Option<&str>, body: &[u8]) -> Result<M
             user.to_owned()
         },
         text,
+        room: room.to_owned(),
     })
 }
 
@@ -110,6 +131,7 @@ fn parse_form(body: &str) -> Result<Posted, Refusal> {
         match decode(name)?.as_str() {
             "user" => posted.user = Some(decode(value)?),
             "text" => posted.text = Some(decode(value)?),
+            "room" => posted.room = Some(decode(value)?),
             _ => {}
         }
     }
@@ -118,18 +140,22 @@ fn parse_form(body: &str) -> Result<Posted, Refusal> {
 
 /// The data of the `event: message` for a message: one line of JSON
 /// (`serde_json` escapes line breaks inside strings), `{"user","text","at"}`
-/// with `at` the server time in milliseconds.
+/// with `at` the server time in milliseconds, and `room` for any room but
+/// the lobby (a stream that follows several rooms tells them apart by it).
 pub(crate) fn event_data(message: &Message, at_ms: u64) -> String {
     #[derive(Serialize)]
     struct Data<'a> {
         user: &'a str,
         text: &'a str,
         at: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
     }
     serde_json::to_string(&Data {
         user: &message.user,
         text: &message.text,
         at: at_ms,
+        room: (message.room != LOBBY).then_some(message.room.as_str()),
     })
     .unwrap_or_default()
 }
@@ -212,6 +238,15 @@ pub(crate) fn draft(
         kind: Kind::Message,
         data: event_data(&message, at_ms),
         origin: Some(peer),
+        // The lobby's topic is implied (and `/sse` streams get it).
+        envelope: Envelope {
+            topics: if message.room == LOBBY {
+                Vec::new()
+            } else {
+                vec![room_topic(&message.room)]
+            },
+            ..Envelope::default()
+        },
     })
 }
 
@@ -228,16 +263,29 @@ mod tests {
             parse_message(JSON, br#"{"user":"ada","text":"hi"}"#),
             Ok(Message {
                 user: "ada".into(),
-                text: "hi".into()
+                text: "hi".into(),
+                room: LOBBY.into()
             })
         );
         assert_eq!(
             parse_message(FORM, b"user=ada+l&text=a%26b%3Dc+d"),
             Ok(Message {
                 user: "ada l".into(),
-                text: "a&b=c d".into()
+                text: "a&b=c d".into(),
+                room: LOBBY.into()
             })
         );
+        assert_eq!(
+            parse_message(FORM, b"text=x&room=dev-ops_2").unwrap().room,
+            "dev-ops_2"
+        );
+        let message = parse_message(JSON, br#"{"text":"x","room":"kitchen"}"#).unwrap();
+        let draft_topics = Envelope {
+            topics: vec![room_topic(&message.room)],
+            ..Envelope::default()
+        };
+        assert_eq!(draft_topics.topics, ["/rooms/kitchen"]);
+        assert!(event_data(&message, 1).ends_with(r#","room":"kitchen"}"#));
         assert_eq!(
             parse_message(JSON, br#"{"text":"x"}"#).unwrap().user,
             ANONYMOUS
@@ -276,6 +324,10 @@ mod tests {
         assert_eq!(status(JSON, long.as_bytes()), 400);
         assert_eq!(status(FORM, b"text=%zz"), 400);
         assert_eq!(status(Some("text/plain"), b"hi"), 415);
+        assert_eq!(status(JSON, br#"{"text":"x","room":"a/b"}"#), 400);
+        assert_eq!(status(JSON, br#"{"text":"x","room":"a b"}"#), 400);
+        let long_room = format!(r#"{{"text":"x","room":"{}"}}"#, "r".repeat(33));
+        assert_eq!(status(JSON, long_room.as_bytes()), 400);
         assert_eq!(status(None, b"hi"), 415);
     }
 
@@ -284,6 +336,7 @@ mod tests {
         let message = Message {
             user: "x".into(),
             text: "\n\nevent: x\ndata: y\r".into(),
+            room: LOBBY.into(),
         };
         let data = event_data(&message, 7);
         assert!(!data.contains('\n') && !data.contains('\r'));

@@ -11,9 +11,11 @@ use std::io;
 use std::net::SocketAddr;
 
 mod addr;
+mod mercure;
 mod redis;
 
 pub use addr::{ListenAddr, parse_addr};
+pub use mercure::{Key, MercureFlags};
 pub use redis::{RedisUrl, parse_redis_url};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -126,6 +128,9 @@ pub struct Config {
     #[arg(long, value_name = "D", default_value = "2s", value_parser = positive_duration)]
     pub redis_timeout: Duration,
 
+    #[command(flatten)]
+    pub mercure: MercureFlags,
+
     /// Open files kept by the open-file cache (a descriptor each, taken from the reserve beside --max-connections; small files kept in memory count one), looked at again once a second; 0 turns it off.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub open_file_cache: usize,
@@ -205,6 +210,16 @@ impl Config {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "--stream-lifetime must be more than 0 and at most 20 days",
+            ));
+        }
+        if self.cors_origins.iter().any(|o| o == "*") && self.mercure.subscriber_key().is_some() {
+            // A browser sends the token cookie cross-origin only with
+            // credentials, and credentials only go to a named origin: `*`
+            // with cookie tokens would be either useless or, reflected,
+            // every site's key to the subscriber's updates.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--cors-origin '*' cannot be used with Mercure tokens (a key is set), which browsers send as cookies: name the origins allowed",
             ));
         }
         Ok(pages)

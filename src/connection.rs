@@ -30,17 +30,17 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use log::{debug, trace};
 use mio::Registry;
 use mio::unix::SourceFd;
 
 use crate::counters::CloseReason;
-use crate::event::Answer;
+use crate::event::{Answer, Ask, Ticket};
 pub(crate) use crate::exchange::Step;
 use crate::exchange::{Activity, Exchange};
-use crate::ring::{Cursor, Feed, Flushed, Stream, reached};
+use crate::ring::{Cursor, Everything, Feed, Flushed, Stream, reached};
 use crate::schedule::Schedule;
 use crate::shared::Ctx;
 use crate::sse;
@@ -132,7 +132,7 @@ impl Connection {
                 Activity::Responding => Doing::Responding,
             },
             Connection::Streaming { stream, .. } => match stream.cursor.feed {
-                Feed::Events => Doing::Streaming,
+                Feed::Events | Feed::Mercure => Doing::Streaming,
                 Feed::Dashboard => Doing::Dashboard,
             },
             Connection::Switching => Doing::Responding,
@@ -168,7 +168,11 @@ impl Connection {
             }
             Connection::Streaming { socket, stream } => {
                 if readable {
-                    match discard_input(socket, ctx) {
+                    // A Mercure stream ends with the client's side: who is
+                    // in a room (subscription events) must not wait for a
+                    // write to fail.
+                    let end_on_eof = stream.cursor.feed == Feed::Mercure;
+                    match discard_input(socket, end_on_eof, ctx) {
                         Step::Wait => {}
                         other => return other,
                     }
@@ -200,6 +204,18 @@ impl Connection {
             (ctx.per_address.as_deref_mut(), &*self)
         {
             per_address.hold(ctx.key, exchange.peer());
+        }
+        if let Connection::Http { exchange, .. } = self
+            && let Some(subscription) = exchange.take_subscription()
+        {
+            ctx.topics.subscribe(ctx.key, &subscription);
+            if let Some(announce) = &subscription.announce {
+                // Nobody waits for these ids: the ticket names no one.
+                let ticket = Ticket::NOBODY;
+                for draft in announce.drafts(true) {
+                    ctx.outbox.push((ticket, Ask::Publish(draft)));
+                }
+            }
         }
         let ends_at = match ctx.settings.stream_lifetime {
             // Up to 10% jitter, so streams opened together do not all
@@ -234,28 +250,48 @@ impl Connection {
         }
     }
 
-    /// Housekeeping for a stream: ends it when its lifetime is over or when
-    /// it has been stuck behind for the stall timeout, and sends it a
-    /// heartbeat if `heartbeat` is set and it is idle.
-    pub(crate) fn check_stream(&mut self, heartbeat: bool, ctx: &mut Ctx<'_>) -> Step {
+    /// Housekeeping for a stream: ends it when its lifetime is over, when
+    /// its token expires by `expiring` (`SystemTime`), or when it has been
+    /// stuck behind for the stall timeout; sends it a heartbeat if it has
+    /// written nothing for `heartbeat_ms`.
+    pub(crate) fn check_stream(
+        &mut self,
+        heartbeat_ms: Option<u32>,
+        expiring: SystemTime,
+        ctx: &mut Ctx<'_>,
+    ) -> Step {
         let Connection::Streaming { socket, stream } = self else {
             return Step::Wait;
         };
         if ctx.settings.stream_lifetime.is_some() && reached(ctx.clock, stream.ends_at) {
             return Step::Close(CloseReason::Lifetime);
         }
+        if ctx
+            .topics
+            .expires(ctx.key)
+            .is_some_and(|exp| exp <= expiring)
+        {
+            debug!("#{} closed: its token expires", ctx.key);
+            return Step::Close(CloseReason::Lifetime);
+        }
+        if !stream.cursor.waiting {
+            // A stream of a quiet topic passes over the frames that are
+            // not for it (nothing is written: a frame for it would have
+            // been, by the fan-out), and so is caught up.
+            if let Step::Close(reason) = flush(socket, stream, ctx) {
+                return Step::Close(reason);
+            }
+        }
         let ring = ctx.rings.get(stream.cursor.feed);
+        let quiet_ms = ctx.clock.wrapping_sub(stream.progress_at);
         if stream.cursor.caught_up(ring) {
-            stream.progress_at = ctx.clock;
-            if heartbeat && stream.cursor.start_heartbeat(ring) {
+            if heartbeat_ms.is_some_and(|hb| quiet_ms >= hb) && stream.cursor.start_heartbeat(ring)
+            {
                 ctx.counters.heartbeats += 1;
-                return after_flush(stream.flush(socket, ring, ctx.clock, ctx.counters));
+                return flush(socket, stream, ctx);
             }
-        } else {
-            let stalled_ms = ctx.clock.wrapping_sub(stream.progress_at);
-            if u128::from(stalled_ms) >= ctx.settings.stall_timeout.as_millis() {
-                return Step::Close(CloseReason::Stalled);
-            }
+        } else if u128::from(quiet_ms) >= ctx.settings.stall_timeout.as_millis() {
+            return Step::Close(CloseReason::Stalled);
         }
         Step::Wait
     }
@@ -296,11 +332,25 @@ pub(crate) fn after_flush(result: io::Result<Flushed>) -> Step {
     }
 }
 
+/// Writes the frames a stream wants and has not sent yet (a Mercure
+/// stream's subscription says which).
+fn flush(socket: &mut TcpStream, stream: &mut Stream, ctx: &mut Ctx<'_>) -> Step {
+    let ring = ctx.rings.get(stream.cursor.feed);
+    let flushed = match stream.cursor.feed {
+        Feed::Mercure => {
+            let filter = ctx.topics.filter(ctx.key);
+            stream.flush(socket, ring, &filter, ctx.clock, ctx.counters)
+        }
+        _ => stream.flush(socket, ring, &Everything, ctx.clock, ctx.counters),
+    };
+    after_flush(flushed)
+}
+
 /// Writes the frames a stream has not sent yet; while shutting down, a
 /// stream that has caught up gets the goodbye and is closed.
 fn flush_or_say_goodbye(socket: &mut TcpStream, stream: &mut Stream, ctx: &mut Ctx<'_>) -> Step {
+    let step = flush(socket, stream, ctx);
     let ring = ctx.rings.get(stream.cursor.feed);
-    let step = after_flush(stream.flush(socket, ring, ctx.clock, ctx.counters));
     if ctx.draining && step == Step::Wait && stream.cursor.caught_up(ring) {
         say_goodbye(socket, ctx);
         return Step::Close(CloseReason::Shutdown);
@@ -310,10 +360,11 @@ fn flush_or_say_goodbye(socket: &mut TcpStream, stream: &mut Stream, ctx: &mut C
 
 /// Reads and throws away what a streaming client sends (it has nothing to
 /// say), noticing a reset. Bounded per turn.
-fn discard_input(socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Step {
+fn discard_input(socket: &mut TcpStream, end_on_eof: bool, ctx: &mut Ctx<'_>) -> Step {
     let mut discarded = 0;
     loop {
         match socket.read(ctx.scratch) {
+            Ok(0) if end_on_eof => return Step::Close(CloseReason::Eof),
             Ok(0) => {
                 // The client shut down its sending side. It may still be
                 // reading, as TCP allows, so the stream goes on; a client

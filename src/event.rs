@@ -22,11 +22,26 @@ use crate::http::Refusal;
 /// Length of the random string each tick sends.
 pub(crate) const TICK_STRING_LEN: usize = 16;
 
-/// What an event is: a tick of the random-string ticker, or a chat message.
+/// The topic every tick is published on (Mercure subscribers ask for it by
+/// this name; `/sse` streams get it).
+pub(crate) const TICK_TOPIC: &str = "/tick";
+
+/// The chat room a message goes to when its post names none; `/sse`
+/// streams get it.
+pub(crate) const LOBBY: &str = "lobby";
+
+/// The topic of chat room `room`.
+pub(crate) fn room_topic(room: &str) -> String {
+    format!("/rooms/{room}")
+}
+
+/// What an event is: a tick of the random-string ticker, a chat message, or
+/// an update published at the Mercure endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Tick,
     Message,
+    Update,
 }
 
 impl Kind {
@@ -34,8 +49,64 @@ impl Kind {
     /// event, as the tutorial's ticks are).
     pub(crate) fn event_name(self) -> Option<&'static str> {
         match self {
-            Kind::Tick => None,
+            Kind::Tick | Kind::Update => None,
             Kind::Message => Some("message"),
+        }
+    }
+}
+
+/// Where an event goes and how it is written on the Mercure endpoint: its
+/// topics (the first canonical), whether it is private, and the fields a
+/// publisher may set. Empty for a tick or a lobby message, whose topic
+/// their kind implies ([`Envelope::topics_of`]); that keeps the common
+/// events as small on the wire (IPC, Redis) as they were.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Envelope {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) topics: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) private: bool,
+    /// The publisher's own `id` (otherwise the hub's, `#<n>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<String>,
+    /// The SSE `event:` field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) r#type: Option<String>,
+    /// The SSE `retry:` field, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) retry: Option<u64>,
+}
+
+impl Envelope {
+    /// Whether there is nothing in it (a tick, a lobby message).
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == Envelope::default()
+    }
+
+    /// The envelope in its wire form (JSON; empty for an empty one), for
+    /// IPC and the Redis entry.
+    pub(crate) fn to_wire(&self) -> String {
+        if self.is_empty() {
+            return String::new();
+        }
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The envelope from its wire form; `None` if it is not one.
+    pub(crate) fn from_wire(text: &str) -> Option<Envelope> {
+        if text.is_empty() {
+            return Some(Envelope::default());
+        }
+        serde_json::from_str(text).ok()
+    }
+
+    /// The topics an event of `kind` with this envelope is on.
+    pub(crate) fn topics_of(&self, kind: Kind) -> Vec<String> {
+        match (kind, self.topics.is_empty()) {
+            (_, false) => self.topics.clone(),
+            (Kind::Tick, true) => vec![TICK_TOPIC.to_owned()],
+            (Kind::Message, true) => vec![room_topic(LOBBY)],
+            (Kind::Update, true) => Vec::new(),
         }
     }
 }
@@ -46,8 +117,10 @@ pub(crate) struct Draft {
     pub(crate) kind: Kind,
     pub(crate) data: String,
     /// The address of the client that posted it, for a sequencer that
-    /// limits how much each address may post (`None` for ticks).
+    /// limits how much each address may post (`None` for ticks and for
+    /// updates, which are not rate-limited).
     pub(crate) origin: Option<IpAddr>,
+    pub(crate) envelope: Envelope,
 }
 
 impl Draft {
@@ -64,6 +137,7 @@ impl Draft {
             kind: Kind::Tick,
             data,
             origin: None,
+            envelope: Envelope::default(),
         }
     }
 }
@@ -74,6 +148,7 @@ pub(crate) struct Event {
     pub(crate) id: u64,
     pub(crate) kind: Kind,
     pub(crate) data: String,
+    pub(crate) envelope: Envelope,
 }
 
 /// Who waits for an event's id: the connection that held slab key `key`
@@ -83,6 +158,15 @@ pub(crate) struct Event {
 pub(crate) struct Ticket {
     pub(crate) key: usize,
     pub(crate) serial: u64,
+}
+
+impl Ticket {
+    /// A ticket no connection holds (serials start at 1 and never reach
+    /// it): for what the server publishes by itself and nobody waits for.
+    pub(crate) const NOBODY: Ticket = Ticket {
+        key: 0,
+        serial: u64::MAX,
+    };
 }
 
 /// What a connection asks of the source.

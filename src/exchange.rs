@@ -55,11 +55,13 @@ use crate::chat;
 use crate::counters::{CloseReason, RejectReason};
 use crate::event::{Ask, Ticket};
 use crate::http::{BodyReader, Method, Refusal, Request, RequestReader};
+use crate::mercure::MERCURE_PATH;
 use crate::response::{self, After, Response, refuse};
 use crate::ring::Cursor;
 use crate::routes::{self, Route};
 use crate::schedule::{Schedule, Timer};
 use crate::shared::Ctx;
+use crate::topics::Subscription;
 
 mod notices;
 
@@ -118,6 +120,8 @@ pub(crate) struct Exchange {
     over_limit: bool,
     /// The client's address, for the chat's flood control.
     peer: IpAddr,
+    /// What a Mercure subscription asked for, until the stream starts.
+    subscription: Option<Box<Subscription>>,
 }
 
 enum Phase {
@@ -148,6 +152,8 @@ fn connection_timer(key: usize, serial: u64) -> Timer {
 enum Asked {
     /// Its chat message's id.
     Id,
+    /// Its Mercure update's id (the publisher's own, if it gave one).
+    Update { id: Option<String> },
     /// The whole server's metrics, for a `GET` (`head_only`: a `HEAD`).
     Metrics { head_only: bool },
     /// The events its `Last-Event-ID` missed, from the shared log; `head`
@@ -181,7 +187,13 @@ impl Exchange {
             scheduled: Some(deadline),
             over_limit,
             peer,
+            subscription: None,
         }
+    }
+
+    /// The subscription of the Mercure stream this exchange becomes.
+    pub(crate) fn take_subscription(&mut self) -> Option<Box<Subscription>> {
+        self.subscription.take()
     }
 
     /// The client's address.
@@ -233,11 +245,19 @@ impl Exchange {
     ) -> Option<CloseReason> {
         match routes::route(&request, ctx, self.peer, self.over_limit) {
             Route::Answer(response) => self.start(response, CloseReason::Done, ctx),
-            Route::ReadMessage => {
+            Route::Subscribe(response, subscription) => {
+                self.subscription = Some(subscription);
+                self.start(response, CloseReason::Done, ctx);
+            }
+            route @ (Route::ReadMessage | Route::ReadUpdate) => {
                 if request.expect_continue && !send_continue(socket) {
                     return Some(CloseReason::Error);
                 }
-                let body = BodyReader::new(request.body, ctx.settings.max_message);
+                let max = match route {
+                    Route::ReadUpdate => crate::mercure::MAX_BODY,
+                    _ => ctx.settings.max_message,
+                };
+                let body = BodyReader::new(request.body, max);
                 // The body has the header timeout to arrive, like the head.
                 self.set_deadline(ctx.now + ctx.settings.header_timeout, ctx);
                 self.phase = Phase::ReadingBody(Box::new(request), body);
@@ -271,6 +291,16 @@ impl Exchange {
     /// and the connection waits for the id; or it is refused.
     fn on_body(&mut self, request: Request, body: BodyReader, ctx: &mut Ctx<'_>) {
         let after = After::for_request(&request);
+        if request.path == MERCURE_PATH {
+            match routes::publication(&request, &body.into_body(), ctx) {
+                Ok(draft) => {
+                    let id = draft.envelope.id.clone();
+                    self.ask(Ask::Publish(draft), Asked::Update { id }, &request, ctx);
+                }
+                Err(response) => self.start(response, CloseReason::Done, ctx),
+            }
+            return;
+        }
         let content_type = request.content_type.as_deref();
         match chat::draft(content_type, &body.into_body(), self.peer) {
             Ok(draft) => self.ask(Ask::Publish(draft), Asked::Id, &request, ctx),

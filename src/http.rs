@@ -120,6 +120,22 @@ pub struct Request {
     /// `Expect: 100-continue`: the client waits for an interim response
     /// before sending the body.
     pub expect_continue: bool,
+    /// The `Authorization` header (a Mercure token), never shown.
+    pub authorization: Option<Secret>,
+    /// The `Cookie` headers, joined with `; ` (a Mercure token may be in
+    /// one), never shown.
+    pub cookie: Option<Secret>,
+}
+
+/// A value that is never shown: `Debug` prints its length only, so a
+/// request logged whole does not log a token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes, not shown>", self.0.len())
+    }
 }
 
 mod body;
@@ -298,6 +314,8 @@ fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Refus
         origin: None,
         content_type: None,
         expect_continue: false,
+        authorization: None,
+        cookie: None,
     };
     let mut hosts = 0;
     let mut content_length: Option<u64> = None;
@@ -354,6 +372,15 @@ fn to_owned_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Refus
                 let media_type = v.split(';').next().unwrap_or("");
                 media_type.trim().to_ascii_lowercase()
             });
+        } else if name.eq_ignore_ascii_case("authorization") {
+            request.authorization = text(value).map(|v| Secret(v.to_owned()));
+        } else if name.eq_ignore_ascii_case("cookie") {
+            if let Some(value) = text(value) {
+                request.cookie = Some(Secret(match request.cookie.take() {
+                    Some(previous) => format!("{}; {value}", previous.0),
+                    None => value.to_owned(),
+                }));
+            }
         } else if name.eq_ignore_ascii_case("expect") {
             request.expect_continue =
                 text(value).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));

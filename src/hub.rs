@@ -32,9 +32,11 @@ use slab::Slab;
 
 use crate::connection::{Connection, Step, after_flush};
 use crate::counters::{CloseReason, Counters};
-use crate::event::{Answer, Kind, Outcome, Ticket};
-use crate::ring::{Feed, Ring, Rings};
+use crate::event::{Answer, Event, Kind, LOBBY, Outcome, TICK_TOPIC, Ticket, room_topic};
+use crate::ring::{Everything, Feed, Meta, Ring, Rings};
 use crate::shared::Shared;
+use crate::sse::{encode_event, encode_update};
+use crate::topics::{List, SUBSCRIPTION_EVENT, Topics};
 
 /// Frames kept for the dashboard stream, which never replays.
 const DASHBOARD_FRAMES: usize = 4;
@@ -46,8 +48,9 @@ pub(crate) const SLICE_STREAMS: usize = 1000;
 /// Longest one slice of a fan-out pass runs before the loop polls again.
 pub(crate) const SLICE_TIME: Duration = Duration::from_millis(5);
 
-/// Most slab keys one slice looks at, written to or not, so that a slice
-/// stays short in a large slab of mostly idle or HTTP connections.
+/// Most slab keys or list slots one slice looks at, written to or not, so
+/// that a slice stays short in a large slab of mostly idle or HTTP
+/// connections.
 const SLICE_KEYS: usize = 65_536;
 
 /// What the source said that the loop must act on.
@@ -61,18 +64,23 @@ pub(crate) enum Note {
     Lost,
 }
 
-/// A fan-out of the event ring under way.
+/// What a pass walks: the slab, for the `/sse` streams, or a list of the
+/// subscribers of a topic, of a pattern, or of `*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    Slab,
+    List(List),
+}
+
+/// A fan-out under way: of the events `from..until`, to the streams of
+/// the walks that lead to someone who wants one of them.
 struct Pass {
-    /// A stream whose cursor is at or past this id was caught up when the
-    /// pass began, and gets everything new; one below it was already
-    /// behind and catches up by itself.
     from: u64,
-    /// The next slab key to visit.
-    next_key: usize,
-    /// A newer event came in the middle of the pass: when it reaches the
-    /// end of the slab, it goes round again, for the streams it visited
-    /// before that event.
-    again: bool,
+    until: u64,
+    walks: Vec<Walk>,
+    /// The walk under way, and the next key or slot in it.
+    walk: usize,
+    next: usize,
     started: Instant,
     sent: usize,
     deferred: usize,
@@ -85,13 +93,15 @@ pub(crate) struct Hub {
     history: usize,
     /// The fan-out under way, if any.
     pass: Option<Pass>,
-    /// When an event last went to the streams: heartbeats go out after
-    /// `--heartbeat` of quiet.
-    quiet_since: Instant,
-    /// Chat posts whose events are in the pass under way: their `202`
-    /// waits until the pass ends, so that the poster reads its answer only
-    /// once every stream that was caught up has been written its event.
+    /// The first event no pass has taken yet: the events from here on go
+    /// out in the next pass (all of them in one).
+    unsent: u64,
+    /// Posts whose events are not yet through their pass: their answer
+    /// waits until it ends, so that the poster reads it only once every
+    /// stream that was caught up has been written its event.
     held: Vec<(Ticket, u64)>,
+    /// The metas the ring dropped, to release.
+    dropped: Vec<Meta>,
 }
 
 /// What the fan-out needs from the loop besides the connections.
@@ -99,27 +109,39 @@ pub(crate) struct FanOutCtx<'a> {
     /// The coarse clock, for the streams' progress stamps.
     pub(crate) clock: u32,
     pub(crate) counters: &'a mut Counters,
+    /// Who listens to what.
+    pub(crate) topics: &'a mut Topics,
     /// Streams to close after the fan-out (never in the middle of it: slab
     /// keys are reused at once).
     pub(crate) dead: &'a mut Vec<(usize, CloseReason)>,
 }
 
 impl<'a> FanOutCtx<'a> {
-    /// The clock and the counters of `shared`, and where the streams to
-    /// close go.
+    /// The clock, the counters and the topics of `shared`, and where the
+    /// streams to close go.
     pub(crate) fn new(shared: &'a mut Shared, dead: &'a mut Vec<(usize, CloseReason)>) -> Self {
         FanOutCtx {
             clock: shared.clock(Instant::now()),
             counters: &mut shared.counters,
+            topics: &mut shared.topics,
             dead,
         }
     }
 }
 
+/// Whether an event goes to `/sse` streams: a public one on the tick's
+/// topic or the lobby's.
+fn for_sse(event: &Event, topics: &[String]) -> bool {
+    !event.envelope.private
+        && topics
+            .iter()
+            .any(|t| t == TICK_TOPIC || *t == room_topic(LOBBY))
+}
+
 impl Hub {
     /// A hub whose event ring holds `history` frames and starts at
     /// `first_id`, where the source's sequence does.
-    pub(crate) fn new(first_id: u64, history: usize, now: Instant) -> Hub {
+    pub(crate) fn new(first_id: u64, history: usize, _now: Instant) -> Hub {
         Hub {
             rings: Rings {
                 events: Ring::new(history, first_id),
@@ -127,8 +149,9 @@ impl Hub {
             },
             history,
             pass: None,
-            quiet_since: now,
+            unsent: first_id,
             held: Vec::new(),
+            dropped: Vec::new(),
         }
     }
 
@@ -137,25 +160,14 @@ impl Hub {
         &self.rings
     }
 
-    /// When an event last went out to the streams.
-    pub(crate) fn quiet_since(&self) -> Instant {
-        self.quiet_since
-    }
-
-    /// Heartbeats went to every idle stream: that counts as traffic.
-    pub(crate) fn heartbeat_sent(&mut self, now: Instant) {
-        self.quiet_since = now;
-    }
-
-    /// Whether a fan-out pass is under way (the loop then polls without
-    /// waiting, and gives it another slice).
+    /// Whether a fan-out pass is under way or due (the loop then polls
+    /// without waiting, and gives it another slice).
     pub(crate) fn fan_out_pending(&self) -> bool {
-        self.pass.is_some()
+        self.pass.is_some() || self.unsent < self.rings.events.next_id()
     }
 
-    /// Takes one outcome of the source: an event into the ring, with a
-    /// fan-out pass begun for it; what the loop must act on appended to
-    /// `notes`.
+    /// Takes one outcome of the source: an event into the ring, for the
+    /// next fan-out pass; what the loop must act on appended to `notes`.
     pub(crate) fn take(
         &mut self,
         outcome: Outcome,
@@ -165,16 +177,14 @@ impl Hub {
     ) {
         match outcome {
             Outcome::Published { event, ticket } => {
-                let name = event.kind.event_name();
-                let id = self.rings.events.push_event(event.id, name, &event.data);
+                let id = self.push(&event, ctx);
                 let counters = &mut *ctx.counters;
                 counters.events += 1;
                 match event.kind {
                     Kind::Tick => counters.ticks += 1,
-                    Kind::Message => counters.messages += 1,
+                    Kind::Message | Kind::Update => counters.messages += 1,
                 }
                 debug!("event {id}: {:.40}", event.data);
-                self.begin_pass(id);
                 if let Some(ticket) = ticket {
                     // Answered when the pass that writes it has ended.
                     self.held.push((ticket, id));
@@ -183,7 +193,13 @@ impl Hub {
             Outcome::Answer { ticket, answer } => notes.push(Note::Answer(ticket, answer)),
             Outcome::Start { first_id } => {
                 debug!("the sequence starts at {first_id}");
-                self.rings.events = Ring::new(self.history, first_id);
+                let old =
+                    std::mem::replace(&mut self.rings.events, Ring::new(self.history, first_id));
+                for frame in old.frames() {
+                    ctx.topics.release_meta(frame.meta.clone());
+                }
+                self.pass = None;
+                self.unsent = first_id;
             }
             Outcome::Ready => notes.push(Note::Ready),
             Outcome::Dashboard(data) => self.publish_dashboard(&data, conns, ctx),
@@ -191,79 +207,159 @@ impl Hub {
         }
     }
 
-    /// Starts a fan-out pass for event `id`, or, if one is under way,
-    /// makes it come round again for the streams it already visited.
-    fn begin_pass(&mut self, id: u64) {
-        match &mut self.pass {
-            Some(pass) => pass.again = true,
-            None => {
-                let started = Instant::now();
-                self.quiet_since = started;
-                self.pass = Some(Pass {
-                    from: id,
-                    next_key: 0,
-                    again: false,
-                    started,
-                    sent: 0,
-                    deferred: 0,
-                });
-            }
+    /// Encodes `event` once for each endpoint that may send it and keeps it
+    /// in the ring with its topics; returns its id.
+    fn push(&mut self, event: &Event, ctx: &mut FanOutCtx<'_>) -> u64 {
+        let envelope = &event.envelope;
+        let topics = envelope.topics_of(event.kind);
+        let event_name = envelope.r#type.as_deref().or(event.kind.event_name());
+        let sse = for_sse(event, &topics).then(|| {
+            let mut bytes = Vec::with_capacity(event.data.len() + 32);
+            encode_event(&mut bytes, event_name, Some(event.id), &event.data);
+            bytes
+        });
+        let mercure_id = envelope
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("#{}", event.id));
+        let mut mercure = Vec::with_capacity(event.data.len() + 32);
+        encode_update(
+            &mut mercure,
+            event_name,
+            &mercure_id,
+            envelope.retry,
+            &event.data,
+        );
+        if envelope.r#type.as_deref() == Some(SUBSCRIPTION_EVENT)
+            && let Some(topic) = topics.first()
+        {
+            ctx.topics.note_subscription_event(topic, &event.data);
         }
+        let meta = ctx.topics.meta(&topics, envelope.private, mercure_id);
+        let ring = &mut self.rings.events;
+        let id = ring.push_frame(event.id, sse, mercure, meta, &mut self.dropped);
+        for meta in self.dropped.drain(..) {
+            ctx.topics.release_meta(meta);
+        }
+        if self.unsent < ring.first_id() && self.pass.is_none() {
+            // A gap: what was not sent is gone.
+            self.unsent = ring.first_id();
+        }
+        id
     }
 
-    /// One slice of the fan-out pass under way: at most [`SLICE_STREAMS`]
-    /// writes or [`SLICE_TIME`]. Returns whether the pass goes on; when it
-    /// ends, the answers it held go to `notes`.
+    /// Starts a pass for every event not yet taken by one, walking the
+    /// lists of their topics (and the slab, if one is for `/sse`).
+    fn begin_pass(&mut self, topics: &Topics) -> bool {
+        let ring = &mut self.rings.events;
+        let (from, until) = (self.unsent.max(ring.first_id()), ring.next_id());
+        if from >= until {
+            ring.set_swept(until);
+            return false;
+        }
+        let mut walks = Vec::new();
+        let mut lists = Vec::new();
+        for id in from..until {
+            let Some(frame) = ring.frame(id) else {
+                continue;
+            };
+            if frame.sse_bytes().is_some() && !walks.contains(&Walk::Slab) {
+                walks.push(Walk::Slab);
+            }
+            topics.lists_for(&frame.meta, &mut lists);
+        }
+        for list in lists {
+            if !walks.contains(&Walk::List(list)) {
+                walks.push(Walk::List(list));
+            }
+        }
+        // Events below `unsent` have been through a pass; if the ring
+        // dropped some not yet sent, a stream that fell off it may have
+        // wanted them.
+        ring.set_swept(self.unsent);
+        self.unsent = until;
+        self.pass = Some(Pass {
+            from,
+            until,
+            walks,
+            walk: 0,
+            next: 0,
+            started: Instant::now(),
+            sent: 0,
+            deferred: 0,
+        });
+        true
+    }
+
+    /// One slice of the fan-out pass under way (begun if one is due): at
+    /// most [`SLICE_STREAMS`] writes or [`SLICE_TIME`]. Returns whether
+    /// fan-out goes on; when a pass ends, the answers it held go to
+    /// `notes`.
     pub(crate) fn fan_out(
         &mut self,
         conns: &mut Slab<Connection>,
         ctx: &mut FanOutCtx<'_>,
         notes: &mut Vec<Note>,
     ) -> bool {
+        if self.pass.is_none() && !self.begin_pass(ctx.topics) {
+            return false;
+        }
         let Some(pass) = &mut self.pass else {
             return false;
         };
         let ring = &self.rings.events;
-        let first_id = ring.first_id();
+        let topics = &*ctx.topics;
         let slice_start = Instant::now();
         let (mut written, mut looked) = (0, 0);
-        while written < SLICE_STREAMS && looked < SLICE_KEYS {
-            if pass.next_key >= conns.capacity() {
-                if !pass.again {
-                    break;
-                }
-                pass.again = false;
-                pass.next_key = 0;
+        while written < SLICE_STREAMS && looked < SLICE_KEYS && pass.walk < pass.walks.len() {
+            let walk = pass.walks[pass.walk];
+            let (key, end) = match walk {
+                Walk::Slab => (Some(pass.next), conns.capacity()),
+                Walk::List(list) => topics.slot(list, pass.next).unwrap_or((None, 0)),
+            };
+            if pass.next >= end {
+                pass.walk += 1;
+                pass.next = 0;
+                continue;
             }
-            let key = pass.next_key;
-            pass.next_key += 1;
+            pass.next += 1;
             looked += 1;
+            let Some(key) = key else {
+                continue;
+            };
             let Some((socket, stream)) = conns.get_mut(key).and_then(Connection::stream_mut) else {
                 continue;
             };
-            let cursor = stream.cursor;
-            if cursor.feed != Feed::Events || cursor.caught_up(ring) {
+            let feed = stream.cursor.feed;
+            let on_walk = match walk {
+                Walk::Slab => feed == Feed::Events,
+                Walk::List(_) => feed == Feed::Mercure,
+            };
+            if !on_walk || stream.cursor.caught_up(ring) {
                 continue;
             }
-            if cursor.next_id < first_id {
-                ctx.dead.push((key, CloseReason::Lagged));
-            } else if cursor.next_id < pass.from {
-                // Already behind before this event: it catches up on its
-                // next writable event, from the ring.
+            if stream.cursor.waiting {
+                // Behind already: it catches up on its next writable
+                // event, from the ring.
                 pass.deferred += 1;
-            } else {
-                written += 1;
-                let flushed = stream.flush(socket, ring, ctx.clock, ctx.counters);
-                if let Step::Close(reason) = after_flush(flushed) {
-                    ctx.dead.push((key, reason));
+                continue;
+            }
+            written += 1;
+            let flushed = match feed {
+                Feed::Mercure => {
+                    stream.flush(socket, ring, &topics.filter(key), ctx.clock, ctx.counters)
                 }
-                if written % 64 == 0 && slice_start.elapsed() >= SLICE_TIME {
-                    break;
-                }
+                _ => stream.flush(socket, ring, &Everything, ctx.clock, ctx.counters),
+            };
+            if let Step::Close(reason) = after_flush(flushed) {
+                ctx.dead.push((key, reason));
+            }
+            if written % 64 == 0 && slice_start.elapsed() >= SLICE_TIME {
+                break;
             }
         }
         pass.sent += written;
-        if pass.next_key < conns.capacity() || pass.again {
+        if pass.walk < pass.walks.len() {
             return true;
         }
         let took = pass.started.elapsed();
@@ -272,13 +368,21 @@ impl Hub {
         counters.last_fanout = took;
         counters.deferred += pass.deferred as u64;
         debug!(
-            "fan-out to {} streams in {took:?} ({} still catching up)",
-            pass.sent, pass.deferred
+            "fan-out to {} streams in {took:?} ({} still catching up; events {}..{})",
+            pass.sent, pass.deferred, pass.from, pass.until
         );
+        let until = pass.until;
         self.pass = None;
-        let held = self.held.drain(..);
-        notes.extend(held.map(|(ticket, id)| Note::Answer(ticket, Answer::Id(id))));
-        false
+        self.rings.events.set_swept(until);
+        self.held.retain(|&(ticket, id)| {
+            if id < until {
+                notes.push(Note::Answer(ticket, Answer::Id(id)));
+                false
+            } else {
+                true
+            }
+        });
+        self.fan_out_pending()
     }
 
     /// One frame of the dashboard stream, to every dashboard stream at
@@ -291,6 +395,7 @@ impl Hub {
     ) {
         let ring = &mut self.rings.dashboard;
         let id = ring.push_event(ring.next_id(), Some("stats"), data);
+        ring.set_swept(id + 1);
         let ring = &self.rings.dashboard;
         for (key, conn) in conns.iter_mut() {
             let Some((socket, stream)) = conn.stream_mut() else {
@@ -299,7 +404,7 @@ impl Hub {
             if stream.cursor.feed != Feed::Dashboard || stream.cursor.next_id != id {
                 continue;
             }
-            let flushed = stream.flush(socket, ring, ctx.clock, ctx.counters);
+            let flushed = stream.flush(socket, ring, &Everything, ctx.clock, ctx.counters);
             if let Step::Close(reason) = after_flush(flushed) {
                 ctx.dead.push((key, reason));
             }
@@ -356,9 +461,11 @@ mod tests {
         let mut counters = Counters::default();
         let mut dead = Vec::new();
         let mut notes = Vec::new();
+        let mut topics = crate::topics::Topics::new(crate::topics::default_base());
         let mut ctx = FanOutCtx {
             clock: 0,
             counters: &mut counters,
+            topics: &mut topics,
             dead: &mut dead,
         };
         let mut publish = |hub: &mut Hub,

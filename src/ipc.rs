@@ -20,7 +20,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::event::{Draft, Event, Kind, Ticket, Why};
+use crate::event::{Draft, Envelope, Event, Kind, Ticket, Why};
 use crate::peer::ProtocolError;
 
 mod channel;
@@ -121,7 +121,8 @@ impl Message for ToWorker {
                     .u64(event.id)
                     .kind(event.kind)
                     .ticket(*ticket)
-                    .text(&event.data);
+                    .text(&event.data)
+                    .text(&event.envelope.to_wire());
             }
             ToWorker::Ready => {
                 w.u8(3);
@@ -174,8 +175,14 @@ impl Message for ToWorker {
             2 => {
                 let (id, kind, ticket) = (r.u64()?, r.kind()?, r.ticket()?);
                 let data = r.text()?;
+                let envelope = r.envelope()?;
                 ToWorker::Event {
-                    event: Event { id, kind, data },
+                    event: Event {
+                        id,
+                        kind,
+                        data,
+                        envelope,
+                    },
                     ticket,
                 }
             }
@@ -221,7 +228,8 @@ impl Message for ToSupervisor {
                     .ticket(Some(*ticket))
                     .kind(draft.kind)
                     .addr(draft.origin)
-                    .text(&draft.data);
+                    .text(&draft.data)
+                    .text(&draft.envelope.to_wire());
             }
             ToSupervisor::Report { json } => {
                 w.u8(102).text(json);
@@ -247,9 +255,15 @@ impl Message for ToSupervisor {
             101 => {
                 let (ticket, kind, origin) = (r.some_ticket()?, r.kind()?, r.addr()?);
                 let data = r.text()?;
+                let envelope = r.envelope()?;
                 ToSupervisor::Publish {
                     ticket,
-                    draft: Draft { kind, data, origin },
+                    draft: Draft {
+                        kind,
+                        data,
+                        origin,
+                        envelope,
+                    },
                 }
             }
             102 => ToSupervisor::Report { json: r.text()? },
@@ -294,6 +308,7 @@ impl Writer<'_> {
         self.u8(match kind {
             Kind::Tick => 1,
             Kind::Message => 2,
+            Kind::Update => 3,
         })
     }
     fn ticket(&mut self, ticket: Option<Ticket>) -> &mut Self {
@@ -354,8 +369,13 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             1 => Ok(Kind::Tick),
             2 => Ok(Kind::Message),
+            3 => Ok(Kind::Update),
             _ => Err(ProtocolError("unknown event kind")),
         }
+    }
+    /// An event's envelope (JSON text; empty for none).
+    fn envelope(&mut self) -> Result<Envelope, ProtocolError> {
+        Envelope::from_wire(&self.text()?).ok_or(ProtocolError("an envelope that does not parse"))
     }
     fn ticket(&mut self) -> Result<Option<Ticket>, ProtocolError> {
         match self.u8()? {
@@ -462,14 +482,22 @@ mod tests {
                     id: 42,
                     kind: Kind::Message,
                     data: "{\"text\":\"é\\n\"}".into(),
+                    envelope: Default::default(),
                 },
                 ticket: Some(ticket()),
             },
             ToWorker::Event {
                 event: Event {
                     id: 43,
-                    kind: Kind::Tick,
+                    kind: Kind::Update,
                     data: String::new(),
+                    envelope: Envelope {
+                        topics: vec!["https://example.com/a".into(), "/b".into()],
+                        private: true,
+                        id: Some("v1".into()),
+                        r#type: Some("note".into()),
+                        retry: Some(10),
+                    },
                 },
                 ticket: None,
             },
@@ -511,6 +539,7 @@ mod tests {
                     kind: Kind::Message,
                     data: "hi".into(),
                     origin: Some("127.0.0.9".parse().unwrap()),
+                    envelope: Default::default(),
                 },
             },
             ToSupervisor::Publish {
@@ -519,6 +548,10 @@ mod tests {
                     kind: Kind::Message,
                     data: "v6".into(),
                     origin: Some("::1".parse().unwrap()),
+                    envelope: Envelope {
+                        topics: vec!["/rooms/x".into()],
+                        ..Envelope::default()
+                    },
                 },
             },
             ToSupervisor::Report {

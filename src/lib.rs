@@ -63,6 +63,7 @@
 //! few insides to the fuzz targets and benchmarks; it is not an API.
 
 mod admission;
+mod auth;
 mod chat;
 mod config;
 mod connection;
@@ -74,6 +75,7 @@ mod http;
 mod hub;
 mod ipc;
 mod limits;
+mod mercure;
 mod metrics;
 mod peer;
 mod response;
@@ -87,6 +89,7 @@ mod source;
 mod sse;
 mod static_files;
 mod supervisor;
+mod topics;
 
 pub use config::{Config, parse_duration};
 pub use limits::{NofileLimit, open_files_limit, raise_open_files_limit};

@@ -10,11 +10,16 @@
 //! then once per process with a `worker` label (`"1"`, `"2"`, ...,
 //! `"supervisor"`), so the totals are the sums of the labelled series.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use crate::counters::{CloseReason, Counters, FANOUT_BUCKETS, Gauges, RejectReason};
+
+mod dashboard;
+
+pub(crate) use dashboard::dashboard_frame;
 
 /// The content type of the exposition format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -71,6 +76,10 @@ pub(crate) struct Figures {
     pub(crate) fds: u64,
     /// Frames held in the event ring.
     pub(crate) ring_frames: usize,
+    /// Streams in each chat room (subscribed to `/rooms/<name>`), for the
+    /// demo page.
+    #[serde(default)]
+    pub(crate) rooms: BTreeMap<String, u64>,
 }
 
 impl Figures {
@@ -82,6 +91,7 @@ impl Figures {
             rss: resident_bytes(),
             fds: open_fds(),
             ring_frames,
+            rooms: BTreeMap::new(),
         }
     }
 }
@@ -471,31 +481,6 @@ pub(crate) fn render_supervisor(
     *out = e.out;
 }
 
-/// The data of one `event: stats` frame of the dashboard stream, for the
-/// processes in `parts`: a single line of JSON.
-pub(crate) fn dashboard_frame(parts: &[Part<'_>], events_per_second: f64, uptime_s: f64) -> String {
-    let sum = |value: fn(&Figures) -> u64| parts.iter().map(|p| value(p.figures)).sum::<u64>();
-    let fanout = parts
-        .iter()
-        .map(|p| p.figures.counters.last_fanout.as_secs_f64())
-        .fold(0.0, f64::max);
-    let workers = parts
-        .iter()
-        .filter(|p| p.worker.as_deref().is_some_and(|w| w != "supervisor"));
-    serde_json::json!({
-        "connections": sum(|f| f.gauges.open() as u64),
-        "streams": sum(|f| f.gauges.streaming as u64),
-        "eventsPerSecond": (events_per_second * 100.0).round() / 100.0,
-        "fanoutMs": (fanout * 1e5).round() / 100.0,
-        "rssBytes": sum(|f| f.rss),
-        "messages": parts.iter().map(|p| p.figures.counters.messages).max().unwrap_or(0),
-        "uptime": (uptime_s * 10.0).round() / 10.0,
-        "workers": workers.count(),
-        "backplane": parts.iter().rev().find_map(|p| p.figures.gauges.backplane),
-    })
-    .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,6 +502,7 @@ mod tests {
             rss: 5_000_000,
             fds: 10,
             ring_frames: 7,
+            rooms: [("lobby".to_owned(), 2)].into(),
         }
     }
 
@@ -599,6 +585,11 @@ mod tests {
         assert_eq!(frame["streams"], 6);
         assert_eq!(frame["workers"], 2);
         assert_eq!(frame["rssBytes"], 11_000_000);
+        assert_eq!(
+            frame["rooms"],
+            serde_json::json!({"lobby": 4}),
+            "summed over workers"
+        );
     }
 
     /// Every sample line belongs to a metric that has HELP and TYPE.

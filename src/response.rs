@@ -194,7 +194,10 @@ pub(crate) fn cors_headers(head: &mut Head<'_>, request: &Request, settings: &Se
     if any {
         head.header("Access-Control-Allow-Origin", "*");
     } else if settings.cors_origins.iter().any(|o| o == origin) {
-        head.header("Access-Control-Allow-Origin", origin);
+        // A named origin may send credentials (the Mercure token cookie);
+        // `*` never may.
+        head.header("Access-Control-Allow-Origin", origin)
+            .header("Access-Control-Allow-Credentials", "true");
     }
 }
 

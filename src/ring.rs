@@ -22,10 +22,76 @@ use crate::sse::{HEARTBEAT, encode_event};
 /// Most frames gathered into one `writev` when a connection catches up.
 const MAX_IOVECS: usize = 16;
 
-/// One encoded event and its id.
-struct Frame {
+/// What the ring keeps of an event besides its bytes, for choosing who gets
+/// it: its topics and the URL patterns among the subscribers' that match
+/// one of them (ids of the `topics` registry), and whether it is private.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) topics: Box<[u32]>,
+    /// The patterns, of those registered before the frame came
+    /// (`epoch`: the first pattern id not yet known then), that match one
+    /// of `topics`. Sorted.
+    pub(crate) patterns: Box<[u32]>,
+    pub(crate) epoch: u32,
+    pub(crate) private: bool,
+    /// The id the Mercure endpoint shows (`#<n>`, or the publisher's own).
+    pub(crate) mercure_id: Box<str>,
+}
+
+/// Who a stream is, for the frames in the ring: whether it wants a frame.
+/// A frame it does not want is passed over, as if it were not there.
+pub(crate) trait Wants {
+    fn wants(&self, meta: &Meta, for_sse: bool) -> bool;
+}
+
+/// A stream that wants every frame of its ring (the dashboard's, and the
+/// tests').
+pub(crate) struct Everything;
+
+impl Wants for Everything {
+    fn wants(&self, _: &Meta, _: bool) -> bool {
+        true
+    }
+}
+
+/// One event, encoded once for each endpoint that may send it, and its
+/// [`Meta`].
+pub(crate) struct Frame {
     id: u64,
-    bytes: Box<[u8]>,
+    /// As `/sse` sends it (a decimal `id:`); `None` if it is not for `/sse`
+    /// (not on its topics, or private).
+    sse: Option<Box<[u8]>>,
+    /// As the Mercure endpoint sends it (`id: #<n>` or the publisher's).
+    mercure: Box<[u8]>,
+    pub(crate) meta: Meta,
+}
+
+impl Frame {
+    /// The bytes a stream on `feed` writes.
+    fn bytes(&self, feed: Feed) -> &[u8] {
+        match feed {
+            Feed::Events | Feed::Dashboard => self.sse.as_deref().unwrap_or_default(),
+            Feed::Mercure => &self.mercure,
+        }
+    }
+
+    /// Whether a stream on `feed` that `wants` gets this frame.
+    fn for_stream(&self, feed: Feed, wants: &dyn Wants) -> bool {
+        match feed {
+            Feed::Dashboard => true,
+            Feed::Events => self.sse.is_some(),
+            Feed::Mercure => wants.wants(&self.meta, self.sse.is_some()),
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// `/sse`'s bytes, if the frame is for `/sse`.
+    pub(crate) fn sse_bytes(&self) -> Option<&[u8]> {
+        self.sse.as_deref()
+    }
 }
 
 /// The last `capacity` frames, oldest first. Ids are consecutive, so finding
@@ -35,6 +101,14 @@ pub struct Ring {
     capacity: usize,
     /// The id the next pushed frame gets.
     next_id: u64,
+    /// The first id after the last gap (or the start): a stream whose
+    /// cursor is below it may have needed an event that never came here.
+    horizon: u64,
+    /// Every event below this id has been through its fan-out pass (the
+    /// hub says so): a stream that was caught up and is not behind, whose
+    /// cursor fell off the ring, missed nothing it wanted (every event for
+    /// it moved its cursor past), and goes on from the oldest frame.
+    swept: u64,
 }
 
 impl Ring {
@@ -44,6 +118,8 @@ impl Ring {
             frames: VecDeque::with_capacity(capacity),
             capacity: capacity.max(1),
             next_id: first_id,
+            horizon: first_id,
+            swept: first_id,
         }
     }
 
@@ -62,8 +138,14 @@ impl Ring {
         self.frames.len()
     }
 
-    /// Encodes event `id` and stores it, dropping the oldest frame if the
-    /// ring is full; returns `id`.
+    /// The hub has fanned out every event below `id`.
+    pub(crate) fn set_swept(&mut self, id: u64) {
+        self.swept = id;
+    }
+
+    /// Encodes event `id` for `/sse` and stores it, dropping the oldest
+    /// frame if the ring is full; returns `id`. (The dashboard's ring, and
+    /// the tests'.)
     ///
     /// Ids are consecutive: `id` is normally [`next_id`](Self::next_id). An
     /// id beyond it means the events in between will never come (a source
@@ -72,37 +154,81 @@ impl Ring {
     /// closed, and its client resumes with `Last-Event-ID`. An id below it
     /// is a frame the ring already has and is ignored.
     pub fn push_event(&mut self, id: u64, event: Option<&str>, data: &str) -> u64 {
+        let mut bytes = Vec::with_capacity(data.len() + 32);
+        encode_event(&mut bytes, event, Some(id), data);
+        self.push_frame(
+            id,
+            Some(bytes),
+            Vec::new(),
+            Meta::default(),
+            &mut Vec::new(),
+        )
+    }
+
+    /// Stores event `id`, encoded for `/sse` (if it is for `/sse`) and for
+    /// the Mercure endpoint, with its `meta`, as [`push_event`](Self::push_event)
+    /// does; the metas of the frames it drops go to `dropped` (their topic
+    /// ids are released by whoever registered them).
+    pub(crate) fn push_frame(
+        &mut self,
+        id: u64,
+        sse: Option<Vec<u8>>,
+        mercure: Vec<u8>,
+        meta: Meta,
+        dropped: &mut Vec<Meta>,
+    ) -> u64 {
         if id < self.next_id {
+            dropped.push(meta);
             return id;
         }
         if id > self.next_id {
-            self.frames.clear();
+            dropped.extend(self.frames.drain(..).map(|f| f.meta));
             self.next_id = id;
+            self.horizon = id;
+            self.swept = self.swept.max(id);
         }
-        let mut bytes = Vec::with_capacity(data.len() + 32);
-        encode_event(&mut bytes, event, Some(id), data);
-        if self.frames.len() == self.capacity {
-            self.frames.pop_front();
+        if self.frames.len() == self.capacity
+            && let Some(old) = self.frames.pop_front()
+        {
+            dropped.push(old.meta);
         }
         self.frames.push_back(Frame {
             id,
-            bytes: bytes.into_boxed_slice(),
+            sse: sse.map(Vec::into_boxed_slice),
+            mercure: mercure.into_boxed_slice(),
+            meta,
         });
         self.next_id = id + 1;
         id
     }
 
-    /// Every frame held, oldest first: its id and bytes.
-    pub(crate) fn frames(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        self.frames.iter().map(|f| (f.id, &f.bytes[..]))
+    /// Every frame held, oldest first.
+    pub(crate) fn frames(&self) -> impl DoubleEndedIterator<Item = &Frame> {
+        self.frames.iter()
     }
 
-    /// The bytes of frame `id`, if the ring still holds it.
-    pub fn get(&self, id: u64) -> Option<&[u8]> {
+    /// The frame `id`, if the ring still holds it.
+    pub(crate) fn frame(&self, id: u64) -> Option<&Frame> {
         let index = id.checked_sub(self.first_id())?;
-        self.frames
-            .get(usize::try_from(index).ok()?)
-            .map(|f| &f.bytes[..])
+        self.frames.get(usize::try_from(index).ok()?)
+    }
+
+    /// The `/sse` bytes of frame `id`, if the ring still holds it and it is
+    /// for `/sse`.
+    #[cfg(test)]
+    pub fn get(&self, id: u64) -> Option<&[u8]> {
+        self.frame(id)?.sse.as_deref()
+    }
+
+    /// Whether a cursor below the ring's oldest frame may go on from there:
+    /// it was caught up, not behind (a frame it wanted would have moved it
+    /// on, see `swept`), and above the last gap.
+    fn may_pass_over_lost(&self, cursor: &Cursor) -> bool {
+        !cursor.waiting
+            && cursor.offset == 0
+            && cursor.heartbeat_left == 0
+            && cursor.next_id >= self.horizon
+            && self.swept >= self.first_id()
     }
 }
 
@@ -111,8 +237,12 @@ impl Ring {
 /// ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Feed {
+    /// `/sse`: the frames on its topics (the tick, the lobby), decimal ids.
     Events,
     Dashboard,
+    /// The Mercure endpoint: the event ring's frames this stream's
+    /// subscription wants (`topics`), Mercure ids.
+    Mercure,
 }
 
 /// The server's rings, one per [`Feed`].
@@ -127,7 +257,7 @@ impl Rings {
     /// The ring a stream on `feed` walks.
     pub(crate) fn get(&self, feed: Feed) -> &Ring {
         match feed {
-            Feed::Events => &self.events,
+            Feed::Events | Feed::Mercure => &self.events,
             Feed::Dashboard => &self.dashboard,
         }
     }
@@ -145,6 +275,9 @@ pub(crate) struct Cursor {
     pub(crate) heartbeat_left: u8,
     /// Which ring this cursor walks.
     pub(crate) feed: Feed,
+    /// The last flush stopped at a full socket with something for this
+    /// stream still to write (it is behind). Fits in the cursor's padding.
+    pub(crate) waiting: bool,
 }
 
 impl Cursor {
@@ -160,6 +293,7 @@ impl Cursor {
             offset: 0,
             heartbeat_left: 0,
             feed,
+            waiting: false,
         }
     }
 
@@ -176,23 +310,6 @@ impl Cursor {
             true
         } else {
             false
-        }
-    }
-
-    /// Moves past `written` bytes, crossing frame boundaries as needed.
-    fn advance(&mut self, mut written: usize, ring: &Ring) {
-        while written > 0 {
-            let Some(frame) = ring.get(self.next_id) else {
-                return;
-            };
-            let left = frame.len() - self.offset as usize;
-            if written < left {
-                self.offset += written as u32;
-                return;
-            }
-            written -= left;
-            self.next_id += 1;
-            self.offset = 0;
         }
     }
 }
@@ -216,18 +333,20 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    /// Writes what this stream has not sent yet ([`write_frames`]) and notes the
-    /// time if that made progress, for the stall timeout.
+    /// Writes what this stream has not sent yet of the frames it `wants`
+    /// ([`write_frames`]) and notes the time if that made progress (or if
+    /// it just fell behind), for the heartbeat and the stall timeout.
     pub(crate) fn flush<W: Write>(
         &mut self,
         socket: &mut W,
         ring: &Ring,
+        wants: &dyn Wants,
         clock: u32,
         counters: &mut Counters,
     ) -> io::Result<Flushed> {
-        let before = self.cursor;
-        let result = write_frames(socket, &mut self.cursor, ring, counters);
-        if self.cursor != before {
+        let (was_waiting, bytes_before) = (self.cursor.waiting, counters.bytes_written);
+        let result = write_frames(socket, &mut self.cursor, ring, wants, counters);
+        if counters.bytes_written != bytes_before || (self.cursor.waiting && !was_waiting) {
             self.progress_at = clock;
         }
         result
@@ -246,14 +365,28 @@ pub(crate) enum Flushed {
     Lagged,
 }
 
-/// Writes frames from `cursor` on until the connection is caught up or the
-/// socket is full: where the write of a stream happens ([`Stream::flush`]
-/// is the one way in). An I/O error other than `WouldBlock`/`Interrupted`
-/// is returned for the caller to close the connection.
+/// Writes the frames a stream wants from `cursor` on until it is caught up
+/// or the socket is full: where the write of a stream happens
+/// ([`Stream::flush`] is the one way in). Frames it does not want are passed
+/// over. An I/O error other than `WouldBlock`/`Interrupted` is returned for
+/// the caller to close the connection.
 fn write_frames<W: Write>(
     socket: &mut W,
     cursor: &mut Cursor,
     ring: &Ring,
+    wants: &dyn Wants,
+    counters: &mut Counters,
+) -> io::Result<Flushed> {
+    let result = write_pending(socket, cursor, ring, wants, counters);
+    cursor.waiting = matches!(result, Ok(Flushed::Blocked));
+    result
+}
+
+fn write_pending<W: Write>(
+    socket: &mut W,
+    cursor: &mut Cursor,
+    ring: &Ring,
+    wants: &dyn Wants,
     counters: &mut Counters,
 ) -> io::Result<Flushed> {
     while cursor.heartbeat_left > 0 {
@@ -277,32 +410,59 @@ fn write_frames<W: Write>(
             Err(e) => return Err(e),
         }
     }
+    let feed = cursor.feed;
     loop {
+        if cursor.next_id < ring.first_id() {
+            if !ring.may_pass_over_lost(cursor) {
+                return Ok(Flushed::Lagged);
+            }
+            trace!(
+                "passing over frames {}..{}: none was for this stream",
+                cursor.next_id,
+                ring.first_id()
+            );
+            cursor.next_id = ring.first_id();
+        }
+        // Pass over what this stream does not want (only between frames).
+        while cursor.offset == 0
+            && let Some(frame) = ring.frame(cursor.next_id)
+            && !frame.for_stream(feed, wants)
+        {
+            cursor.next_id += 1;
+        }
         if cursor.next_id == ring.next_id() {
             return Ok(Flushed::CaughtUp);
         }
-        let Some(frame) = ring.get(cursor.next_id) else {
+        let Some(frame) = ring.frame(cursor.next_id) else {
             return Ok(Flushed::Lagged);
         };
-        let pending = &frame[cursor.offset as usize..];
-        // The common case, a caught-up connection and one new frame, is one
-        // plain write(2); catching up gathers several frames into a writev(2).
-        let (result, wanted) = if cursor.next_id + 1 == ring.next_id() {
-            (socket.write(pending), pending.len())
-        } else {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            slices[0] = IoSlice::new(pending);
-            let mut count = 1;
-            let mut wanted = pending.len();
-            while count < MAX_IOVECS {
-                let Some(next) = ring.get(cursor.next_id + count as u64) else {
-                    break;
-                };
-                slices[count] = IoSlice::new(next);
-                wanted += next.len();
+        // The frames this write carries: the rest of the current one, then
+        // (catching up) the next ones it wants, gathered into one writev(2).
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut ids = [0u64; MAX_IOVECS];
+        let pending = &frame.bytes(feed)[cursor.offset as usize..];
+        slices[0] = IoSlice::new(pending);
+        ids[0] = cursor.next_id;
+        let mut count = 1;
+        let mut wanted = pending.len();
+        let mut next = cursor.next_id + 1;
+        while count < MAX_IOVECS
+            && let Some(frame) = ring.frame(next)
+        {
+            next += 1;
+            if frame.for_stream(feed, wants) {
+                slices[count] = IoSlice::new(frame.bytes(feed));
+                ids[count] = frame.id;
+                wanted += frame.bytes(feed).len();
                 count += 1;
             }
-            (socket.write_vectored(&slices[..count]), wanted)
+        }
+        // The common case, a caught-up connection and one new frame, is one
+        // plain write(2).
+        let result = if count == 1 {
+            socket.write(pending)
+        } else {
+            socket.write_vectored(&slices[..count])
         };
         match result {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -315,11 +475,26 @@ fn write_frames<W: Write>(
                         cursor.next_id, cursor.offset
                     );
                 }
-                let before = cursor.next_id;
-                cursor.advance(n, ring);
                 // Frames older than the newest were sent from history.
                 let newest = ring.next_id() - 1;
-                counters.replayed += cursor.next_id.min(newest).saturating_sub(before);
+                let mut left = n;
+                for (slice, &id) in slices[..count].iter().zip(&ids[..count]) {
+                    if left < slice.len() {
+                        cursor.next_id = id;
+                        cursor.offset = if id == ids[0] {
+                            cursor.offset + left as u32
+                        } else {
+                            left as u32
+                        };
+                        break;
+                    }
+                    left -= slice.len();
+                    if id < newest {
+                        counters.replayed += 1;
+                    }
+                    cursor.next_id = if id == ids[count - 1] { next } else { id + 1 };
+                    cursor.offset = 0;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 counters.would_block += 1;
@@ -379,6 +554,7 @@ mod tests {
             &mut Vec::new(),
             &mut cursor,
             &ring,
+            &Everything,
             &mut Counters::default(),
         );
         assert_eq!(result.unwrap(), Flushed::Lagged);
@@ -419,7 +595,7 @@ mod tests {
             calls_left: 2,
         };
         assert_eq!(
-            write_frames(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            write_frames(&mut sink, &mut cursor, &ring, &Everything, &mut counters).unwrap(),
             Flushed::Blocked
         );
         assert_eq!(
@@ -429,13 +605,14 @@ mod tests {
                 offset: 6,
                 heartbeat_left: 0,
                 feed: Feed::Events,
+                waiting: true,
             }
         );
         assert_eq!(counters.would_block, 1);
         assert_eq!(counters.short_writes, 2);
         sink.calls_left = usize::MAX;
         assert_eq!(
-            write_frames(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            write_frames(&mut sink, &mut cursor, &ring, &Everything, &mut counters).unwrap(),
             Flushed::CaughtUp
         );
         assert_eq!(
@@ -460,11 +637,11 @@ mod tests {
             calls_left: usize::MAX,
         };
         let mut counters = Counters::default();
-        write_frames(&mut sink, &mut cursor, &ring, &mut counters).unwrap();
+        write_frames(&mut sink, &mut cursor, &ring, &Everything, &mut counters).unwrap();
         assert!(cursor.start_heartbeat(&ring));
         sink.calls_left = 1;
         assert_eq!(
-            write_frames(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            write_frames(&mut sink, &mut cursor, &ring, &Everything, &mut counters).unwrap(),
             Flushed::Blocked
         );
         push(&mut ring, "b");
@@ -474,7 +651,7 @@ mod tests {
         );
         sink.calls_left = usize::MAX;
         assert_eq!(
-            write_frames(&mut sink, &mut cursor, &ring, &mut counters).unwrap(),
+            write_frames(&mut sink, &mut cursor, &ring, &Everything, &mut counters).unwrap(),
             Flushed::CaughtUp
         );
         assert_eq!(
@@ -491,7 +668,14 @@ mod tests {
         }
         let mut cursor = Cursor::at(1);
         let mut sink = Vec::new();
-        let result = write_frames(&mut sink, &mut cursor, &ring, &mut Counters::default()).unwrap();
+        let result = write_frames(
+            &mut sink,
+            &mut cursor,
+            &ring,
+            &Everything,
+            &mut Counters::default(),
+        )
+        .unwrap();
         assert_eq!(result, Flushed::Lagged);
         assert!(sink.is_empty());
     }
@@ -504,7 +688,14 @@ mod tests {
         }
         let mut cursor = Cursor::at(1);
         let mut sink = Vec::new();
-        let result = write_frames(&mut sink, &mut cursor, &ring, &mut Counters::default()).unwrap();
+        let result = write_frames(
+            &mut sink,
+            &mut cursor,
+            &ring,
+            &Everything,
+            &mut Counters::default(),
+        )
+        .unwrap();
         assert_eq!(result, Flushed::CaughtUp);
         let expected: String = (0..40)
             .map(|i| format!("id: {}\ndata: {i}\n\n", i + 1))

@@ -9,6 +9,8 @@
 //! | `GET /stats` | the dashboard stream: one `event: stats` frame a second |
 //! | `GET /metrics` | the Prometheus exposition |
 //! | `POST /messages` | a chat message: checks that need no body, then [`Route::ReadMessage`] |
+//! | `GET /.well-known/mercure` | a Mercure subscription ([`Route::Subscribe`]; `routes/mercure.rs`) |
+//! | `POST /.well-known/mercure` | a Mercure publication: checks and the token, then [`Route::ReadUpdate`] |
 //! | `GET`/`HEAD` anything else | a file from `www/` ([`static_files::serve`]) |
 //! | `OPTIONS` | `Allow`, and the CORS preflight answer |
 //!
@@ -23,6 +25,7 @@ use crate::chat::{self, MESSAGES_PATH};
 use crate::counters::{CloseReason, RejectReason};
 use crate::event::Why;
 use crate::http::{BodyFraming, Head, Method, Refusal, Request};
+use crate::mercure::{MERCURE_PATH, SUBSCRIPTIONS_PATH};
 use crate::metrics::{self, Figures, Part};
 use crate::response::{
     self, After, Body, Response, bare, connection_header, cors_headers, metrics_text,
@@ -30,8 +33,12 @@ use crate::response::{
 use crate::shared::Ctx;
 use crate::sse;
 use crate::static_files;
+use crate::topics::Subscription;
 
+mod mercure;
 mod streams;
+
+pub(crate) use mercure::{publication, published};
 
 #[cfg(test)]
 use streams::resume_point;
@@ -65,6 +72,13 @@ pub(crate) enum Route {
     /// `POST /messages` passed every check that needs no body (length,
     /// type, the client's rate): read the body, then [`message`].
     ReadMessage,
+    /// `POST /.well-known/mercure` passed every check that needs no body
+    /// (length, type, the token): read it (at most
+    /// [`MAX_BODY`](crate::mercure::MAX_BODY)), then [`publication`].
+    ReadUpdate,
+    /// A Mercure subscription: write the response (the stream's head),
+    /// then become a stream with this subscription.
+    Subscribe(Response, Box<Subscription>),
     /// `/metrics` on a worker: the whole server's figures are the
     /// supervisor's to give; ask it, then [`metrics_text`].
     AskMetrics,
@@ -88,6 +102,9 @@ pub(crate) fn route(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr, over_lim
     if request.method == Method::Post && request.path == MESSAGES_PATH {
         return check_post(request, ctx, peer);
     }
+    if request.method == Method::Post && request.path == MERCURE_PATH {
+        return mercure::check_publish(request, ctx);
+    }
     if matches!(request.method, Method::Get | Method::Head)
         && request.path == MESSAGES_PATH
         && request.body == BodyFraming::None
@@ -110,13 +127,17 @@ pub(crate) fn route(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr, over_lim
             refuse(400, "GET and HEAD requests must not have a body", &[])
         }
         Method::Get | Method::Head => match request.path.as_str() {
-            SSE_PATH | DASHBOARD_PATH
+            SSE_PATH | DASHBOARD_PATH | MERCURE_PATH
                 if request.method == Method::Get
                     && ctx.per_address.as_deref().is_some_and(|p| p.is_full(peer)) =>
             {
                 too_many_from(request, ctx)
             }
             SSE_PATH => return event_stream(request, ctx, after),
+            MERCURE_PATH => return mercure::subscribe(request, ctx, after),
+            path if path.starts_with(SUBSCRIPTIONS_PATH) => {
+                mercure::subscriptions_api(request, ctx, after)
+            }
             DASHBOARD_PATH => dashboard_stream(request, ctx, after),
             HEALTHZ_PATH => healthz(request, ctx, after),
             METRICS_PATH if ctx.settings.worker.is_some() => return Route::AskMetrics,
@@ -181,7 +202,7 @@ fn options(request: &Request, ctx: &Ctx<'_>, after: After) -> Response {
         head.header("Access-Control-Allow-Methods", ALLOW)
             .header(
                 "Access-Control-Allow-Headers",
-                "Last-Event-ID, Cache-Control, Content-Type",
+                "Last-Event-ID, Cache-Control, Content-Type, Authorization",
             )
             .header("Access-Control-Max-Age", "600");
     }
@@ -223,10 +244,12 @@ fn chat_history(request: &Request, ctx: &Ctx<'_>) -> Response {
     let ring = &ctx.rings.events;
     let messages: Vec<serde_json::Value> = ring
         .frames()
-        .filter_map(|(id, bytes)| {
-            let data = sse::message_data(bytes)?;
+        .filter_map(|frame| {
+            let data = sse::message_data(frame.sse_bytes()?)?;
             let mut value: serde_json::Value = serde_json::from_slice(data).ok()?;
-            value.as_object_mut()?.insert("id".into(), id.into());
+            value
+                .as_object_mut()?
+                .insert("id".into(), frame.id().into());
             Some(value)
         })
         .collect();

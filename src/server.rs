@@ -458,10 +458,10 @@ impl Server {
         for key in keys {
             self.close(key, CloseReason::Shutdown);
         }
-        let (counters, gauges) = (&self.shared.counters, &self.shared.gauges);
+        let counters = &self.shared.counters;
         match self.source.upstream() {
             Some(upstream) => {
-                if let Some(json) = figures_json(counters, gauges, self.hub.rings()) {
+                if let Some(json) = figures_json(&self.shared, self.hub.rings()) {
                     upstream.report(json);
                 }
                 upstream.finish();
@@ -485,9 +485,7 @@ impl Server {
         };
         self.turn.forget(key);
         self.admission.release(&conn);
-        if let Some(per_address) = &mut self.shared.per_address {
-            per_address.release(key);
-        }
+        self.shared.forget_stream(key);
         conn.deregister(self.poll.registry());
         self.shared.counters.closed(reason);
         let (ring_frames, stall) = (

@@ -14,6 +14,7 @@ use std::io;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
+use crate::auth::Auth;
 use crate::chat::RateLimiter;
 use crate::config::{Config, Pages, Settings};
 use crate::counters::{Counters, Gauges};
@@ -24,6 +25,7 @@ use crate::limits;
 use crate::ring::Rings;
 use crate::schedule::Schedule;
 use crate::static_files::FileCache;
+use crate::topics::{Topics, default_base};
 
 /// `--max-per-address`: how many streams each client address holds.
 /// Kept beside the slab only when the flag is on (a stream itself stays 32
@@ -92,6 +94,10 @@ pub(crate) struct Shared {
     pub(crate) per_address: Option<PerAddress>,
     /// The www directory's open-file cache (`None`: the built-in pages).
     pub(crate) files: Option<FileCache>,
+    /// Who listens to what: the Mercure streams' subscriptions.
+    pub(crate) topics: Topics,
+    /// The Mercure tokens' keys and rules.
+    pub(crate) auth: Auth,
     date: DateCache,
     scratch: Box<[u8]>,
     started: Instant,
@@ -114,6 +120,8 @@ impl Shared {
         let mut shared = Shared::new(settings, limiter, now);
         shared.per_address = config.max_per_address.map(PerAddress::new);
         shared.files = FileCache::for_pages(&shared.settings.pages, config)?;
+        shared.auth = Auth::from_config(config)?;
+        shared.topics = Topics::new(shared.auth.hub_url().clone());
         shared.gauges = Gauges {
             max_connections,
             fd_limit: limits::open_files_limit(),
@@ -133,9 +141,25 @@ impl Shared {
             draining: false,
             per_address: None,
             files: None,
+            topics: Topics::new(default_base()),
+            auth: Auth::none(default_base()),
             date: DateCache::default(),
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             started: now,
+        }
+    }
+
+    /// The connection under `key` has closed: its stream no longer counts
+    /// for its address, its subscription goes, and, with subscription
+    /// events, the hub says it has ended.
+    pub(crate) fn forget_stream(&mut self, key: usize) {
+        if let Some(per_address) = &mut self.per_address {
+            per_address.release(key);
+        }
+        if let Some(announce) = self.topics.unsubscribe(key) {
+            for draft in announce.drafts(false) {
+                self.outbox.push((Ticket::NOBODY, Ask::Publish(draft)));
+            }
         }
     }
 
@@ -168,6 +192,8 @@ impl Shared {
             draining: self.draining,
             per_address: self.per_address.as_mut(),
             files: self.files.as_mut(),
+            topics: &mut self.topics,
+            auth: &self.auth,
         }
     }
 }
@@ -199,6 +225,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) per_address: Option<&'a mut PerAddress>,
     /// The open-file cache of the www directory.
     pub(crate) files: Option<&'a mut FileCache>,
+    /// Who listens to what (a stream's subscription is kept here).
+    pub(crate) topics: &'a mut Topics,
+    /// The Mercure tokens' keys and rules.
+    pub(crate) auth: &'a Auth,
 }
 
 #[cfg(test)]

@@ -196,6 +196,7 @@ impl Local {
                     id: self.next_id,
                     kind: draft.kind,
                     data: draft.data,
+                    envelope: draft.envelope,
                 };
                 self.next_id += 1;
                 self.ready.push_back(Outcome::Published { event, ticket });
@@ -227,6 +228,7 @@ mod tests {
             kind: Kind::Message,
             data: "b".into(),
             origin: None,
+            envelope: Default::default(),
         };
         source.ask(Ask::Publish(message), Some(ticket), &mut timers);
         let ids: Vec<(u64, Option<Ticket>)> = std::iter::from_fn(|| source.next())

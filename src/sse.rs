@@ -80,6 +80,40 @@ pub fn encode_event(out: &mut Vec<u8>, event: Option<&str>, id: Option<u64>, dat
         push_decimal(out, id);
         out.push(b'\n');
     }
+    encode_data(out, data);
+}
+
+/// Appends one update as the Mercure endpoint sends it: `id:` (a Mercure
+/// id: `#<n>`, or the publisher's own), the publisher's `event:` and
+/// `retry:` if it gave them, and the data, split as [`encode_event`] does.
+/// Single-line fields lose any CR, LF or NUL.
+pub(crate) fn encode_update(
+    out: &mut Vec<u8>,
+    event: Option<&str>,
+    id: &str,
+    retry: Option<u64>,
+    data: &str,
+) {
+    let line = |out: &mut Vec<u8>, name: &[u8], value: &str| {
+        out.extend_from_slice(name);
+        out.extend(value.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+        out.push(b'\n');
+    };
+    if let Some(event) = event {
+        line(out, b"event: ", event);
+    }
+    line(out, b"id: ", id);
+    if let Some(retry) = retry {
+        out.extend_from_slice(b"retry: ");
+        push_decimal(out, retry);
+        out.push(b'\n');
+    }
+    encode_data(out, data);
+}
+
+/// `data:` lines, one per line of `data` (split at CRLF, LF and a bare
+/// CR), and the blank line that dispatches the event.
+fn encode_data(out: &mut Vec<u8>, data: &str) {
     let mut rest = data;
     loop {
         out.extend_from_slice(b"data: ");
@@ -104,6 +138,22 @@ pub fn encode_event(out: &mut Vec<u8>, event: Option<&str>, id: Option<u64>, dat
 mod tests {
     use super::*;
     use crate::event_parser::{EventParser, Item};
+
+    #[test]
+    fn an_update_carries_its_mercure_id_type_and_retry() {
+        let mut out = Vec::new();
+        encode_update(
+            &mut out,
+            Some("note\r\nid: x"),
+            "#7",
+            Some(900),
+            "a\rb\r\nc",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "event: noteid: x\nid: #7\nretry: 900\ndata: a\ndata: b\ndata: c\n\n"
+        );
+    }
 
     fn encoded(event: Option<&str>, id: Option<u64>, data: &str) -> String {
         let mut out = Vec::new();

@@ -436,3 +436,43 @@ fn a_frozen_redis_is_away_within_the_timeout_and_publishes_nothing_late() {
     assert_eq!(count("holds the ticker lease: it ticks"), 2, "{log}");
     assert_eq!(count("does not hold the ticker lease"), 1, "{log}");
 }
+
+#[test]
+fn mercure_updates_cross_instances_with_their_ids_topics_and_privacy() {
+    let Some(redis) = Redis::start() else { return };
+    let flags = ["--jwt-key", mercure::KEY, "--hub-url", mercure::HUB];
+    let a = instance(&redis, &flags);
+    let b = instance(&redis, &flags);
+    let granted = format!(
+        "Authorization: Bearer {}",
+        mercure::token_with(
+            mercure::KEY,
+            mercure::grants("subscribe", &[("*", "exact")])
+        )
+    );
+    let mut reader = mercure::subscribe(a.addr, "match=%2Fa", &[&granted]);
+    let mut anonymous = mercure::subscribe(a.addr, "match=%2Fa", &[]);
+    let mut elsewhere = mercure::subscribe(a.addr, "match=%2Fb", &[]);
+    let private = mercure::publish_ok(
+        b.addr,
+        &[("topic", "/a"), ("data", "secret"), ("private", "on")],
+    );
+    let custom = mercure::publish_ok(
+        b.addr,
+        &[("topic", "/a"), ("data", "open"), ("id", "mine-1")],
+    );
+    assert_eq!(custom, "mine-1");
+    let on_b = mercure::publish_ok(b.addr, &[("topic", "/b"), ("data", "b")]);
+    let got = |client: &mut SseClient| {
+        let event = client.next_event().expect("the stream goes on");
+        (event.id.unwrap_or_default(), event.data)
+    };
+    assert_eq!(got(&mut reader), (private, "secret".to_owned()));
+    assert_eq!(got(&mut reader), (custom.clone(), "open".to_owned()));
+    assert_eq!(
+        got(&mut anonymous),
+        (custom, "open".to_owned()),
+        "no private"
+    );
+    assert_eq!(got(&mut elsewhere), (on_b, "b".to_owned()), "topics kept");
+}

@@ -181,11 +181,22 @@ fn cors_headers_and_preflight() {
             .contains("Last-Event-ID")
     );
 
+    assert_eq!(
+        preflight.header("Access-Control-Allow-Credentials"),
+        Some("true"),
+        "a named origin may send the token cookie"
+    );
+
     let any = TestServer::start(&["--interval", "1h", "--cors-origin", "*"]);
     let client = SseClient::open(any.addr, &["Origin: https://b.example"]);
     assert_eq!(
         client.response.header("Access-Control-Allow-Origin"),
         Some("*")
+    );
+    assert_eq!(
+        client.response.header("Access-Control-Allow-Credentials"),
+        None,
+        "never with *"
     );
 
     // Off by default.

@@ -377,3 +377,94 @@ fn a_worker_comes_back_after_its_binary_is_deleted() {
     assert_eq!(sample(&metrics, "sse_mio_worker_start_failures_total"), 0.0);
     assert_eq!(sample(&metrics, "sse_mio_worker_restarts_total"), 1.0);
 }
+
+/// Opens Mercure subscriptions with `query` until one lands on each of
+/// `workers` workers; one client per worker, by worker number.
+fn one_subscription_per_worker(
+    addr: SocketAddr,
+    workers: u32,
+    query: &str,
+    headers: &[&str],
+) -> Vec<SseClient> {
+    let mut found: Vec<Option<SseClient>> = (0..workers).map(|_| None).collect();
+    for _ in 0..400 {
+        let client = mercure::subscribe(addr, query, headers);
+        let slot = &mut found[worker_of(&client) as usize - 1];
+        if slot.is_none() {
+            *slot = Some(client);
+        }
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
+        }
+    }
+    panic!("400 subscriptions never reached every worker");
+}
+
+#[test]
+fn mercure_updates_cross_workers_with_their_ids_topics_and_privacy() {
+    // The key comes from the environment, as an operator keeps it out of `ps`.
+    let server = ChildServer::spawn(
+        &[
+            "--workers",
+            "2",
+            "--interval",
+            "0",
+            "--hub-url",
+            mercure::HUB,
+        ],
+        |command| {
+            command.env("SSE_MIO_JWT_KEY", mercure::KEY);
+        },
+    );
+    let granted = format!(
+        "Authorization: Bearer {}",
+        mercure::token_with(
+            mercure::KEY,
+            mercure::grants("subscribe", &[("*", "exact")])
+        )
+    );
+    let mut readers = one_subscription_per_worker(server.addr, 2, "match=%2Fa", &[&granted]);
+    let mut anonymous = one_subscription_per_worker(server.addr, 2, "match=%2Fa", &[]);
+    for n in 0..4 {
+        // Each publication lands on one of the two workers; over four, both.
+        let data = format!("update {n}");
+        let private = n % 2 == 0;
+        let mut pairs = vec![("topic", "/a"), ("data", data.as_str())];
+        if private {
+            pairs.push(("private", "on"));
+        }
+        let custom = format!("u{n}");
+        if n == 3 {
+            pairs.push(("id", &custom));
+        }
+        publish_and_check(server.addr, &pairs, &mut readers, &mut anonymous, private);
+    }
+}
+
+/// Publishes `pairs` and checks every reader gets it with the id the
+/// publisher was given, and every anonymous subscriber only if public.
+fn publish_and_check(
+    addr: SocketAddr,
+    pairs: &[(&str, &str)],
+    readers: &mut [SseClient],
+    anonymous: &mut [SseClient],
+    private: bool,
+) {
+    let id = mercure::publish_ok(addr, pairs);
+    for client in readers.iter_mut() {
+        let event = client.next_event().expect("stream open");
+        assert_eq!(
+            event.id.as_deref(),
+            Some(id.as_str()),
+            "worker {}",
+            worker_of(client)
+        );
+    }
+    if !private {
+        for client in anonymous.iter_mut() {
+            // The private ones before it never came: this is the next.
+            let event = client.next_event().expect("stream open");
+            assert_eq!(event.id.as_deref(), Some(id.as_str()));
+        }
+    }
+}

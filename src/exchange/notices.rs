@@ -37,7 +37,12 @@ impl Exchange {
                 debug!("#{} chat message is event {id}", ctx.key);
                 response::accepted(id, after, ctx.date)
             }
-            (Asked::Id, Answer::Refused(why, retry_after_s)) => {
+            (Asked::Update { id: custom }, Answer::Id(id)) => {
+                let id = custom.unwrap_or_else(|| format!("#{id}"));
+                debug!("#{} Mercure update is event {id}", ctx.key);
+                crate::routes::published(&id, after, ctx.date)
+            }
+            (Asked::Id | Asked::Update { .. }, Answer::Refused(why, retry_after_s)) => {
                 response::refused_by_source(why, retry_after_s, after, ctx.counters, ctx.date)
             }
             (Asked::Metrics { head_only }, Answer::Metrics(text)) => {

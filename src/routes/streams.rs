@@ -15,11 +15,25 @@ use crate::sse;
 /// `Connection: keep-alive` so that proxies do not cut its open-ended body
 /// short.
 pub(super) fn stream_head(request: &Request, ctx: &Ctx<'_>, after: After) -> Vec<u8> {
+    stream_head_with(request, ctx, after, &[])
+}
+
+/// [`stream_head`] with `extra` headers (a Mercure subscription's
+/// `Mercure-Last-Event-ID`).
+pub(super) fn stream_head_with(
+    request: &Request,
+    ctx: &Ctx<'_>,
+    after: After,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(384);
     let mut head = Head::new(&mut bytes, 200, ctx.date);
     head.header("Content-Type", "text/event-stream")
         .header("Cache-Control", "no-cache")
         .header("X-Accel-Buffering", "no");
+    for (name, value) in extra {
+        head.header(name, value);
+    }
     cors_headers(&mut head, request, ctx.settings);
     match after {
         After::Stream(_) => {
@@ -75,7 +89,7 @@ pub(super) fn event_stream(request: &Request, ctx: &mut Ctx<'_>, after: After) -
 
 /// The stream's opening comment: which of the workers SO_REUSEPORT chose,
 /// for people (and tests) watching the spread.
-fn connected_comment(ctx: &Ctx<'_>) -> String {
+pub(super) fn connected_comment(ctx: &Ctx<'_>) -> String {
     match ctx.settings.worker {
         Some(worker) => format!("connected to worker {worker}"),
         None => "connected".to_owned(),

@@ -5,14 +5,14 @@
 //! log. The tick itself is the loop's (`Server::tick`): it is where events
 //! begin.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info};
 use slab::Slab;
 
 use crate::config::Config;
 use crate::connection::{Connection, Doing, Step};
-use crate::counters::{CloseReason, Counters, Gauges};
+use crate::counters::{CloseReason, Gauges};
 use crate::event::Status;
 use crate::hub::Hub;
 use crate::limits;
@@ -102,7 +102,7 @@ impl Periodic {
         shared.schedule.at(now + DASHBOARD_PERIOD, Timer::Dashboard);
         shared.gauges.uptime = shared.uptime(now);
         if worker {
-            return figures_json(&shared.counters, &shared.gauges, rings).map(Dashboard::Report);
+            return figures_json(shared, rings).map(Dashboard::Report);
         }
         let events = shared.counters.events;
         let per_second =
@@ -111,7 +111,8 @@ impl Periodic {
         if shared.gauges.dashboard_streams == 0 || shared.draining {
             return None;
         }
-        let figures = Figures::now(&shared.counters, &shared.gauges, rings.events.len());
+        let mut figures = Figures::now(&shared.counters, &shared.gauges, rings.events.len());
+        figures.rooms = shared.topics.rooms();
         let part = Part {
             worker: None,
             figures: &figures,
@@ -157,12 +158,12 @@ impl Periodic {
         if let Some(limiter) = &mut shared.limiter {
             limiter.forget_idle(now);
         }
-        let heartbeat = self
-            .heartbeat
-            .is_some_and(|period| now.duration_since(hub.quiet_since()) >= period);
-        if heartbeat {
-            hub.heartbeat_sent(now);
-        }
+        // A stream gets a heartbeat once it has written nothing for
+        // `--heartbeat` (each stream by itself: one of a quiet topic needs
+        // them while others are busy).
+        let heartbeat = self.heartbeat.map(|period| period.as_millis() as u32);
+        // A token expiring before the next walk closes its stream now.
+        let expiring = SystemTime::now() + HOUSEKEEPING;
         let mut gauges = Gauges {
             uptime: shared.uptime(now),
             reading: 0,
@@ -181,7 +182,7 @@ impl Periodic {
                 Doing::Dashboard => gauges.dashboard_streams += 1,
             }
             ctx.key = key;
-            if let Step::Close(reason) = conn.check_stream(heartbeat, &mut ctx) {
+            if let Step::Close(reason) = conn.check_stream(heartbeat, expiring, &mut ctx) {
                 dead.push((key, reason));
             }
         }
@@ -210,8 +211,9 @@ impl Periodic {
 }
 
 /// A worker's figures, as JSON for its supervisor.
-pub(super) fn figures_json(counters: &Counters, gauges: &Gauges, rings: &Rings) -> Option<String> {
-    let figures = Figures::now(counters, gauges, rings.events.len());
+pub(super) fn figures_json(shared: &Shared, rings: &Rings) -> Option<String> {
+    let mut figures = Figures::now(&shared.counters, &shared.gauges, rings.events.len());
+    figures.rooms = shared.topics.rooms();
     serde_json::to_string(&figures)
         .map_err(|e| debug!("cannot encode this worker's figures: {e}"))
         .ok()

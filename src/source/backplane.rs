@@ -238,7 +238,16 @@ impl Backplane {
         }
         let (kind_field, holder) = match kind {
             Kind::Tick => ("t", self.holder.as_str()),
-            Kind::Message => ("m", ""),
+            Kind::Message if draft.envelope.is_empty() => ("m", ""),
+            Kind::Message => ("M", ""),
+            Kind::Update => ("u", ""),
+        };
+        // A chat message in a room and a Mercure update carry their
+        // envelope (topics, private, id, type, retry) with the data, as
+        // JSON (`replies::entries` reads it back).
+        let data = match kind_field {
+            "M" | "u" => serde_json::json!({ "d": draft.data, "e": draft.envelope }).to_string(),
+            _ => draft.data,
         };
         // By Redis's own clock, the append must run within half the reply
         // timeout, or never: past the timeout the poster has been answered
@@ -255,7 +264,7 @@ impl Backplane {
             &self.stream,
             &self.lease,
             kind_field,
-            &draft.data,
+            &data,
             &self.maxlen,
             holder,
             &now_ms().to_string(),

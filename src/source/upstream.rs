@@ -239,6 +239,7 @@ mod tests {
                 id: 10,
                 kind: Kind::Tick,
                 data: "a".into(),
+                envelope: Default::default(),
             },
             ticket: None,
         }
@@ -279,6 +280,7 @@ mod tests {
             kind: Kind::Message,
             data: "hi".into(),
             origin: None,
+            envelope: Default::default(),
         };
         upstream.ask(Ask::Publish(draft.clone()), Some(ticket));
         let mut reader = FrameReader::default();

@@ -321,6 +321,11 @@ fn representation(
         validators.push_str("Vary: Accept-Encoding\r\n");
     }
     let mut type_lines = format!("Content-Type: {content_type}\r\n");
+    if content_type.starts_with("text/html") {
+        // Mercure discovery: where a page's reader finds the hub.
+        let hub = crate::mercure::MERCURE_PATH;
+        type_lines.push_str(&format!("Link: <{hub}>; rel=\"mercure\"\r\n"));
+    }
     if let Some(coding) = coding {
         type_lines.push_str(&format!("Content-Encoding: {}\r\n", coding.token()));
     }

@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod mercure;
+
 use clap::Parser;
 use sse_mio::Stopped;
 use sse_mio::{Config, Handle, Server};

@@ -176,6 +176,7 @@ mod tests {
             id,
             kind: Kind::Tick,
             data: format!("e{id}"),
+            envelope: Default::default(),
         })
         .collect()
     }

@@ -13,7 +13,7 @@ use super::resp::Reply;
 use super::{
     Backplane, LEASE_TTL, READ_BLOCK, READ_COUNT, RENEW, ReadTag, WriteTag, now_ms, scripts,
 };
-use crate::event::{Answer, Event, Kind, Outcome};
+use crate::event::{Answer, Envelope, Event, Kind, Outcome};
 
 impl Backplane {
     pub(super) fn on_reader(&mut self, event: link::Happened<ReadTag>) {
@@ -316,15 +316,30 @@ fn entries(reply: &Reply) -> Vec<Event> {
                     .find(|pair| pair[0].text() == Some(name))
                     .and_then(|pair| pair.get(1)?.text().map(str::to_owned))
             };
-            let kind = match field("k")?.as_str() {
-                "t" => Kind::Tick,
-                "m" => Kind::Message,
+            let (kind, wrapped) = match field("k")?.as_str() {
+                "t" => (Kind::Tick, false),
+                "m" => (Kind::Message, false),
+                "M" => (Kind::Message, true),
+                "u" => (Kind::Update, true),
                 _ => return None,
             };
+            let data = field("d")?;
+            if !wrapped {
+                return Some(Event {
+                    id,
+                    kind,
+                    data,
+                    envelope: Envelope::default(),
+                });
+            }
+            // `{"d": data, "e": envelope}`; an entry that is not is skipped.
+            let mut value: serde_json::Value = serde_json::from_str(&data).ok()?;
+            let envelope = serde_json::from_value(value.get_mut("e")?.take()).ok()?;
             Some(Event {
                 id,
                 kind,
-                data: field("d")?,
+                data: value.get("d")?.as_str()?.to_owned(),
+                envelope,
             })
         })
         .collect()

@@ -1,0 +1,741 @@
+//! Who listens to what: the topics of the Mercure hub, the subscriptions
+//! of its streams, and the lists the fan-out walks.
+//!
+//! An event's topics are interned once, when it enters the ring ([`Topics::meta`]):
+//! a frame keeps small ids, and the URL patterns that match its topics,
+//! worked out once per topic and pattern and cached on the topic (a pattern
+//! registered later is tried on the topic the next time an event of it
+//! comes). A stream's subscription is kept here, beside the slab and by slab
+//! key, as `PerAddress` keeps addresses: a stream subscribed to one exact
+//! topic with no token costs a [`Sub::One`] (16 bytes) here and a slot in its
+//! topic's list, and its `Connection` stays 32 bytes.
+//!
+//! The fan-out asks which lists to walk for a frame ([`Topics::lists_for`]):
+//! the subscribers of each of its topics, of each pattern that matched, and
+//! of `*`. Whether a stream gets a frame is decided by [`Filter`], the
+//! ring's [`Wants`]: the routing matchers (the query's) select, and a
+//! private frame also needs a grant of the stream's token.
+//!
+//! Lists are slabs of slab keys: a slot freed by a closing stream is reused,
+//! and nothing moves, so a fan-out pass that walks a list a slice at a time
+//! over several turns never skips a stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use slab::Slab;
+use url::Url;
+use urlpattern::{UrlPattern, UrlPatternInit, UrlPatternMatchInput};
+
+use crate::event::{Draft, Envelope, Kind};
+use crate::ring::{Meta, Wants};
+
+/// Most rooms the dashboard frame lists.
+pub(crate) const MAX_ROOMS_SHOWN: usize = 100;
+
+/// The wildcard matcher value: every topic.
+pub(crate) const WILDCARD: &str = "*";
+
+/// A topic matcher as a request or a token states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MatcherSpec {
+    /// `*`: every topic, whatever the matcher type.
+    All,
+    /// The topic, byte for byte.
+    Exact(String),
+    /// A WHATWG URL Pattern, relative ones against the hub's URL.
+    Pattern(String),
+}
+
+impl MatcherSpec {
+    /// A matcher of type `kind` (`exact` or `urlpattern`) for `value`;
+    /// `None` for an unknown type. `*` is the wildcard for every type.
+    pub(crate) fn new(kind: &str, value: &str) -> Option<MatcherSpec> {
+        if value == WILDCARD && matches!(kind, "exact" | "urlpattern") {
+            return Some(MatcherSpec::All);
+        }
+        match kind {
+            "exact" => Some(MatcherSpec::Exact(value.to_owned())),
+            "urlpattern" => Some(MatcherSpec::Pattern(value.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// Whether this matcher selects `topic` (evaluated directly, for a
+    /// publisher's grants and the tests; streams use the cached [`Filter`]).
+    pub(crate) fn matches(&self, topic: &str, base: &Url) -> bool {
+        match self {
+            MatcherSpec::All => true,
+            MatcherSpec::Exact(value) => value == topic,
+            MatcherSpec::Pattern(source) => {
+                compile(source, base).is_some_and(|pattern| test(&pattern, topic, base))
+            }
+        }
+    }
+}
+
+/// Compiles a URL pattern (relative ones against `base`); `None` if it is
+/// not one.
+pub(crate) fn compile(source: &str, base: &Url) -> Option<UrlPattern> {
+    let init = UrlPatternInit::parse_constructor_string::<regex::Regex>(source, Some(base.clone()))
+        .ok()?;
+    UrlPattern::parse(init, Default::default()).ok()
+}
+
+/// Whether `pattern` matches `topic` resolved against `base`; a topic that
+/// is not a URL reference matches no pattern.
+fn test(pattern: &UrlPattern, topic: &str, base: &Url) -> bool {
+    base.join(topic)
+        .ok()
+        .and_then(|url| pattern.test(UrlPatternMatchInput::Url(url)).ok())
+        .unwrap_or(false)
+}
+
+/// What a stream asked for and may read, as the request decided it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Subscription {
+    /// The routing matchers (the query's `match…` parameters).
+    pub(crate) routes: Vec<MatcherSpec>,
+    /// What its token grants `subscribe` on (`None`: no token, public
+    /// updates only).
+    pub(crate) grants: Option<Vec<MatcherSpec>>,
+    /// When its token expires: the stream is closed then.
+    pub(crate) expires: Option<SystemTime>,
+    /// With `--subscriptions`: its subscription events (published when
+    /// it starts, and with `active: false` when it ends).
+    pub(crate) announce: Option<Box<Announce>>,
+}
+
+/// A stream's subscription events: for each of its matchers, the topic
+/// (`<hub path>/subscriptions/{match_type}/{match}/{subscriber}`) and the
+/// document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Announce {
+    pub(crate) events: Vec<(String, serde_json::Value)>,
+}
+
+impl Announce {
+    /// The updates that say the subscriptions are `active` (or ended):
+    /// private, of type `mercure`, each on its own topic.
+    pub(crate) fn drafts(&self, active: bool) -> impl Iterator<Item = Draft> + '_ {
+        self.events.iter().map(move |(topic, doc)| {
+            let mut doc = doc.clone();
+            doc["active"] = active.into();
+            Draft {
+                kind: Kind::Update,
+                data: doc.to_string(),
+                origin: None,
+                envelope: Envelope {
+                    topics: vec![topic.clone()],
+                    private: true,
+                    r#type: Some(SUBSCRIPTION_EVENT.to_owned()),
+                    ..Envelope::default()
+                },
+            }
+        })
+    }
+}
+
+/// The SSE `event:` of subscription events, which publishers may not use.
+pub(crate) const SUBSCRIPTION_EVENT: &str = "mercure";
+
+/// An interned matcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Matcher {
+    All,
+    Exact(u32),
+    Pattern(u32),
+}
+
+/// A subscription with its matchers interned, and the slot each routing
+/// matcher holds in its list.
+#[derive(Debug)]
+pub(crate) struct Live {
+    routes: Vec<(Matcher, u32)>,
+    grants: Vec<Matcher>,
+    expires: Option<SystemTime>,
+    announce: Option<Box<Announce>>,
+}
+
+/// A slab key's subscription.
+#[derive(Debug, Default)]
+enum Sub {
+    #[default]
+    None,
+    /// One exact topic, no token: the common case, kept small.
+    One {
+        topic: u32,
+        slot: u32,
+    },
+    Many(Box<Live>),
+}
+
+/// A list of slab keys the fan-out walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum List {
+    Topic(u32),
+    Pattern(u32),
+    All,
+}
+
+struct Topic {
+    name: Arc<str>,
+    /// Frames and grants that name it (subscribers are in `subs`).
+    refs: u32,
+    subs: Slab<u32>,
+    /// The live patterns, of those below `checked`, that match it.
+    matched: Vec<u32>,
+    checked: u32,
+}
+
+struct Pattern {
+    compiled: UrlPattern,
+    refs: u32,
+    subs: Slab<u32>,
+}
+
+/// The registry: topics, patterns, subscriptions, lists.
+pub(crate) struct Topics {
+    base: Url,
+    names: HashMap<Arc<str>, u32>,
+    topics: Slab<Topic>,
+    sources: HashMap<String, u32>,
+    patterns: HashMap<u32, Pattern>,
+    /// Pattern ids are never reused: a frame's `epoch` tells which
+    /// patterns were known when it came.
+    next_pattern: u32,
+    all: Slab<u32>,
+    subs: Vec<Sub>,
+    /// The active subscriptions, by subscription event topic (with
+    /// `--subscriptions`).
+    active: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// The hub's URL when none is configured (tests).
+pub(crate) fn default_base() -> Url {
+    Url::parse("http://localhost/.well-known/mercure").expect("a valid URL")
+}
+
+impl Topics {
+    /// An empty registry; relative topics and patterns resolve against
+    /// `base`, the hub's URL.
+    pub(crate) fn new(base: Url) -> Topics {
+        Topics {
+            base,
+            names: HashMap::new(),
+            topics: Slab::new(),
+            sources: HashMap::new(),
+            patterns: HashMap::new(),
+            next_pattern: 0,
+            all: Slab::new(),
+            subs: Vec::new(),
+            active: Default::default(),
+        }
+    }
+
+    /// The hub's URL.
+    pub(crate) fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// How many topics are known.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.names.get(name) {
+            self.topics[id as usize].refs += 1;
+            return id;
+        }
+        let name: Arc<str> = Arc::from(name);
+        let id = self.topics.insert(Topic {
+            name: name.clone(),
+            refs: 1,
+            subs: Slab::new(),
+            matched: Vec::new(),
+            checked: self.next_pattern,
+        }) as u32;
+        // A new topic is tried against every live pattern once, now.
+        let base = &self.base;
+        let mut matched: Vec<u32> = self
+            .patterns
+            .iter()
+            .filter(|(_, p)| test(&p.compiled, &name, base))
+            .map(|(&id, _)| id)
+            .collect();
+        matched.sort_unstable();
+        self.topics[id as usize].matched = matched;
+        self.names.insert(name, id);
+        id
+    }
+
+    fn release_topic(&mut self, id: u32) {
+        let Some(topic) = self.topics.get_mut(id as usize) else {
+            return;
+        };
+        topic.refs = topic.refs.saturating_sub(1);
+        if topic.refs == 0 && topic.subs.is_empty() {
+            let topic = self.topics.remove(id as usize);
+            self.names.remove(&topic.name);
+        }
+    }
+
+    fn intern_pattern(&mut self, source: &str) -> Option<u32> {
+        if let Some(&id) = self.sources.get(source) {
+            if let Some(p) = self.patterns.get_mut(&id) {
+                p.refs += 1;
+            }
+            return Some(id);
+        }
+        let compiled = compile(source, &self.base)?;
+        let id = self.next_pattern;
+        self.next_pattern += 1;
+        self.patterns.insert(
+            id,
+            Pattern {
+                compiled,
+                refs: 1,
+                subs: Slab::new(),
+            },
+        );
+        self.sources.insert(source.to_owned(), id);
+        Some(id)
+    }
+
+    fn release_pattern(&mut self, id: u32) {
+        let Some(p) = self.patterns.get_mut(&id) else {
+            return;
+        };
+        p.refs = p.refs.saturating_sub(1);
+        if p.refs == 0 && p.subs.is_empty() {
+            self.patterns.remove(&id);
+            self.sources.retain(|_, &mut v| v != id);
+        }
+    }
+
+    fn intern_matcher(&mut self, spec: &MatcherSpec) -> Option<Matcher> {
+        Some(match spec {
+            MatcherSpec::All => Matcher::All,
+            MatcherSpec::Exact(name) => Matcher::Exact(self.intern(name)),
+            MatcherSpec::Pattern(source) => Matcher::Pattern(self.intern_pattern(source)?),
+        })
+    }
+
+    fn release_matcher(&mut self, matcher: Matcher) {
+        match matcher {
+            Matcher::All => {}
+            Matcher::Exact(id) => self.release_topic(id),
+            Matcher::Pattern(id) => self.release_pattern(id),
+        }
+    }
+
+    /// The patterns that match topic `id`, bringing its cache up to date.
+    fn matched(&mut self, id: u32) -> &[u32] {
+        let Topics {
+            topics,
+            patterns,
+            next_pattern,
+            base,
+            ..
+        } = self;
+        let topic = &mut topics[id as usize];
+        if topic.checked < *next_pattern {
+            for (&pid, p) in patterns.iter() {
+                if pid >= topic.checked && test(&p.compiled, &topic.name, base) {
+                    topic.matched.push(pid);
+                }
+            }
+            topic.checked = *next_pattern;
+            topic.matched.sort_unstable();
+        }
+        topic.matched.retain(|pid| patterns.contains_key(pid));
+        &topics[id as usize].matched
+    }
+
+    /// The [`Meta`] of an event on `topics`: its topics interned (released
+    /// with [`release_meta`](Self::release_meta) when the ring drops it),
+    /// the patterns that match them.
+    pub(crate) fn meta(&mut self, topics: &[String], private: bool, mercure_id: String) -> Meta {
+        let ids: Vec<u32> = topics.iter().map(|t| self.intern(t)).collect();
+        let mut patterns = Vec::new();
+        for &id in &ids {
+            patterns.extend_from_slice(self.matched(id));
+        }
+        patterns.sort_unstable();
+        patterns.dedup();
+        Meta {
+            topics: ids.into_boxed_slice(),
+            patterns: patterns.into_boxed_slice(),
+            epoch: self.next_pattern,
+            private,
+            mercure_id: mercure_id.into_boxed_str(),
+        }
+    }
+
+    /// The ring dropped a frame with this meta.
+    pub(crate) fn release_meta(&mut self, meta: Meta) {
+        for &id in meta.topics.iter() {
+            self.release_topic(id);
+        }
+    }
+
+    /// The lists a fan-out of a frame with `meta` walks.
+    pub(crate) fn lists_for(&self, meta: &Meta, lists: &mut Vec<List>) {
+        for &id in meta.topics.iter() {
+            if self
+                .topics
+                .get(id as usize)
+                .is_some_and(|t| !t.subs.is_empty())
+            {
+                lists.push(List::Topic(id));
+            }
+        }
+        for &id in meta.patterns.iter() {
+            if self.patterns.get(&id).is_some_and(|p| !p.subs.is_empty()) {
+                lists.push(List::Pattern(id));
+            }
+        }
+        if !self.all.is_empty() {
+            lists.push(List::All);
+        }
+    }
+
+    /// The slab key in `slot` of `list`, and how many slots it has: `None`
+    /// for a list that is gone.
+    pub(crate) fn slot(&self, list: List, slot: usize) -> Option<(Option<usize>, usize)> {
+        let slab = match list {
+            List::Topic(id) => &self.topics.get(id as usize)?.subs,
+            List::Pattern(id) => &self.patterns.get(&id)?.subs,
+            List::All => &self.all,
+        };
+        Some((slab.get(slot).map(|&k| k as usize), slab.capacity()))
+    }
+
+    fn list_mut(&mut self, matcher: Matcher) -> Option<&mut Slab<u32>> {
+        Some(match matcher {
+            Matcher::All => &mut self.all,
+            Matcher::Exact(id) => &mut self.topics.get_mut(id as usize)?.subs,
+            Matcher::Pattern(id) => &mut self.patterns.get_mut(&id)?.subs,
+        })
+    }
+
+    /// The stream under slab key `key` subscribes. Every matcher must have
+    /// been checked (a pattern that does not compile is left out).
+    pub(crate) fn subscribe(&mut self, key: usize, subscription: &Subscription) {
+        self.unsubscribe(key);
+        let mut routes = Vec::with_capacity(subscription.routes.len());
+        for spec in &subscription.routes {
+            let Some(matcher) = self.intern_matcher(spec) else {
+                continue;
+            };
+            // The list holds the stream; the matcher's reference is the
+            // list entry, so the interning's own reference goes.
+            let slot = self
+                .list_mut(matcher)
+                .map_or(0, |l| l.insert(key as u32) as u32);
+            self.release_matcher(matcher);
+            routes.push((matcher, slot));
+        }
+        let grants = subscription.grants.as_deref().unwrap_or_default();
+        let grants: Vec<Matcher> = grants
+            .iter()
+            .filter_map(|spec| self.intern_matcher(spec))
+            .collect();
+        let plain = subscription.grants.is_none() && subscription.announce.is_none();
+        let sub = match (&routes[..], &grants[..], subscription.expires) {
+            (&[(Matcher::Exact(topic), slot)], [], None) if plain => Sub::One { topic, slot },
+            _ => Sub::Many(Box::new(Live {
+                routes,
+                grants,
+                expires: subscription.expires,
+                announce: subscription.announce.clone(),
+            })),
+        };
+        if self.subs.len() <= key {
+            self.subs.resize_with(key + 1, Sub::default);
+        }
+        self.subs[key] = sub;
+    }
+
+    /// The stream under `key` is gone (nothing happens if it had no
+    /// subscription); its subscription events, if it has them, to say so.
+    pub(crate) fn unsubscribe(&mut self, key: usize) -> Option<Box<Announce>> {
+        let sub = self.subs.get_mut(key)?;
+        match std::mem::take(sub) {
+            Sub::None => None,
+            Sub::One { topic, slot } => {
+                self.leave(Matcher::Exact(topic), slot);
+                None
+            }
+            Sub::Many(live) => {
+                for (matcher, slot) in live.routes {
+                    self.leave(matcher, slot);
+                }
+                for matcher in live.grants {
+                    self.release_matcher(matcher);
+                }
+                live.announce
+            }
+        }
+    }
+
+    /// An event went out: if it is a subscription event, the list of
+    /// active subscriptions follows it (so every process, every instance,
+    /// knows them all, whoever holds the stream).
+    pub(crate) fn note_subscription_event(&mut self, topic: &str, data: &str) {
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(data) else {
+            return;
+        };
+        if doc.get("active").and_then(serde_json::Value::as_bool) == Some(true) {
+            self.active.insert(topic.to_owned(), doc);
+        } else {
+            self.active.remove(topic);
+        }
+    }
+
+    /// The active subscriptions whose topic starts with `prefix`, in order.
+    pub(crate) fn active(&self, prefix: &str) -> Vec<&serde_json::Value> {
+        self.active
+            .range(prefix.to_owned()..)
+            .take_while(|(topic, _)| topic.starts_with(prefix))
+            .map(|(_, doc)| doc)
+            .collect()
+    }
+
+    /// Takes a stream out of a list, and the list's topic or pattern out
+    /// of the registry if nothing else names it.
+    fn leave(&mut self, matcher: Matcher, slot: u32) {
+        if let Some(list) = self.list_mut(matcher) {
+            list.try_remove(slot as usize);
+        }
+        match matcher {
+            Matcher::All => {}
+            Matcher::Exact(id) => {
+                if let Some(topic) = self.topics.get_mut(id as usize) {
+                    topic.refs += 1;
+                }
+                self.release_topic(id);
+            }
+            Matcher::Pattern(id) => {
+                if let Some(p) = self.patterns.get_mut(&id) {
+                    p.refs += 1;
+                }
+                self.release_pattern(id);
+            }
+        }
+    }
+
+    /// The chat rooms with streams in them (exact subscribers of
+    /// `/rooms/<name>`), and how many: at most [`MAX_ROOMS_SHOWN`].
+    pub(crate) fn rooms(&self) -> std::collections::BTreeMap<String, u64> {
+        self.topics
+            .iter()
+            .filter_map(|(_, t)| {
+                let room = t.name.strip_prefix("/rooms/")?;
+                (!t.subs.is_empty()).then(|| (room.to_owned(), t.subs.len() as u64))
+            })
+            .take(MAX_ROOMS_SHOWN)
+            .collect()
+    }
+
+    /// When the token of the stream under `key` expires.
+    pub(crate) fn expires(&self, key: usize) -> Option<SystemTime> {
+        match self.subs.get(key)? {
+            Sub::Many(live) => live.expires,
+            _ => None,
+        }
+    }
+
+    /// Which frames the stream under `key` wants.
+    pub(crate) fn filter(&self, key: usize) -> Filter<'_> {
+        match self.subs.get(key) {
+            Some(Sub::One { topic, .. }) => Filter::One(*topic),
+            Some(Sub::Many(live)) => Filter::Many(live, self),
+            _ => Filter::Nothing,
+        }
+    }
+
+    fn matches(&self, matcher: Matcher, meta: &Meta) -> bool {
+        match matcher {
+            Matcher::All => true,
+            Matcher::Exact(id) => meta.topics.contains(&id),
+            Matcher::Pattern(id) if id < meta.epoch => meta.patterns.binary_search(&id).is_ok(),
+            // A pattern newer than the frame (a stream that resumes from
+            // the ring with a new pattern): tried now.
+            Matcher::Pattern(id) => self.patterns.get(&id).is_some_and(|p| {
+                meta.topics.iter().any(|t| {
+                    self.topics
+                        .get(*t as usize)
+                        .is_some_and(|t| test(&p.compiled, &t.name, &self.base))
+                })
+            }),
+        }
+    }
+}
+
+/// Which frames a Mercure stream gets: the routing matchers select; a
+/// private frame needs a grant too.
+pub(crate) enum Filter<'a> {
+    Nothing,
+    One(u32),
+    Many(&'a Live, &'a Topics),
+}
+
+impl Wants for Filter<'_> {
+    fn wants(&self, meta: &Meta, _for_sse: bool) -> bool {
+        match self {
+            Filter::Nothing => false,
+            Filter::One(topic) => !meta.private && meta.topics.contains(topic),
+            Filter::Many(live, topics) => {
+                live.routes.iter().any(|&(m, _)| topics.matches(m, meta))
+                    && (!meta.private || live.grants.iter().any(|&m| topics.matches(m, meta)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact(t: &str) -> MatcherSpec {
+        MatcherSpec::Exact(t.to_owned())
+    }
+
+    fn pattern(p: &str) -> MatcherSpec {
+        MatcherSpec::Pattern(p.to_owned())
+    }
+
+    fn wants(topics: &Topics, key: usize, meta: &Meta) -> bool {
+        topics.filter(key).wants(meta, false)
+    }
+
+    #[test]
+    fn exact_pattern_and_wildcard_routes() {
+        let mut t = Topics::new(default_base());
+        let sub = |routes| Subscription {
+            routes,
+            ..Subscription::default()
+        };
+        t.subscribe(1, &sub(vec![exact("/rooms/a")]));
+        t.subscribe(2, &sub(vec![pattern("/rooms/:name")]));
+        t.subscribe(3, &sub(vec![MatcherSpec::All]));
+        t.subscribe(4, &sub(vec![pattern("https://example.com/books/:id")]));
+        let a = t.meta(&["/rooms/a".into()], false, "#1".into());
+        let b = t.meta(&["/rooms/b".into()], false, "#2".into());
+        let book = t.meta(&["https://example.com/books/7".into()], false, "#3".into());
+        assert_eq!(
+            [1, 2, 3, 4].map(|k| wants(&t, k, &a)),
+            [true, true, true, false]
+        );
+        assert_eq!(
+            [1, 2, 3, 4].map(|k| wants(&t, k, &b)),
+            [false, true, true, false]
+        );
+        assert_eq!(
+            [1, 2, 3, 4].map(|k| wants(&t, k, &book)),
+            [false, false, true, true]
+        );
+        let mut lists = Vec::new();
+        t.lists_for(&b, &mut lists);
+        assert_eq!(
+            lists.len(),
+            2,
+            "the pattern's list and the wildcard's: {lists:?}"
+        );
+    }
+
+    #[test]
+    fn private_frames_need_a_grant_on_one_of_their_topics() {
+        let mut t = Topics::new(default_base());
+        let routes = vec![pattern("https://example.com/books/:id")];
+        t.subscribe(
+            1,
+            &Subscription {
+                routes: routes.clone(),
+                ..Subscription::default()
+            },
+        );
+        t.subscribe(
+            2,
+            &Subscription {
+                routes: routes.clone(),
+                grants: Some(vec![exact("https://example.com/books/1")]),
+                expires: None,
+                announce: None,
+            },
+        );
+        t.subscribe(
+            3,
+            &Subscription {
+                routes,
+                grants: Some(vec![pattern("https://example.com/users/42/*")]),
+                expires: None,
+                announce: None,
+            },
+        );
+        let one = t.meta(&["https://example.com/books/1".into()], true, "#1".into());
+        let two = t.meta(&["https://example.com/books/2".into()], true, "#2".into());
+        let alternate = t.meta(
+            &[
+                "https://example.com/books/2".into(),
+                "https://example.com/users/42/books/2".into(),
+            ],
+            true,
+            "#3".into(),
+        );
+        assert_eq!([1, 2, 3].map(|k| wants(&t, k, &one)), [false, true, false]);
+        assert_eq!([1, 2, 3].map(|k| wants(&t, k, &two)), [false, false, false]);
+        assert_eq!(
+            [1, 2, 3].map(|k| wants(&t, k, &alternate)),
+            [false, false, true]
+        );
+    }
+
+    #[test]
+    fn a_pattern_newer_than_a_frame_is_tried_on_it() {
+        let mut t = Topics::new(default_base());
+        let old = t.meta(&["/rooms/x".into()], false, "#1".into());
+        t.subscribe(
+            5,
+            &Subscription {
+                routes: vec![pattern("/rooms/:r")],
+                ..Subscription::default()
+            },
+        );
+        assert!(wants(&t, 5, &old));
+        let new = t.meta(&["/rooms/x".into()], false, "#2".into());
+        assert_eq!(&new.patterns[..], &[0]);
+    }
+
+    #[test]
+    fn registry_forgets_what_nothing_names() {
+        let mut t = Topics::new(default_base());
+        let meta = t.meta(&["a".into(), "b".into()], false, "#1".into());
+        let sub = Subscription {
+            routes: vec![exact("a"), pattern("/x/:y")],
+            grants: Some(vec![exact("c")]),
+            expires: None,
+            announce: None,
+        };
+        t.subscribe(9, &sub);
+        assert_eq!(t.len(), 3);
+        t.release_meta(meta);
+        assert_eq!(t.len(), 2, "a (subscribed) and c (granted)");
+        t.unsubscribe(9);
+        assert_eq!(t.len(), 0);
+        assert!(t.patterns.is_empty() && t.sources.is_empty());
+        t.subscribe(
+            9,
+            &Subscription {
+                routes: vec![exact("a")],
+                ..Subscription::default()
+            },
+        );
+        assert!(matches!(t.subs[9], Sub::One { .. }));
+        assert_eq!(std::mem::size_of::<Sub>(), 16);
+    }
+}
