@@ -88,6 +88,11 @@ impl Frame {
         self.id
     }
 
+    /// The Mercure endpoint's bytes.
+    pub(crate) fn mercure_bytes(&self) -> &[u8] {
+        &self.mercure
+    }
+
     /// `/sse`'s bytes, if the frame is for `/sse`.
     pub(crate) fn sse_bytes(&self) -> Option<&[u8]> {
         self.sse.as_deref()

@@ -235,7 +235,8 @@ fn come_back_later(request: &Request, ctx: &Ctx<'_>) -> Response {
     response
 }
 
-/// `GET /messages`: the chat messages the ring still holds, oldest first,
+/// `GET /messages`: the chat messages of every room the ring still holds
+/// (`room` in each, but the lobby's), oldest first,
 /// and the newest event id of any kind, so a page can show them and then
 /// open `/sse?lastEventId=<newest>` with nothing missed or shown twice:
 /// `{"messages": [{"id", "user", "text", "at"}], "newest": N}`. Bounded by
@@ -244,8 +245,10 @@ fn chat_history(request: &Request, ctx: &Ctx<'_>) -> Response {
     let ring = &ctx.rings.events;
     let messages: Vec<serde_json::Value> = ring
         .frames()
+        .filter(|frame| !frame.meta.private)
         .filter_map(|frame| {
-            let data = sse::message_data(frame.sse_bytes()?)?;
+            // Every room's (the page shows the rooms it has joined).
+            let data = sse::message_data(frame.mercure_bytes())?;
             let mut value: serde_json::Value = serde_json::from_slice(data).ok()?;
             value
                 .as_object_mut()?

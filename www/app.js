@@ -1,6 +1,8 @@
-// The demo page: the stream of /sse carrying both the ticker's random
-// strings and the chat's messages, the stream's state, and a form that
-// posts to /messages. The stream is shared by every tab of the browser
+// The demo page: one Mercure subscription carrying both the ticker's random
+// strings and the messages of the chat rooms joined, the stream's state,
+// the rooms (joined ones ticked, the one written in bold, how many
+// browsers follow each, from the dashboard frames), and a form that posts
+// to /messages with the room. The stream is shared by every tab of the browser
 // (share.js: one tab holds the connection and relays it). The page starts
 // with the chat the server still holds (GET /messages), then follows the
 // stream from right after the newest id, so nothing is missed or shown
@@ -23,7 +25,14 @@ const userEl = $("chat-user");
 const textEl = $("chat-text");
 const errorEl = $("chat-error");
 const sharedEl = $("shared");
+const roomsEl = $("rooms");
+const roomForm = $("room-form");
+const roomNameEl = $("room-name");
+const chatRoomEl = $("chat-room");
 let count = 0;
+let current = localStorage.getItem("sse-mio-room") || "lobby";
+let listeners = {}; // room -> streams following it, from the dashboard
+let chatHistory = []; // the messages fetched from /messages, for rooms joined later
 
 function showState(name) {
   stateEl.textContent = name;
@@ -49,17 +58,25 @@ function addTick(id, text) {
 const emptyNote = el("li", "empty", "No messages yet: say hello.");
 chatLog.append(emptyNote);
 
+function roomOf(message) {
+  return message.room || "lobby";
+}
+
 function addChat(id, message) {
+  if (!SseShare.rooms.includes(roomOf(message))) return;
   if (chatLog.querySelector(`li[data-id="${CSS.escape(String(id))}"]`)) return;
   emptyNote.remove();
   // Newest at the bottom; stay scrolled to the bottom if the reader was there.
   const atBottom = chatLog.scrollTop + chatLog.clientHeight >= chatLog.scrollHeight - 8;
   const item = el("li");
   item.dataset.id = id;
+  item.dataset.room = roomOf(message);
   const meta = el("div", "meta");
-  meta.append(el("strong", "user", message.user), el("time", "", new Date(message.at).toLocaleTimeString()));
+  meta.append(el("strong", "user", message.user), el("span", "room", roomOf(message)), el("time", "", new Date(message.at).toLocaleTimeString()));
   item.append(meta, el("div", "body", message.text));
-  chatLog.append(item);
+  // In id order (a room joined later brings older messages).
+  const later = [...chatLog.querySelectorAll("li[data-id]")].find((li) => Number(li.dataset.id) > Number(id));
+  chatLog.insertBefore(item, later ?? null);
   while (chatLog.children.length > MAX_CHAT) chatLog.firstElementChild.remove();
   if (atBottom) chatLog.scrollTop = chatLog.scrollHeight;
 }
@@ -76,14 +93,80 @@ function asChat(data) {
   }
 }
 
+// A Mercure id ("#<n>") as the page shows it: n.
+const shownId = (id) => String(id || "").replace(/^#/, "");
+
+// The rooms: those joined, those the dashboard says are followed, the
+// current one; each with its count.
+function showRooms() {
+  const joined = SseShare.rooms;
+  if (!joined.includes(current)) current = joined[0];
+  chatRoomEl.textContent = current;
+  const names = [...new Set([...joined, ...Object.keys(listeners)])].sort();
+  roomsEl.replaceChildren(
+    ...names.map((name) => {
+      const item = el("li", name === current ? "current" : "");
+      item.dataset.room = name;
+      const box = el("input");
+      box.type = "checkbox";
+      box.checked = joined.includes(name);
+      box.setAttribute("aria-label", `follow ${name}`);
+      box.addEventListener("change", () => {
+        const next = box.checked ? [...joined, name] : joined.filter((r) => r !== name);
+        SseShare.setRooms(next);
+      });
+      const pick = el("button", "", name);
+      pick.type = "button";
+      pick.addEventListener("click", () => {
+        if (!SseShare.rooms.includes(name)) SseShare.setRooms([...SseShare.rooms, name]);
+        current = name;
+        localStorage.setItem("sse-mio-room", name);
+        showRooms();
+      });
+      item.append(box, pick, el("span", "count", String(listeners[name] ?? 0)));
+      return item;
+    }),
+  );
+}
+
+// Joined rooms changed (here or in another tab): show what the history
+// holds of them, and hide the rooms left.
+function onRooms() {
+  const joined = SseShare.rooms;
+  for (const item of [...chatLog.querySelectorAll("li[data-room]")]) {
+    if (!joined.includes(item.dataset.room)) item.remove();
+  }
+  for (const message of chatHistory) addChat(String(message.id), message);
+  showRooms();
+}
+
+SseShare.on("rooms", onRooms);
+SseShare.on("stats", (data) => {
+  try {
+    listeners = JSON.parse(data).rooms || {};
+    showRooms();
+  } catch {}
+});
+
+roomForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = roomNameEl.value.trim();
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(name)) return;
+  current = name;
+  localStorage.setItem("sse-mio-room", name);
+  SseShare.setRooms([...SseShare.rooms, name]);
+  roomNameEl.value = "";
+});
+
 SseShare.on("state", showState);
 SseShare.on("event", (message) => {
   count += 1;
   countEl.textContent = String(count);
-  lastIdEl.textContent = message.id || "–";
+  const id = shownId(message.id);
+  lastIdEl.textContent = id || "–";
   const chat = asChat(message.data);
-  if (chat) addChat(message.id, chat);
-  else addTick(message.id, message.data);
+  if (chat) addChat(id, chat);
+  else addTick(id, message.data);
 });
 SseShare.on("reset", (message) => {
   // The server no longer had what we missed while away.
@@ -108,10 +191,13 @@ async function start() {
   try {
     const response = await fetch("/messages", { headers: { Accept: "application/json" } });
     if (!response.ok) throw new Error(String(response.status));
-    const history = await response.json();
-    for (const message of history.messages) addChat(String(message.id), message);
-    SseShare.start(history.newest);
+    const body = await response.json();
+    chatHistory = body.messages;
+    for (const message of chatHistory) addChat(String(message.id), message);
+    showRooms();
+    SseShare.start(body.newest);
   } catch {
+    showRooms();
     SseShare.start(null);
   }
 }
@@ -138,7 +224,7 @@ form.addEventListener("submit", async (event) => {
     const response = await fetch("/messages", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ user: userEl.value.trim(), text }),
+      body: JSON.stringify({ user: userEl.value.trim(), text, room: current }),
     });
     if (response.ok) {
       textEl.value = "";

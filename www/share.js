@@ -18,6 +18,11 @@
 //   has shown already, so every tab sees every event once.
 // - Where there is no BroadcastChannel either, each tab opens its own
 //   streams, and the page says so.
+// - The stream is a Mercure subscription (/.well-known/mercure): the tick's
+//   topic and one topic per room the browser has joined (/rooms/<name>).
+//   Joining or leaving a room (kept in localStorage, so every tab agrees)
+//   makes the leader open a new subscription from the newest id shown.
+//   Mercure ids are "#<n>"; the page shows n.
 "use strict";
 
 (() => {
@@ -28,8 +33,9 @@
   const CLAIM_WAIT_MS = 400;
   const PRESENCE_MS = 2000;
 
+  const ROOMS_KEY = "sse-mio-rooms";
   const me = Math.floor(Math.random() * 2 ** 52);
-  const handlers = { event: [], reset: [], stats: [], state: [], statsState: [], role: [] };
+  const handlers = { event: [], reset: [], stats: [], state: [], statsState: [], role: [], rooms: [] };
   const emit = (kind, value) => handlers[kind].forEach((fn) => fn(value));
 
   let leader = false;
@@ -62,7 +68,7 @@
       pending.push(message);
       return;
     }
-    const id = Number(message.id);
+    const id = Number(String(message.id).replace(/^#/, ""));
     if (newest !== null && id <= newest) return;
     newest = id;
     emit(message.type === "reset" ? "reset" : "event", message);
@@ -80,10 +86,28 @@
     if (leader) send({ type: "statsState", state: name });
   }
 
+  // The rooms this browser has joined (the lobby when none).
+  function rooms() {
+    try {
+      const list = JSON.parse(localStorage.getItem(ROOMS_KEY) || "[]");
+      if (Array.isArray(list) && list.length) return list.filter((r) => typeof r === "string");
+    } catch {}
+    return ["lobby"];
+  }
+
+  function subscriptionUrl() {
+    const url = new URL("/.well-known/mercure", location.href);
+    url.searchParams.append("match", "/tick");
+    for (const room of rooms()) url.searchParams.append("match", "/rooms/" + room);
+    if (newest !== null) url.searchParams.set("last_event_id", "#" + newest);
+    return url.pathname + url.search;
+  }
+
   // The leader's (or a lone tab's) streams.
-  function openStreams() {
-    const after = newest === null ? "" : "?lastEventId=" + encodeURIComponent(String(newest));
-    const events = new EventSource("/sse" + after);
+  let events = null;
+  function openEvents() {
+    events?.close();
+    events = new EventSource(subscriptionUrl());
     events.onopen = () => setState("open");
     events.onerror = () => setState(events.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
     events.onmessage = (event) => {
@@ -91,11 +115,11 @@
       deliver(message);
       send(message);
     };
-    events.addEventListener("reset", (event) => {
-      const message = { type: "reset", id: event.lastEventId, data: event.data };
-      deliver(message);
-      send(message);
-    });
+    return events;
+  }
+
+  function openStreams() {
+    openEvents();
     const stats = new EventSource("/stats");
     stats.onopen = () => setStatsState("live");
     stats.onerror = () => setStatsState("reconnecting");
@@ -103,7 +127,7 @@
       emit("stats", event.data);
       send({ type: "stats", data: event.data });
     });
-    sources = [events, stats];
+    sources = [stats];
   }
 
   function lead() {
@@ -118,6 +142,8 @@
     leader = false;
     sources.forEach((s) => s.close());
     sources = [];
+    events?.close();
+    events = null;
     role();
   }
 
@@ -216,8 +242,23 @@
     }, HEARTBEAT_MS);
   }
 
+  // Another tab joined or left a room: the leader follows the new list.
+  window.addEventListener("storage", (event) => {
+    if (event.key !== ROOMS_KEY) return;
+    emit("rooms", rooms());
+    if (leader) openEvents();
+  });
+
   window.SseShare = {
     on(kind, fn) { handlers[kind].push(fn); },
+    get rooms() { return rooms(); },
+    // Joins or leaves rooms: every tab of the browser follows.
+    setRooms(list) {
+      const clean = [...new Set(list)].filter((r) => /^[A-Za-z0-9_-]{1,32}$/.test(r));
+      localStorage.setItem(ROOMS_KEY, JSON.stringify(clean.length ? clean : ["lobby"]));
+      emit("rooms", rooms());
+      if (leader) openEvents();
+    },
     // Starts sharing, after the page has shown what it already had (the
     // chat history, up to event `shown`).
     start(shown) {

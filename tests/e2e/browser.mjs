@@ -9,6 +9,7 @@
 // port it had) and stops them. Exit status 0 when every scenario passed.
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
+import { createHmac, randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -71,7 +72,8 @@ function withTimeout(promise, ms, what) {
 }
 
 /// Installed in every page before its scripts run: records every id the
-/// page's /sse EventSource delivers and every text the #state element
+/// page's event stream (its Mercure subscription; ids "#<n>", recorded as
+/// n) delivers and every text the #state element
 /// shows, so a test can check what the page went through, not only where
 /// it ended up.
 function recorder() {
@@ -80,8 +82,9 @@ function recorder() {
   window.EventSource = class extends Native {
     constructor(url, init) {
       super(url, init);
-      if (new URL(url, location.href).pathname === "/sse") {
-        this.addEventListener("message", (event) => window.__e2e.ids.push(Number(event.lastEventId)));
+      if (new URL(url, location.href).pathname === "/.well-known/mercure") {
+        this.addEventListener("message", (event) =>
+          window.__e2e.ids.push(Number(event.lastEventId.replace(/^#/, ""))));
       }
     }
   };
@@ -471,6 +474,135 @@ async function withoutBroadcastChannel(browser) {
   }
 }
 
+
+// ---- rooms and the Mercure hub ------------------------------------------------
+
+/// Two browsers (two profiles: tabs of one browser share their rooms):
+/// the first joins "kitchen" and writes there; the second, in the lobby
+/// only, never sees it, and both see the lobby; the room list counts the
+/// streams that follow each room.
+async function roomsKeepTheirMessages(browser) {
+  const server = await startServer(["--interval", "1h"]);
+  const contexts = [await browser.newContext(), await browser.newContext()];
+  try {
+    for (const c of contexts) await c.addInitScript(recorder);
+    const [cook, guest] = await Promise.all(contexts.map((c) => openPage(c, server.url)));
+    await cook.fill("#room-name", "kitchen");
+    await cook.click("#room-form button");
+    await cook.waitForFunction(() => document.getElementById("chat-room").textContent === "kitchen", null, { timeout: WAIT });
+    await waitState(cook, "open");
+    // The dashboard counts the kitchen's stream (once a second).
+    await cook.waitForFunction(
+      () => document.querySelector('#rooms li[data-room="kitchen"] .count')?.textContent === "1",
+      null,
+      { timeout: WAIT },
+    );
+    const secret = `only for the kitchen ${Date.now()}`;
+    await say(cook, "cook", secret);
+    const entry = await chatEntry(cook, secret);
+    assert.equal(await cook.textContent(`#chat-log li[data-id="${entry.id}"] .room`), "kitchen");
+    // Back to the lobby, still following the kitchen: the guest sees this one.
+    await cook.click('#rooms li[data-room="lobby"] button');
+    const marker = `for everyone ${Date.now()}`;
+    await say(cook, "cook", marker);
+    await chatEntry(guest, marker);
+    const texts = await guest.evaluate(() => [...document.querySelectorAll("#chat-log li .body")].map((b) => b.textContent));
+    assert.ok(!texts.includes(secret), `the guest saw the kitchen: ${texts}`);
+    // A page opened later in the cook's browser shows the kitchen's history.
+    const later = await openPage(contexts[0], server.url);
+    await chatEntry(later, secret);
+    for (const page of [cook, guest, later]) assert.deepEqual(page.problems, []);
+    return { rooms: await cook.evaluate(() => [...document.querySelectorAll("#rooms li")].map((li) => li.dataset.room)) };
+  } finally {
+    for (const c of contexts) await c.close();
+    await server.stop();
+  }
+}
+
+const HUB = "https://localhost/.well-known/mercure";
+const KEY = randomBytes(32).toString("hex");
+
+/// An HS256 access token (typ at+jwt), signed here with node:crypto.
+function token(claims) {
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "at+jwt" })}.${b64({ aud: HUB, exp: Math.floor(Date.now() / 1000) + 600, ...claims })}`;
+  return `${body}.${createHmac("sha256", KEY).update(body).digest("base64url")}`;
+}
+
+/// The Mercure conformance suite's cases (spec/mercure.md's own suite,
+/// conformance-tests/, rewritten here): for each, the page at / opens an
+/// EventSource on the topic selectors, publishes with a token that may
+/// publish everywhere and a custom id, and says whether the update came
+/// (with its id and data), and what the publish answered.
+async function conformance(context) {
+  const server = await startServer(["--interval", "1h", "--jwt-key", KEY, "--hub-url", HUB]);
+  const random = () => randomBytes(20).toString("hex");
+  const r = Array.from({ length: 5 }, random);
+  const cases = [
+    ["raw string", true, [r[0]], [r[0]]],
+    ["multiple topic selectors", true, [r[1]], ["foo", r[1]]],
+    ["URI", true, [`https://example.net/foo/${r[2]}`], [`https://example.net/foo/${r[2]}`]],
+    ["URL pattern", true, [`https://example.net/foo/${r[3]}`], ["https://example.net/foo/:random"]],
+    ["nonmatching raw string", false, ["will-not-match"], ["another-name"]],
+    ["nonmatching URI", false, ["https://example.net/foo/will-not-match"], ["https://example.net/foo/another-name"]],
+    ["nonmatching URL pattern", false, ["https://example.net/foo/will-not-match"], ["https://example.net/bar/:var"]],
+    ["private raw string", false, [r[0]], [r[0]], true],
+    ["private URI", false, [`https://example.net/foo/${r[2]}`], [`https://example.net/foo/${r[2]}`], true],
+    ["private URL pattern", false, [`https://example.net/foo/${r[3]}`], ["https://example.net/foo/:random"], true],
+  ];
+  const publisher = token({
+    authorization_details: [
+      { type: "https://mercure.rocks/authorization-detail", actions: ["publish"], topics: [{ match: "*" }] },
+    ],
+  });
+  const page = await context.newPage();
+  try {
+    const results = [];
+    for (const [name, mustBeReceived, topics, selectors, isPrivate] of cases) {
+      await page.goto(server.url);
+      const id = `id-${JSON.stringify(topics)}-${random()}`;
+      const got = await page.evaluate(
+        async ({ topics, selectors, isPrivate, id, publisher, name }) => {
+          const url = new URL("/.well-known/mercure", location.origin);
+          for (const s of selectors) url.searchParams.append(/\/:[A-Za-z_]/.test(s) ? "match_urlpattern" : "match", s);
+          const update = new URLSearchParams();
+          for (const t of topics) update.append("topic", t);
+          update.set("id", id);
+          update.set("data", `data for\n\n        ${name}`);
+          if (isPrivate) update.set("private", "on");
+          const es = new EventSource(url);
+          await new Promise((resolve) => (es.onopen = resolve));
+          const received = new Promise((resolve) => {
+            es.onmessage = (e) => {
+              if (e.lastEventId === id && e.data === update.get("data")) resolve(true);
+            };
+            setTimeout(() => resolve(false), 1500);
+          });
+          const response = await fetch("/.well-known/mercure", {
+            method: "POST",
+            headers: { Authorization: `Bearer ${publisher}` },
+            body: update,
+          });
+          const body = await response.text();
+          const result = { received: await received, status: response.status, type: response.headers.get("Content-Type"), body };
+          es.close();
+          return result;
+        },
+        { topics, selectors, isPrivate: !!isPrivate, id, publisher, name },
+      );
+      assert.equal(got.received, mustBeReceived, `${name}: received`);
+      assert.equal(got.status, 200, `${name}: ${got.body}`);
+      assert.match(got.type, /^text\/plain(?:$|;.*)/, name);
+      assert.equal(got.body, id, `${name}: the custom id`);
+      results.push(name);
+    }
+    return { cases: results.length };
+  } finally {
+    await page.close();
+    await server.stop();
+  }
+}
+
 // ---- runner -----------------------------------------------------------------
 
 async function main() {
@@ -544,9 +676,11 @@ async function main() {
     try {
       await run("13. without Web Locks the tabs elect over the channel", () => withoutWebLocks(browser));
       await run("14. without BroadcastChannel each tab has its own streams", () => withoutBroadcastChannel(browser));
+      await run("15. rooms: a room's messages reach only the browsers that follow it", () => roomsKeepTheirMessages(browser));
     } finally {
       if (!context.browser()) await browser.close();
     }
+    await run("16. the Mercure conformance cases: routing, URL patterns, private updates, custom ids", () => conformance(context));
   } finally {
     await context.close().catch(() => {});
     rmSync(userDataDir, { recursive: true, force: true });
