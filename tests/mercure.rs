@@ -572,3 +572,59 @@ fn subscription_events_and_the_subscription_api_say_who_is_in_a_room() {
         (api(&topic, Some(&watcher_auth)).status == 404).then_some(())
     });
 }
+
+/// The README's example of signing a token and publishing, run as it is
+/// written (bash, openssl, curl), against a hub whose URL it names.
+#[test]
+fn the_readme_signs_a_token_that_publishes() {
+    use std::process::Command;
+    for tool in ["openssl", "curl"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            support::skip_loudly(&format!("no {tool} (apt-get install {tool})"));
+            return;
+        }
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .find(|b| b.starts_with("b64()"))
+        .and_then(|b| b.split("```").next())
+        .expect("the README's signing example");
+    let key = "the README's key, only for this test";
+    let server = TestServer::start(&[
+        "--interval",
+        "0",
+        "--jwt-key",
+        key,
+        "--hub-url",
+        "http://127.0.0.1:3000/.well-known/mercure",
+    ]);
+    let mut subscriber = subscribe(
+        server.addr,
+        "match=https%3A%2F%2Fexample.com%2Fbooks%2F1",
+        &[],
+    );
+    // Only where curl goes: the token's aud stays the hub's URL.
+    let script = block.replace(
+        "  http://127.0.0.1:3000/",
+        &format!("  http://{}/", server.addr),
+    );
+    let output = support::output_within(
+        Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &format!("{script}\necho")])
+            .env("SSE_MIO_JWT_KEY", key),
+        Duration::from_secs(20),
+    );
+    let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        output.status.success() && answer.starts_with('#'),
+        "{answer:?} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let event = subscriber.next_event().unwrap();
+    assert_eq!(
+        (event.id, event.data),
+        (Some(answer), r#"{"title":"Dune"}"#.to_owned())
+    );
+}
