@@ -151,6 +151,21 @@ pub(crate) struct Event {
     pub(crate) envelope: Envelope,
 }
 
+impl Event {
+    /// Whether `/sse` streams get this event: a public one on the tick's
+    /// topic or the lobby's (the ring's encoding for `/sse`, and the shared
+    /// log's replay, both ask).
+    pub(crate) fn for_sse(&self) -> bool {
+        !self.envelope.private
+            && (self.envelope.topics.is_empty()
+                || self
+                    .envelope
+                    .topics
+                    .iter()
+                    .any(|t| t == TICK_TOPIC || *t == room_topic(LOBBY)))
+    }
+}
+
 /// Who waits for an event's id: the connection that held slab key `key`
 /// with serial number `serial` when it asked (a key is reused as soon as a
 /// connection closes; the serial tells the new one apart).

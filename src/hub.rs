@@ -32,7 +32,7 @@ use slab::Slab;
 
 use crate::connection::{Connection, Step, after_flush};
 use crate::counters::{CloseReason, Counters};
-use crate::event::{Answer, Event, Kind, LOBBY, Outcome, TICK_TOPIC, Ticket, room_topic};
+use crate::event::{Answer, Event, Kind, Outcome, Ticket};
 use crate::ring::{Everything, Feed, Meta, Ring, Rings};
 use crate::shared::Shared;
 use crate::sse::{encode_event, encode_update};
@@ -129,15 +129,6 @@ impl<'a> FanOutCtx<'a> {
     }
 }
 
-/// Whether an event goes to `/sse` streams: a public one on the tick's
-/// topic or the lobby's.
-fn for_sse(event: &Event, topics: &[String]) -> bool {
-    !event.envelope.private
-        && topics
-            .iter()
-            .any(|t| t == TICK_TOPIC || *t == room_topic(LOBBY))
-}
-
 impl Hub {
     /// A hub whose event ring holds `history` frames and starts at
     /// `first_id`, where the source's sequence does.
@@ -213,7 +204,7 @@ impl Hub {
         let envelope = &event.envelope;
         let topics = envelope.topics_of(event.kind);
         let event_name = envelope.r#type.as_deref().or(event.kind.event_name());
-        let sse = for_sse(event, &topics).then(|| {
+        let sse = event.for_sse().then(|| {
             let mut bytes = Vec::with_capacity(event.data.len() + 32);
             encode_event(&mut bytes, event_name, Some(event.id), &event.data);
             bytes

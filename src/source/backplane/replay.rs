@@ -95,6 +95,11 @@ impl Reads {
         let mut index = Vec::with_capacity(events.len());
         for event in events {
             index.push((event.id, bytes.len()));
+            // Only what `/sse` streams get: not other topics' updates,
+            // never a private one.
+            if !event.for_sse() {
+                continue;
+            }
             encode_event(
                 &mut bytes,
                 event.kind.event_name(),
@@ -183,6 +188,22 @@ mod tests {
 
     fn ticket(key: usize) -> Ticket {
         Ticket { key, serial: 1 }
+    }
+
+    #[test]
+    fn a_replay_for_sse_leaves_out_other_topics_and_private_updates() {
+        let mut reads = Reads::default();
+        let (number, _, _) = reads.join(ticket(1), 10, 13).unwrap();
+        let mut all = events(11..=13);
+        all[0].envelope.topics = vec!["/rooms/elsewhere".into()];
+        all[1].envelope.topics = vec!["/rooms/lobby".into()];
+        all[1].envelope.private = true;
+        let answers = reads.answer(number, &all);
+        let replay = &answers[0].1;
+        let text = String::from_utf8(replay.bytes[replay.offset..].to_vec()).unwrap();
+        assert_eq!(text, "id: 13\ndata: e13\n\n");
+        assert!(replay.complete, "11 and 12 were seen, only not for /sse");
+        assert_eq!(replay.next_id, 14);
     }
 
     #[test]
