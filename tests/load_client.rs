@@ -686,3 +686,92 @@ fn publish_sends_the_urls_credentials() {
         "{head}"
     );
 }
+
+/// `--topics`: connections spread over topics of a Mercure hub, two
+/// processes of sse-load, posts with a token to each topic in turn: every
+/// post reaches exactly its topic's connections.
+#[test]
+fn a_topic_workload_reaches_exactly_each_topics_connections() {
+    let server = mercure::hub(&[]);
+    let url = format!(
+        "http://{}/.well-known/mercure?match=/t/{{topic}}",
+        server.addr
+    );
+    let publish = format!("http://{}/.well-known/mercure", server.addr);
+    let auth = format!("Authorization: Bearer {}", mercure::publisher());
+    let (report, stdout) = sse_load_json(
+        &url,
+        &[
+            "-c",
+            "300",
+            "--per-process",
+            "150",
+            "--topics",
+            "7",
+            "--hold",
+            "2s",
+            "--quiet",
+            "--publish",
+            &publish,
+            "--publish-rate",
+            "20/s",
+            "--publish-body",
+            "topic=/t/{topic}&data={marker}",
+            "--publish-header",
+            &auth,
+            "--publish-header",
+            "Content-Type: application/x-www-form-urlencoded",
+        ],
+    );
+    assert_eq!(report["processes"], 2, "{stdout}");
+    let publish = &report["publish"];
+    assert_eq!(publish["posted"], 40, "{stdout}");
+    assert_eq!(publish["accepted"], 40, "{stdout}");
+    assert_eq!(publish["reached_everyone"], 40, "{stdout}");
+    assert_eq!(
+        (publish["misrouted"].as_u64(), publish["missing"].as_u64()),
+        (Some(0), Some(0)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("every stream of its topic"), "{stdout}");
+}
+
+/// A server that sends every update to everyone (here `/sse` and chat
+/// posts, which know no topics) fails a topic workload: misrouted.
+#[test]
+fn a_topic_workload_fails_a_server_that_ignores_topics() {
+    let server = TestServer::start(&[
+        "--interval",
+        "0",
+        "--post-rate",
+        "100",
+        "--post-burst",
+        "100",
+    ]);
+    let (status, stdout) = sse_load_status(
+        &[
+            "--url",
+            &format!("http://{}/sse?topic={{topic}}", server.addr),
+            "-c",
+            "20",
+            "--topics",
+            "4",
+            "--hold",
+            "2s",
+            "--publish",
+            &format!("http://{}/messages", server.addr),
+            "--publish-rate",
+            "5/s",
+            "--publish-header",
+            "Content-Type: application/json",
+            "--publish-body",
+            r#"{"user":"load","text":"{marker}"}"#,
+        ],
+        &[],
+    );
+    assert_eq!(status, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("reached a connection of another topic"),
+        "{stdout}"
+    );
+}

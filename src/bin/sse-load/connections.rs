@@ -2,7 +2,6 @@
 //! response head and stream, and recording every id's arrivals; the loop
 //! that drives them, with a deadline for every phase.
 
-use std::collections::HashMap;
 use std::io::{self, BufRead, Write};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -13,7 +12,7 @@ use indicatif::ProgressBar;
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use rustls::{ClientConfig, ClientConnection};
+use rustls::ClientConfig;
 use slab::Slab;
 use sse_mio::event_parser::{ChunkedDecoder, EventParser, Item};
 
@@ -21,57 +20,18 @@ use crate::options::{Args, Target, mono_ns};
 use crate::probe::ServerFigures;
 use crate::sockets::{Ramp, connect_socket, failure_kind, failure_name};
 use crate::tally::{self, GRACE, Phases, Raw, Window};
-use crate::{phases, publish, request, tls};
+use crate::{phases, publish, request, tls, topics};
 
+mod conn;
 mod reconnect;
+
+use conn::{Conn, Phase};
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Token for the worker's stdin (the parent's "window" line).
 pub(crate) const STDIN: Token = Token(usize::MAX - 1);
-
-enum Phase {
-    Connecting,
-    Head,
-    Streaming,
-    /// The stream ended; with `--reconnect`, a new one is due (see
-    /// `reconnect.rs`).
-    Waiting,
-}
-
-struct Conn {
-    stream: TcpStream,
-    phase: Phase,
-    opened_ns: u64,
-    sent: usize,
-    head: Vec<u8>,
-    chunked: Option<ChunkedDecoder>,
-    parser: EventParser,
-    /// The server said it is full (a comment before it closes).
-    turned_away: bool,
-    /// The server said goodbye: it is shutting down.
-    said_goodbye: bool,
-    /// The last numeric id this connection received.
-    last_id: Option<u64>,
-    /// When it last received an event (ns), for the gaps between events.
-    last_event_ns: u64,
-    /// Events without an id: how often each data (by its hash) has come
-    /// on this connection. Only for streams that send no ids; boxed, so
-    /// that it costs the others 8 bytes each, not a map's 48.
-    #[allow(clippy::box_collection)]
-    seen_data: Option<Box<HashMap<u64, u32>>>,
-    /// With `--reconnect`: what the stream said to wait before coming
-    /// back (`retry:`), the last id to resume after (empty: none), when
-    /// the stream ended (0 while it streams), and the request with
-    /// `Last-Event-ID`.
-    retry_ms: u64,
-    resume_id: String,
-    ended_ns: u64,
-    request: Option<Vec<u8>>,
-    /// `https://`: the TLS session the stream's bytes go through.
-    tls: Option<Box<ClientConnection>>,
-}
 
 /// Connections opened in one go before the loop turns to its events.
 const MAX_BURST: usize = 64;
@@ -116,6 +76,7 @@ impl<'a> Load<'a> {
             Err(e) => return self.raw.fail(&failure_name(&e)),
         };
         let entry = self.conns.vacant_entry();
+        let key = entry.key();
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             Token(entry.key()),
@@ -142,7 +103,13 @@ impl<'a> Load<'a> {
             ended_ns: 0,
             request: None,
             tls,
+            topic: None,
         });
+        if let (Some(count), Some(conn)) = (self.args.topics, self.conns.get_mut(key)) {
+            let k = topics::of(self.args.first_index + index, count);
+            conn.topic = Some(k);
+            conn.request = Some(topics::request_for(&self.request, k));
+        }
     }
 
     /// Drives one connection; returns a failure reason if it is finished.
@@ -242,6 +209,7 @@ impl<'a> Load<'a> {
             let (retry_ms, resume_id) = (&mut conn.retry_ms, &mut conn.resume_id);
             let reconnecting = self.args.reconnect;
             let publishing = self.args.publish.is_some();
+            let topic = conn.topic;
             conn.parser.feed(bytes, &mut |item| match item {
                 Item::Comment(comment) => {
                     // sse-mio's answer when it is full: come back later.
@@ -263,7 +231,14 @@ impl<'a> Load<'a> {
                     }
                 }
                 Item::Event(event) => {
-                    if publishing && let Some(marker) = publish::marker_in(&event.data) {
+                    let marker = publishing
+                        .then(|| publish::marker_in(&event.data))
+                        .flatten();
+                    if let (Some(marker), Some(mine)) = (marker, topic)
+                        && topics::of_marker(marker).is_some_and(|k| k != mine)
+                    {
+                        raw.misrouted += 1;
+                    } else if let Some(marker) = marker {
                         let entry = raw.marks.entry(marker.to_owned()).or_insert((now, now, 0));
                         entry.1 = now;
                         entry.2 += 1;

@@ -38,6 +38,7 @@ mod request;
 mod sockets;
 mod tally;
 mod tls;
+mod topics;
 mod workers;
 
 use std::net::{IpAddr, Ipv4Addr};

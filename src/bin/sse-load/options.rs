@@ -132,6 +132,14 @@ pub(crate) struct Args {
     #[arg(long = "publish-header", value_name = "NAME: VALUE")]
     pub(crate) publish_headers: Vec<String>,
 
+    /// Spread the connections over T topics: {topic} in the URL becomes t<k> for connection i (k = i mod T), and in --publish-body each post's topic, in turn. The report counts updates that reached a connection of another topic (misrouted) or missed one of their own, and publish to the last connection of the topic.
+    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) topics: Option<u32>,
+
+    /// Internal: the index of this worker's first connection over all processes (for --topics).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub(crate) first_index: usize,
+
     /// The method of each post to --publish.
     #[arg(long, value_name = "M", default_value = "POST")]
     pub(crate) publish_method: String,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::options::{Args, Target, mono_ns, parse_url};
 use crate::request::base64;
 use crate::tally::Phases;
+use crate::topics;
 
 /// Longest one post may take, connect to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,7 +35,7 @@ pub(crate) fn marker_in(data: &str) -> Option<&str> {
     let at = data.find("sseload")?;
     let rest = &data[at..];
     let end = rest[7..]
-        .find(|c: char| !(c.is_ascii_digit() || c == 'm'))
+        .find(|c: char| !(c.is_ascii_digit() || c == 'm' || c == 't'))
         .map_or(rest.len(), |n| n + 7);
     let marker = &rest[..end];
     marker.contains('m').then_some(marker)
@@ -61,8 +62,15 @@ pub(crate) fn publish_during(args: &Args, phases: Phases) -> Vec<Published> {
             while mono_ns() < at {
                 std::thread::sleep(Duration::from_nanos((at - mono_ns()).min(50_000_000)));
             }
-            let marker = format!("sseload{}m{n}", std::process::id());
-            let body = args.publish_body.replace("{marker}", &marker);
+            let mut marker = format!("sseload{}m{n}", std::process::id());
+            let mut body = args.publish_body.clone();
+            if let Some(count) = args.topics {
+                // Each post to the next topic in turn.
+                let k = (n % u64::from(count)) as u32;
+                marker.push_str(&format!("t{k}"));
+                body = body.replace("{topic}", &topics::name(k));
+            }
+            let body = body.replace("{marker}", &marker);
             let sent_ns = mono_ns();
             let (answer, accepted) = match post(args, &target, &body) {
                 Ok(status) => (status.to_string(), (200..300).contains(&status)),
@@ -142,25 +150,41 @@ pub(crate) struct Summary {
     pub(crate) first_ms_p99: Option<f64>,
     pub(crate) last_ms_p50: Option<f64>,
     pub(crate) last_ms_p99: Option<f64>,
+    /// With `--topics`: deliveries to a connection of another topic, and
+    /// of the accepted posts, deliveries their topic's connections never
+    /// got.
+    pub(crate) misrouted: Option<u64>,
+    pub(crate) missing: Option<u64>,
 }
 
-/// The summary of `published`, whose markers arrived as `marks` says, out
-/// of `open` connections.
+/// The summary of `published`, whose markers arrived as `raw` says, out
+/// of `open` connections; with `--topics`, each post is expected at its
+/// topic's connections only.
 pub(crate) fn summary(
     url: String,
     published: &[Published],
-    marks: &std::collections::HashMap<String, (u64, u64, u64)>,
+    raw: &crate::tally::Raw,
     open: u64,
+    args: &Args,
 ) -> Summary {
+    let topics = args.topics.map(|t| (t, args.connections));
     let (mut first, mut last) = (Vec::new(), Vec::new());
-    let mut reached = 0;
+    let (mut reached, mut missing) = (0, 0);
     for post in published {
-        let Some(&(first_ns, last_ns, count)) = marks.get(&post.marker) else {
+        let expected = match (topics, topics::of_marker(&post.marker)) {
+            (Some((count, connections)), Some(k)) => topics::followers(k, connections, count),
+            _ => open,
+        };
+        let Some(&(first_ns, last_ns, count)) = raw.marks.get(&post.marker) else {
+            if post.accepted {
+                missing += expected;
+            }
             continue;
         };
         reached += 1;
+        missing += expected.saturating_sub(count);
         first.push(first_ns.saturating_sub(post.sent_ns) as f64 / 1e6);
-        if count >= open {
+        if count >= expected {
             last.push(last_ns.saturating_sub(post.sent_ns) as f64 / 1e6);
         }
     }
@@ -179,14 +203,28 @@ pub(crate) fn summary(
         first_ms_p99: quantile(&mut first, 0.99),
         last_ms_p50: quantile(&mut last, 0.5),
         last_ms_p99: quantile(&mut last, 0.99),
+        misrouted: topics.map(|_| raw.misrouted),
+        missing: topics.map(|_| missing),
     }
+}
+
+/// The failed check of a topic workload: an update reached a connection
+/// of another topic (never right, whatever the server).
+pub(crate) fn misrouted(s: &Summary) -> Option<String> {
+    s.misrouted
+        .filter(|&n| n > 0)
+        .map(|n| format!("{n} updates reached a connection of another topic (--topics)"))
 }
 
 /// The report's lines for `--publish`.
 pub(crate) fn print(s: &Summary) {
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+    let every = match s.misrouted {
+        Some(_) => "every stream of its topic",
+        None => "every stream",
+    };
     println!(
-        "publish                  {} posted to {} ({} accepted), {} reached a stream, {} every stream",
+        "publish                  {} posted to {} ({} accepted), {} reached a stream, {} {every}",
         s.posted, s.url, s.accepted, s.reached, s.reached_everyone
     );
     println!(
@@ -196,6 +234,11 @@ pub(crate) fn print(s: &Summary) {
         ms(s.last_ms_p50),
         ms(s.last_ms_p99)
     );
+    if let (Some(misrouted), Some(missing)) = (s.misrouted, s.missing) {
+        println!(
+            "topics                   {misrouted} deliveries to another topic's connection, {missing} to its own that never came"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +248,11 @@ mod tests {
     #[test]
     fn markers_are_found_in_any_data() {
         assert_eq!(marker_in("sseload42m7"), Some("sseload42m7"));
+        assert_eq!(
+            marker_in("sseload42m7t3&x"),
+            Some("sseload42m7t3"),
+            "with its topic"
+        );
         assert_eq!(
             marker_in(r#"{"user":"l","text":"sseload42m7","at":1}"#),
             Some("sseload42m7")

@@ -259,7 +259,7 @@ pub(crate) fn report(
         publish: args
             .publish
             .as_deref()
-            .map(|url| publish::summary(shown_url(url), &server.published, &raw.marks, open)),
+            .map(|url| publish::summary(shown_url(url), &server.published, raw, open, args)),
         reconnect: args.reconnect.then(|| Reconnect {
             stream_ends: raw.stream_ends,
             attempts: raw.attempts,
@@ -353,6 +353,7 @@ impl Report {
                 r.stream_ends
             ));
         }
+        failed.extend(self.publish.as_ref().and_then(publish::misrouted));
         if let Some(max) = args.max_spread_p99
             && self.spread_us_p99 as u128 > max.as_micros()
         {

@@ -88,6 +88,9 @@ pub(crate) struct Raw {
     /// arrival ns, receivers).
     #[serde(default)]
     pub(crate) marks: HashMap<String, (u64, u64, u64)>,
+    /// With `--topics`: updates that reached a connection of another topic.
+    #[serde(default)]
+    pub(crate) misrouted: u64,
 }
 
 /// Buckets of [`Raw::gaps`]: up to 2^23 ms (2.3 hours) and beyond.
@@ -132,6 +135,7 @@ impl Raw {
             *mine += theirs;
         }
         self.declared_gaps += other.declared_gaps;
+        self.misrouted += other.misrouted;
         for (marker, (first, last, count)) in other.marks {
             let entry = self.marks.entry(marker).or_insert((first, last, 0));
             entry.0 = entry.0.min(first);

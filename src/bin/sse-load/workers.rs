@@ -73,6 +73,11 @@ pub(crate) fn run_workers(
         if let Some(url) = &args.publish {
             command.args(["--publish", url]);
         }
+        if let Some(topics) = args.topics {
+            let first = args.connections - left - share;
+            command.args(["--topics", &topics.to_string()]);
+            command.args(["--first-index", &first.to_string()]);
+        }
         for header in &args.headers {
             command.args(["--header", header]);
         }
