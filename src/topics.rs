@@ -7,8 +7,8 @@
 //! registered later is tried on the topic the next time an event of it
 //! comes). A stream's subscription is kept here, beside the slab and by slab
 //! key, as `PerAddress` keeps addresses: a stream subscribed to one exact
-//! topic with no token costs a [`Sub::One`] (16 bytes) here and a slot in its
-//! topic's list, and its `Connection` stays 32 bytes.
+//! topic with no token costs 8 bytes here (its topic and its place in the
+//! topic's list) and 4 in the list, and its `Connection` stays 32 bytes.
 //!
 //! The fan-out asks which lists to walk for a frame ([`Topics::lists_for`]):
 //! the subscribers of each of its topics, of each pattern that matched, and
@@ -158,17 +158,104 @@ pub(crate) struct Live {
     announce: Option<Box<Announce>>,
 }
 
-/// A slab key's subscription.
-#[derive(Debug, Default)]
+/// A slab key's subscription, as kept beside the slab: packed into 8
+/// bytes ([`Sub::pack`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sub {
-    #[default]
     None,
     /// One exact topic, no token: the common case, kept small.
     One {
         topic: u32,
         slot: u32,
     },
-    Many(Box<Live>),
+    /// Anything else: its record in `Topics::many`.
+    Many(u32),
+}
+
+impl Sub {
+    const NONE: u64 = u64::MAX;
+    const MANY: u64 = 1 << 63;
+
+    fn pack(self) -> u64 {
+        match self {
+            Sub::None => Sub::NONE,
+            Sub::One { topic, slot } => (u64::from(topic) << 32) | u64::from(slot),
+            Sub::Many(index) => Sub::MANY | u64::from(index),
+        }
+    }
+
+    fn unpack(packed: u64) -> Sub {
+        match packed {
+            Sub::NONE => Sub::None,
+            p if p & Sub::MANY != 0 => Sub::Many(p as u32),
+            p => Sub::One {
+                topic: (p >> 32) as u32,
+                slot: p as u32,
+            },
+        }
+    }
+}
+
+/// A list of slab keys, 4 bytes each. A place freed by a closing stream is
+/// reused and nothing moves, so a pass that walks a list over several
+/// turns never skips anyone.
+#[derive(Debug, Default)]
+pub(crate) struct Keys {
+    slots: Vec<u32>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+const VACANT: u32 = u32::MAX;
+
+impl Keys {
+    fn insert(&mut self, key: u32) -> u32 {
+        self.len += 1;
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = key;
+                slot
+            }
+            None => {
+                self.slots.push(key);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: u32) {
+        let Some(entry) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        if *entry == VACANT {
+            return;
+        }
+        *entry = VACANT;
+        self.len -= 1;
+        if self.len == 0 {
+            // Empty: give the memory back.
+            self.slots = Vec::new();
+            self.free = Vec::new();
+        } else {
+            self.free.push(slot);
+        }
+    }
+
+    fn get(&self, slot: usize) -> Option<u32> {
+        self.slots.get(slot).copied().filter(|&k| k != VACANT)
+    }
+
+    fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// A list of slab keys the fan-out walks.
@@ -183,7 +270,7 @@ struct Topic {
     name: Arc<str>,
     /// Frames and grants that name it (subscribers are in `subs`).
     refs: u32,
-    subs: Slab<u32>,
+    subs: Keys,
     /// The live patterns, of those below `checked`, that match it.
     matched: Vec<u32>,
     checked: u32,
@@ -192,7 +279,7 @@ struct Topic {
 struct Pattern {
     compiled: UrlPattern,
     refs: u32,
-    subs: Slab<u32>,
+    subs: Keys,
 }
 
 /// The registry: topics, patterns, subscriptions, lists.
@@ -205,8 +292,11 @@ pub(crate) struct Topics {
     /// Pattern ids are never reused: a frame's `epoch` tells which
     /// patterns were known when it came.
     next_pattern: u32,
-    all: Slab<u32>,
-    subs: Vec<Sub>,
+    all: Keys,
+    /// Each slab key's subscription, packed ([`Sub::pack`]).
+    subs: Vec<u64>,
+    /// The subscriptions that are not one exact topic without a token.
+    many: Slab<Live>,
     /// The active subscriptions, by subscription event topic (with
     /// `--subscriptions`).
     active: std::collections::BTreeMap<String, serde_json::Value>,
@@ -228,8 +318,9 @@ impl Topics {
             sources: HashMap::new(),
             patterns: HashMap::new(),
             next_pattern: 0,
-            all: Slab::new(),
+            all: Keys::default(),
             subs: Vec::new(),
+            many: Slab::new(),
             active: Default::default(),
         }
     }
@@ -254,7 +345,7 @@ impl Topics {
         let id = self.topics.insert(Topic {
             name: name.clone(),
             refs: 1,
-            subs: Slab::new(),
+            subs: Keys::default(),
             matched: Vec::new(),
             checked: self.next_pattern,
         }) as u32;
@@ -298,7 +389,7 @@ impl Topics {
             Pattern {
                 compiled,
                 refs: 1,
-                subs: Slab::new(),
+                subs: Keys::default(),
             },
         );
         self.sources.insert(source.to_owned(), id);
@@ -411,10 +502,10 @@ impl Topics {
             List::Pattern(id) => &self.patterns.get(&id)?.subs,
             List::All => &self.all,
         };
-        Some((slab.get(slot).map(|&k| k as usize), slab.capacity()))
+        Some((slab.get(slot).map(|k| k as usize), slab.capacity()))
     }
 
-    fn list_mut(&mut self, matcher: Matcher) -> Option<&mut Slab<u32>> {
+    fn list_mut(&mut self, matcher: Matcher) -> Option<&mut Keys> {
         Some(match matcher {
             Matcher::All => &mut self.all,
             Matcher::Exact(id) => &mut self.topics.get_mut(id as usize)?.subs,
@@ -433,9 +524,7 @@ impl Topics {
             };
             // The list holds the stream; the matcher's reference is the
             // list entry, so the interning's own reference goes.
-            let slot = self
-                .list_mut(matcher)
-                .map_or(0, |l| l.insert(key as u32) as u32);
+            let slot = self.list_mut(matcher).map_or(0, |l| l.insert(key as u32));
             self.release_matcher(matcher);
             routes.push((matcher, slot));
         }
@@ -446,31 +535,34 @@ impl Topics {
             .collect();
         let plain = subscription.grants.is_none() && subscription.announce.is_none();
         let sub = match (&routes[..], &grants[..], subscription.expires) {
-            (&[(Matcher::Exact(topic), slot)], [], None) if plain => Sub::One { topic, slot },
-            _ => Sub::Many(Box::new(Live {
+            (&[(Matcher::Exact(topic), slot)], [], None) if plain && topic < 1 << 31 => {
+                Sub::One { topic, slot }
+            }
+            _ => Sub::Many(self.many.insert(Live {
                 routes,
                 grants,
                 expires: subscription.expires,
                 announce: subscription.announce.clone(),
-            })),
+            }) as u32),
         };
         if self.subs.len() <= key {
-            self.subs.resize_with(key + 1, Sub::default);
+            self.subs.resize(key + 1, Sub::NONE);
         }
-        self.subs[key] = sub;
+        self.subs[key] = sub.pack();
     }
 
     /// The stream under `key` is gone (nothing happens if it had no
     /// subscription); its subscription events, if it has them, to say so.
     pub(crate) fn unsubscribe(&mut self, key: usize) -> Option<Box<Announce>> {
         let sub = self.subs.get_mut(key)?;
-        match std::mem::take(sub) {
+        match Sub::unpack(std::mem::replace(sub, Sub::NONE)) {
             Sub::None => None,
             Sub::One { topic, slot } => {
                 self.leave(Matcher::Exact(topic), slot);
                 None
             }
-            Sub::Many(live) => {
+            Sub::Many(index) => {
+                let live = self.many.try_remove(index as usize)?;
                 for (matcher, slot) in live.routes {
                     self.leave(matcher, slot);
                 }
@@ -509,7 +601,7 @@ impl Topics {
     /// of the registry if nothing else names it.
     fn leave(&mut self, matcher: Matcher, slot: u32) {
         if let Some(list) = self.list_mut(matcher) {
-            list.try_remove(slot as usize);
+            list.remove(slot);
         }
         match matcher {
             Matcher::All => {}
@@ -543,17 +635,20 @@ impl Topics {
 
     /// When the token of the stream under `key` expires.
     pub(crate) fn expires(&self, key: usize) -> Option<SystemTime> {
-        match self.subs.get(key)? {
-            Sub::Many(live) => live.expires,
+        match Sub::unpack(*self.subs.get(key)?) {
+            Sub::Many(index) => self.many.get(index as usize)?.expires,
             _ => None,
         }
     }
 
     /// Which frames the stream under `key` wants.
     pub(crate) fn filter(&self, key: usize) -> Filter<'_> {
-        match self.subs.get(key) {
-            Some(Sub::One { topic, .. }) => Filter::One(*topic),
-            Some(Sub::Many(live)) => Filter::Many(live, self),
+        match self.subs.get(key).map(|&p| Sub::unpack(p)) {
+            Some(Sub::One { topic, .. }) => Filter::One(topic),
+            Some(Sub::Many(index)) => match self.many.get(index as usize) {
+                Some(live) => Filter::Many(live, self),
+                None => Filter::Nothing,
+            },
             _ => Filter::Nothing,
         }
     }
@@ -735,7 +830,16 @@ mod tests {
                 ..Subscription::default()
             },
         );
-        assert!(matches!(t.subs[9], Sub::One { .. }));
-        assert_eq!(std::mem::size_of::<Sub>(), 16);
+        assert!(matches!(Sub::unpack(t.subs[9]), Sub::One { .. }));
+        for sub in [
+            Sub::None,
+            Sub::One {
+                topic: 7,
+                slot: u32::MAX - 1,
+            },
+            Sub::Many(3),
+        ] {
+            assert_eq!(Sub::unpack(sub.pack()), sub);
+        }
     }
 }
