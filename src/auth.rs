@@ -101,6 +101,8 @@ pub(crate) struct Auth {
     pub(crate) publish_without_token: bool,
     /// `--subscriptions`.
     pub(crate) subscriptions: bool,
+    /// `--mercure-legacy`.
+    pub(crate) legacy: bool,
 }
 
 /// The hub's URL: `--hub-url`, or `http://ADDR/.well-known/mercure`.
@@ -172,6 +174,7 @@ impl Auth {
             subscriber_token_required: flags.subscriber_token_required,
             publish_without_token: flags.publish_without_token,
             subscriptions: flags.subscriptions,
+            legacy: flags.mercure_legacy,
         })
     }
 
@@ -186,6 +189,7 @@ impl Auth {
             subscriber_token_required: false,
             publish_without_token: false,
             subscriptions: false,
+            legacy: false,
         }
     }
 
@@ -226,14 +230,19 @@ impl Auth {
             .as_deref()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if typ != "at+jwt" && typ != "application/at+jwt" {
+        let access_token = typ == "at+jwt" || typ == "application/at+jwt";
+        // The previous protocol's tokens (`--mercure-legacy`): `typ: JWT`
+        // or none, no `aud` required, `exp` checked only if present.
+        let legacy = self.legacy && !access_token && (typ.is_empty() || typ == "jwt");
+        if !access_token && !legacy {
             return Err("typ is not at+jwt".into());
         }
         let mut validation = Validation::new(self.algorithm);
         validation.leeway = 0;
         validation.validate_nbf = true;
         validation.set_audience(&[self.hub_url.as_str()]);
-        let mut required = vec!["exp", "aud"];
+        validation.validate_aud = !legacy;
+        let mut required = if legacy { vec![] } else { vec!["exp", "aud"] };
         if !self.issuers.is_empty() {
             validation.set_issuer(&self.issuers);
             required.push("iss");
@@ -243,12 +252,51 @@ impl Auth {
             .map_err(|e| format!("{:?}", e.kind()))?;
         let claims = data.claims;
         let mut grants = parse_details(claims.get("authorization_details"), &self.hub_url)?;
+        if legacy {
+            legacy_claim(claims.get("mercure"), &mut grants)?;
+        }
         grants.expires = claims
             .get("exp")
             .and_then(Value::as_u64)
             .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
         Ok(grants)
     }
+}
+
+/// The previous protocol's `mercure` claim: `publish` and `subscribe`
+/// selector lists (`*`, a topic, or a URI template) and a `payload`.
+fn legacy_claim(claim: Option<&Value>, grants: &mut Grants) -> Result<(), String> {
+    let Some(claim) = claim else {
+        return Ok(());
+    };
+    let claim = claim
+        .as_object()
+        .ok_or("the mercure claim is not an object")?;
+    let selectors = |name: &str| -> Result<Vec<MatcherSpec>, String> {
+        let Some(list) = claim.get(name) else {
+            return Ok(Vec::new());
+        };
+        let list = list
+            .as_array()
+            .ok_or("a mercure selector list is not an array")?;
+        if list.len() > MAX_TOPICS_PER_DETAIL {
+            return Err("too many selectors".into());
+        }
+        list.iter()
+            .map(|s| match s.as_str() {
+                Some("*") => Ok(MatcherSpec::All),
+                Some(s) if s.len() <= MAX_MATCHER_LEN => Ok(MatcherSpec::Template(s.to_owned())),
+                _ => Err("a selector is not a string, or is too long".to_owned()),
+            })
+            .collect()
+    };
+    grants.publish.extend(selectors("publish")?);
+    let subscribe = selectors("subscribe")?;
+    grants.subscribe.extend(subscribe.iter().cloned());
+    grants
+        .payloads
+        .push((subscribe, claim.get("payload").cloned()));
+    Ok(())
 }
 
 /// The token a request presents: the `Authorization: Bearer` header's, or

@@ -11,7 +11,7 @@ use url::Url;
 
 use crate::event::{Draft, Envelope, Kind};
 use crate::http::{Refusal, percent_decode};
-use crate::topics::{MatcherSpec, WILDCARD, compile};
+use crate::topics::{MatcherSpec, WILDCARD, compile, compile_template};
 
 /// The hub's path.
 pub(crate) const MERCURE_PATH: &str = "/.well-known/mercure";
@@ -89,17 +89,37 @@ pub(crate) fn has_forbidden_chars(value: &str) -> bool {
 /// parameter. Refused (400): a name in the reserved `match` namespace that
 /// is not a matcher this hub has, a value that breaks the constraints, a
 /// pattern that does not compile, too many or too long, or none at all.
+/// With `legacy` (`--mercure-legacy`), a `topic` parameter is the previous
+/// protocol's selector: the topic itself or a URI template.
 pub(crate) fn subscription_query(
     query: Option<&str>,
     base: &Url,
+    legacy: bool,
 ) -> Result<(Vec<MatcherSpec>, Option<String>), Refusal> {
     let pairs = form_pairs(query.unwrap_or_default())
         .ok_or(refusal(400, "the query is not valid UTF-8 form encoding"))?;
     let mut matchers = Vec::new();
     let mut last_event_id = None;
     for (name, value) in pairs {
-        if name == "last_event_id" {
+        if name == "last_event_id" || (legacy && name == "lastEventID") {
             last_event_id.get_or_insert(value);
+            continue;
+        }
+        if legacy && name == "topic" {
+            if has_forbidden_chars(&value) || value.len() > MAX_VALUE_LEN {
+                return Err(refusal(400, "a topic selector is not valid"));
+            }
+            let spec = match value.as_str() {
+                WILDCARD => MatcherSpec::All,
+                _ if compile_template(&value).is_none() => MatcherSpec::Exact(value),
+                _ => MatcherSpec::Template(value),
+            };
+            if !matchers.contains(&spec) {
+                matchers.push(spec);
+            }
+            if matchers.len() > MAX_MATCHERS {
+                return Err(refusal(400, "too many topic matchers"));
+            }
             continue;
         }
         if !name
@@ -331,7 +351,7 @@ mod tests {
     #[test]
     fn subscription_queries() {
         let base = default_base();
-        let q = |q: &str| subscription_query(Some(q), &base).map_err(|r| r.status);
+        let q = |q: &str| subscription_query(Some(q), &base, false).map_err(|r| r.status);
         let (m, last) = q("match=a&match_exact=b&match_urlpattern=%2Fbooks%2F%3Aid&match=*&last_event_id=%237&other=1")
             .unwrap();
         assert_eq!(

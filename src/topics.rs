@@ -26,119 +26,21 @@ use std::time::SystemTime;
 
 use slab::Slab;
 use url::Url;
-use urlpattern::{UrlPattern, UrlPatternInit, UrlPatternMatchInput};
 
-use crate::event::{Draft, Envelope, Kind};
 use crate::ring::{Meta, Wants};
+
+mod keys;
+mod matchers;
+
+use keys::{Keys, Sub};
+use matchers::test;
+pub(crate) use matchers::{
+    Announce, Compiled, MatcherSpec, SUBSCRIPTION_EVENT, Subscription, WILDCARD, compile,
+    compile_template,
+};
 
 /// Most rooms the dashboard frame lists.
 pub(crate) const MAX_ROOMS_SHOWN: usize = 100;
-
-/// The wildcard matcher value: every topic.
-pub(crate) const WILDCARD: &str = "*";
-
-/// A topic matcher as a request or a token states it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum MatcherSpec {
-    /// `*`: every topic, whatever the matcher type.
-    All,
-    /// The topic, byte for byte.
-    Exact(String),
-    /// A WHATWG URL Pattern, relative ones against the hub's URL.
-    Pattern(String),
-}
-
-impl MatcherSpec {
-    /// A matcher of type `kind` (`exact` or `urlpattern`) for `value`;
-    /// `None` for an unknown type. `*` is the wildcard for every type.
-    pub(crate) fn new(kind: &str, value: &str) -> Option<MatcherSpec> {
-        if value == WILDCARD && matches!(kind, "exact" | "urlpattern") {
-            return Some(MatcherSpec::All);
-        }
-        match kind {
-            "exact" => Some(MatcherSpec::Exact(value.to_owned())),
-            "urlpattern" => Some(MatcherSpec::Pattern(value.to_owned())),
-            _ => None,
-        }
-    }
-
-    /// Whether this matcher selects `topic` (evaluated directly, for a
-    /// publisher's grants and the tests; streams use the cached [`Filter`]).
-    pub(crate) fn matches(&self, topic: &str, base: &Url) -> bool {
-        match self {
-            MatcherSpec::All => true,
-            MatcherSpec::Exact(value) => value == topic,
-            MatcherSpec::Pattern(source) => {
-                compile(source, base).is_some_and(|pattern| test(&pattern, topic, base))
-            }
-        }
-    }
-}
-
-/// Compiles a URL pattern (relative ones against `base`); `None` if it is
-/// not one.
-pub(crate) fn compile(source: &str, base: &Url) -> Option<UrlPattern> {
-    let init = UrlPatternInit::parse_constructor_string::<regex::Regex>(source, Some(base.clone()))
-        .ok()?;
-    UrlPattern::parse(init, Default::default()).ok()
-}
-
-/// Whether `pattern` matches `topic` resolved against `base`; a topic that
-/// is not a URL reference matches no pattern.
-fn test(pattern: &UrlPattern, topic: &str, base: &Url) -> bool {
-    base.join(topic)
-        .ok()
-        .and_then(|url| pattern.test(UrlPatternMatchInput::Url(url)).ok())
-        .unwrap_or(false)
-}
-
-/// What a stream asked for and may read, as the request decided it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Subscription {
-    /// The routing matchers (the query's `match…` parameters).
-    pub(crate) routes: Vec<MatcherSpec>,
-    /// What its token grants `subscribe` on (`None`: no token, public
-    /// updates only).
-    pub(crate) grants: Option<Vec<MatcherSpec>>,
-    /// When its token expires: the stream is closed then.
-    pub(crate) expires: Option<SystemTime>,
-    /// With `--subscriptions`: its subscription events (published when
-    /// it starts, and with `active: false` when it ends).
-    pub(crate) announce: Option<Box<Announce>>,
-}
-
-/// A stream's subscription events: for each of its matchers, the topic
-/// (`<hub path>/subscriptions/{match_type}/{match}/{subscriber}`) and the
-/// document.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Announce {
-    pub(crate) events: Vec<(String, serde_json::Value)>,
-}
-
-impl Announce {
-    /// The updates that say the subscriptions are `active` (or ended):
-    /// private, of type `mercure`, each on its own topic.
-    pub(crate) fn drafts(&self, active: bool) -> impl Iterator<Item = Draft> + '_ {
-        self.events.iter().map(move |(topic, doc)| {
-            let mut doc = doc.clone();
-            doc["active"] = active.into();
-            Draft {
-                kind: Kind::Update,
-                data: doc.to_string(),
-                origin: None,
-                envelope: Envelope {
-                    topics: vec![topic.clone()],
-                    private: true,
-                    r#type: Some(SUBSCRIPTION_EVENT.to_owned()),
-                    ..Envelope::default()
-                },
-            }
-        })
-    }
-}
-
-/// The SSE `event:` of subscription events, which publishers may not use.
-pub(crate) const SUBSCRIPTION_EVENT: &str = "mercure";
 
 /// An interned matcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,106 +58,6 @@ pub(crate) struct Live {
     grants: Vec<Matcher>,
     expires: Option<SystemTime>,
     announce: Option<Box<Announce>>,
-}
-
-/// A slab key's subscription, as kept beside the slab: packed into 8
-/// bytes ([`Sub::pack`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sub {
-    None,
-    /// One exact topic, no token: the common case, kept small.
-    One {
-        topic: u32,
-        slot: u32,
-    },
-    /// Anything else: its record in `Topics::many`.
-    Many(u32),
-}
-
-impl Sub {
-    const NONE: u64 = u64::MAX;
-    const MANY: u64 = 1 << 63;
-
-    fn pack(self) -> u64 {
-        match self {
-            Sub::None => Sub::NONE,
-            Sub::One { topic, slot } => (u64::from(topic) << 32) | u64::from(slot),
-            Sub::Many(index) => Sub::MANY | u64::from(index),
-        }
-    }
-
-    fn unpack(packed: u64) -> Sub {
-        match packed {
-            Sub::NONE => Sub::None,
-            p if p & Sub::MANY != 0 => Sub::Many(p as u32),
-            p => Sub::One {
-                topic: (p >> 32) as u32,
-                slot: p as u32,
-            },
-        }
-    }
-}
-
-/// A list of slab keys, 4 bytes each. A place freed by a closing stream is
-/// reused and nothing moves, so a pass that walks a list over several
-/// turns never skips anyone.
-#[derive(Debug, Default)]
-pub(crate) struct Keys {
-    slots: Vec<u32>,
-    free: Vec<u32>,
-    len: usize,
-}
-
-const VACANT: u32 = u32::MAX;
-
-impl Keys {
-    fn insert(&mut self, key: u32) -> u32 {
-        self.len += 1;
-        match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot as usize] = key;
-                slot
-            }
-            None => {
-                self.slots.push(key);
-                (self.slots.len() - 1) as u32
-            }
-        }
-    }
-
-    fn remove(&mut self, slot: u32) {
-        let Some(entry) = self.slots.get_mut(slot as usize) else {
-            return;
-        };
-        if *entry == VACANT {
-            return;
-        }
-        *entry = VACANT;
-        self.len -= 1;
-        if self.len == 0 {
-            // Empty: give the memory back.
-            self.slots = Vec::new();
-            self.free = Vec::new();
-        } else {
-            self.free.push(slot);
-        }
-    }
-
-    fn get(&self, slot: usize) -> Option<u32> {
-        self.slots.get(slot).copied().filter(|&k| k != VACANT)
-    }
-
-    fn capacity(&self) -> usize {
-        self.slots.len()
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
 
 /// A list of slab keys the fan-out walks.
@@ -277,7 +79,7 @@ struct Topic {
 }
 
 struct Pattern {
-    compiled: UrlPattern,
+    compiled: Compiled,
     refs: u32,
     subs: Keys,
 }
@@ -330,12 +132,6 @@ impl Topics {
         &self.base
     }
 
-    /// How many topics are known.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.topics.len()
-    }
-
     fn intern(&mut self, name: &str) -> u32 {
         if let Some(&id) = self.names.get(name) {
             self.topics[id as usize].refs += 1;
@@ -374,14 +170,20 @@ impl Topics {
         }
     }
 
-    fn intern_pattern(&mut self, source: &str) -> Option<u32> {
-        if let Some(&id) = self.sources.get(source) {
+    /// A URL pattern (`template` false) or a URI template, interned.
+    fn intern_pattern(&mut self, source: &str, template: bool) -> Option<u32> {
+        // The two kinds share the registry: the key says which.
+        let key = format!("{}{source}", if template { 't' } else { 'u' });
+        if let Some(&id) = self.sources.get(&key) {
             if let Some(p) = self.patterns.get_mut(&id) {
                 p.refs += 1;
             }
             return Some(id);
         }
-        let compiled = compile(source, &self.base)?;
+        let compiled = match template {
+            true => compile_template(source)?,
+            false => compile(source, &self.base)?,
+        };
         let id = self.next_pattern;
         self.next_pattern += 1;
         self.patterns.insert(
@@ -392,7 +194,7 @@ impl Topics {
                 subs: Keys::default(),
             },
         );
-        self.sources.insert(source.to_owned(), id);
+        self.sources.insert(key, id);
         Some(id)
     }
 
@@ -411,7 +213,8 @@ impl Topics {
         Some(match spec {
             MatcherSpec::All => Matcher::All,
             MatcherSpec::Exact(name) => Matcher::Exact(self.intern(name)),
-            MatcherSpec::Pattern(source) => Matcher::Pattern(self.intern_pattern(source)?),
+            MatcherSpec::Pattern(source) => Matcher::Pattern(self.intern_pattern(source, false)?),
+            MatcherSpec::Template(source) => Matcher::Pattern(self.intern_pattern(source, true)?),
         })
     }
 
@@ -817,11 +620,11 @@ mod tests {
             announce: None,
         };
         t.subscribe(9, &sub);
-        assert_eq!(t.len(), 3);
+        assert_eq!(t.topics.len(), 3);
         t.release_meta(meta);
-        assert_eq!(t.len(), 2, "a (subscribed) and c (granted)");
+        assert_eq!(t.topics.len(), 2, "a (subscribed) and c (granted)");
         t.unsubscribe(9);
-        assert_eq!(t.len(), 0);
+        assert_eq!(t.topics.len(), 0);
         assert!(t.patterns.is_empty() && t.sources.is_empty());
         t.subscribe(
             9,

@@ -628,3 +628,83 @@ fn the_readme_signs_a_token_that_publishes() {
         (Some(answer), r#"{"title":"Dune"}"#.to_owned())
     );
 }
+
+/// `--mercure-legacy`: what Symfony's and Laravel's Mercure components
+/// send today (tokens with a `mercure` claim, `typ: JWT`, no `aud` or
+/// `exp`; the `topic` parameter, a topic or a URI template) works; without
+/// the flag, such a token is refused.
+#[test]
+fn the_previous_protocols_tokens_and_topic_selectors_work_behind_one_flag() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let legacy_token = |claim: serde_json::Value| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &json!({ "mercure": claim }),
+            &EncodingKey::from_secret(KEY.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let publisher = format!("Bearer {}", legacy_token(json!({"publish": ["*"]})));
+    let reader = format!(
+        "Authorization: Bearer {}",
+        legacy_token(json!({"subscribe": ["https://example.com/books/{id}"]}))
+    );
+    let strict = hub(&[]);
+    let refused = publish(strict.addr, Some(&publisher), &[("topic", "a")]);
+    assert_eq!(refused.status, 401, "without the flag");
+    let server = hub(&["--mercure-legacy"]);
+    let query = "topic=https%3A%2F%2Fexample.com%2Fbooks%2F%7Bid%7D";
+    let mut granted = subscribe(server.addr, query, &[&reader]);
+    let mut anonymous = subscribe(server.addr, query, &[]);
+    let send = |pairs: &[(&str, &str)]| {
+        let response = publish(server.addr, Some(&publisher), pairs);
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.text()
+    };
+    send(&[
+        ("topic", "https://example.com/books/1"),
+        ("data", "secret"),
+        ("private", "on"),
+    ]);
+    send(&[
+        ("topic", "https://example.com/authors/1"),
+        ("data", "not a book"),
+    ]);
+    let id = send(&[("topic", "https://example.com/books/2"), ("data", "public")]);
+    assert_eq!(data_of(&mut granted), "secret");
+    assert_eq!(data_of(&mut granted), "public");
+    let event = anonymous.next_event().unwrap();
+    assert_eq!(
+        (event.id.as_deref(), event.data.as_str()),
+        (Some(id.as_str()), "public")
+    );
+    // A publisher allowed one template only.
+    let narrow = format!(
+        "Bearer {}",
+        legacy_token(json!({"publish": ["https://example.com/books/{id}"]}))
+    );
+    assert_eq!(
+        publish(
+            server.addr,
+            Some(&narrow),
+            &[("topic", "https://example.com/books/3")]
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        publish(
+            server.addr,
+            Some(&narrow),
+            &[("topic", "https://example.com/other")]
+        )
+        .status,
+        403
+    );
+    // The current protocol's tokens keep working beside them.
+    let current = format!("Bearer {}", support::mercure::publisher());
+    assert_eq!(
+        publish(server.addr, Some(&current), &[("topic", "a")]).status,
+        200
+    );
+}

@@ -61,6 +61,10 @@ pub struct MercureFlags {
     #[arg(long)]
     pub subscriptions: bool,
 
+    /// Also speak the previous protocol version, as Symfony's and Laravel's Mercure components do (the reference hub's version-8 compatibility): tokens with a mercure {publish, subscribe} claim and typ JWT, no aud; the topic subscription parameter, matched exactly, then as a URI template.
+    #[arg(long)]
+    pub mercure_legacy: bool,
+
     /// Anyone who reaches the hub may publish at /.well-known/mercure without a token: only on a trusted network.
     #[arg(long)]
     pub publish_without_token: bool,

@@ -59,10 +59,11 @@ pub(crate) fn resume(last_event_id: &str, ring: &Ring) -> (u64, String) {
 /// with one that does not verify).
 pub(crate) fn subscribe(request: &Request, ctx: &mut Ctx<'_>, after: After) -> Route {
     let base = ctx.topics.base().clone();
-    let (routes, from_query) = match mercure::subscription_query(request.query.as_deref(), &base) {
-        Ok(parsed) => parsed,
-        Err(refusal) => return Route::Answer(refuse(refusal, ctx.date, &[])),
-    };
+    let (routes, from_query) =
+        match mercure::subscription_query(request.query.as_deref(), &base, ctx.auth.legacy) {
+            Ok(parsed) => parsed,
+            Err(refusal) => return Route::Answer(refuse(refusal, ctx.date, &[])),
+        };
     let grants = match ctx.auth.grants(request, Role::Subscribe) {
         Ok(None) if ctx.auth.subscriber_token_required => {
             return Route::Answer(denied(Denied::NoToken, ctx));
@@ -139,6 +140,9 @@ fn matcher_names(spec: &MatcherSpec) -> (&'static str, &str) {
         MatcherSpec::All => ("exact", WILDCARD),
         MatcherSpec::Exact(value) => ("exact", value),
         MatcherSpec::Pattern(source) => ("urlpattern", source),
+        // The previous protocol's selectors (`--mercure-legacy`).
+        MatcherSpec::Template(source) if source.contains('{') => ("uritemplate", source),
+        MatcherSpec::Template(source) => ("exact", source),
     }
 }
 
