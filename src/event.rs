@@ -267,6 +267,10 @@ pub(crate) struct Replay {
     pub(crate) next_id: u64,
     /// The frames start right after the client's last id (no gap).
     pub(crate) complete: bool,
+    /// The events themselves, from `first` on, for a Mercure stream, which
+    /// chooses and encodes its own (its topics, its token).
+    pub(crate) events: Arc<[Event]>,
+    pub(crate) first: usize,
 }
 
 impl Replay {
@@ -278,6 +282,8 @@ impl Replay {
             offset: 0,
             next_id: 0,
             complete: false,
+            events: Arc::from(Vec::new()),
+            first: 0,
         }
     }
 }

@@ -157,8 +157,12 @@ enum Asked {
     /// The whole server's metrics, for a `GET` (`head_only`: a `HEAD`).
     Metrics { head_only: bool },
     /// The events its `Last-Event-ID` missed, from the shared log; `head`
-    /// is its stream's head and opening notice, ready.
-    Replay { head: Vec<u8> },
+    /// is its stream's head and opening notice, ready; a Mercure stream's
+    /// subscription.
+    Replay {
+        head: Vec<u8>,
+        mercure: Option<(Box<Subscription>, u64)>,
+    },
 }
 
 /// What a connection is doing, as counted on `/metrics`.
@@ -189,11 +193,6 @@ impl Exchange {
             peer,
             subscription: None,
         }
-    }
-
-    /// The subscription of the Mercure stream this exchange becomes.
-    pub(crate) fn take_subscription(&mut self) -> Option<Box<Subscription>> {
-        self.subscription.take()
     }
 
     /// The client's address.
@@ -266,9 +265,15 @@ impl Exchange {
                 let head_only = request.method == Method::Head;
                 self.ask(Ask::Metrics, Asked::Metrics { head_only }, &request, ctx);
             }
-            Route::AskReplay { head, after, until } => {
-                let ask = Ask::Replay { after, until };
-                self.ask(ask, Asked::Replay { head }, &request, ctx);
+            Route::AskReplay {
+                head,
+                after,
+                until,
+                mercure,
+            } => {
+                let mercure = mercure.map(|subscription| (subscription, after));
+                let asked = Asked::Replay { head, mercure };
+                self.ask(Ask::Replay { after, until }, asked, &request, ctx);
             }
         }
         None

@@ -64,6 +64,8 @@ pub(crate) enum ToWorker {
         frames: String,
         next_id: u64,
         complete: bool,
+        /// The events themselves, for a Mercure stream.
+        events: Vec<Event>,
     },
     /// The shared log (`--redis`) is reachable, or not: for `/healthz`.
     Backplane { connected: bool },
@@ -150,12 +152,20 @@ impl Message for ToWorker {
                 frames,
                 next_id,
                 complete,
+                events,
             } => {
                 w.u8(7)
                     .ticket(Some(*ticket))
                     .text(frames)
                     .u64(*next_id)
-                    .u8(u8::from(*complete));
+                    .u8(u8::from(*complete))
+                    .u32(events.len() as u32);
+                for event in events {
+                    w.u64(event.id)
+                        .kind(event.kind)
+                        .text(&event.data)
+                        .text(&event.envelope.to_wire());
+                }
             }
             ToWorker::Backplane { connected } => {
                 w.u8(8).u8(u8::from(*connected));
@@ -202,12 +212,28 @@ impl Message for ToWorker {
                 ticket: r.some_ticket()?,
                 text: r.text()?,
             },
-            7 => ToWorker::Replay {
-                ticket: r.some_ticket()?,
-                frames: r.text()?,
-                next_id: r.u64()?,
-                complete: r.u8()? == 1,
-            },
+            7 => {
+                let (ticket, frames, next_id) = (r.some_ticket()?, r.text()?, r.u64()?);
+                let (complete, count) = (r.u8()? == 1, r.u32()?);
+                let mut events = Vec::new();
+                for _ in 0..count {
+                    let (id, kind, data) = (r.u64()?, r.kind()?, r.text()?);
+                    let envelope = r.envelope()?;
+                    events.push(Event {
+                        id,
+                        kind,
+                        data,
+                        envelope,
+                    });
+                }
+                ToWorker::Replay {
+                    ticket,
+                    frames,
+                    next_id,
+                    complete,
+                    events,
+                }
+            }
             8 => ToWorker::Backplane {
                 connected: r.u8()? == 1,
             },
@@ -522,6 +548,16 @@ mod tests {
                 frames: "id: 7\ndata: x\n\n".into(),
                 next_id: 8,
                 complete: true,
+                events: vec![Event {
+                    id: 7,
+                    kind: Kind::Update,
+                    data: "x".into(),
+                    envelope: Envelope {
+                        topics: vec!["/a".into()],
+                        private: true,
+                        ..Envelope::default()
+                    },
+                }],
             },
             ToWorker::Backplane { connected: true },
             ToWorker::Accepted {

@@ -38,7 +38,7 @@ use crate::topics::Subscription;
 mod mercure;
 mod streams;
 
-pub(crate) use mercure::{publication, published};
+pub(crate) use mercure::{mercure_replayed, publication, published};
 
 #[cfg(test)]
 use streams::resume_point;
@@ -90,6 +90,9 @@ pub(crate) enum Route {
         head: Vec<u8>,
         after: u64,
         until: u64,
+        /// A Mercure subscription's (it filters and encodes the events
+        /// itself, then streams with this subscription).
+        mercure: Option<Box<Subscription>>,
     },
 }
 

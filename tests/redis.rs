@@ -476,3 +476,63 @@ fn mercure_updates_cross_instances_with_their_ids_topics_and_privacy() {
     );
     assert_eq!(got(&mut elsewhere), (on_b, "b".to_owned()), "topics kept");
 }
+
+#[test]
+fn a_mercure_subscriber_resumes_past_the_ring_from_redis_with_only_what_it_may_read() {
+    let Some(redis) = Redis::start() else { return };
+    let flags = ["--jwt-key", mercure::KEY, "--hub-url", mercure::HUB];
+    // A's ring holds 4 events: what the subscriber missed comes from Redis.
+    let a = instance(&redis, &[&flags[..], &["--history", "4"]].concat());
+    let b = instance(&redis, &flags);
+    let first = mercure::publish_ok(b.addr, &[("topic", "/a"), ("data", "seen")]);
+    let secret = mercure::publish_ok(
+        b.addr,
+        &[("topic", "/a"), ("data", "secret"), ("private", "on")],
+    );
+    for i in 0..8 {
+        mercure::publish_ok(b.addr, &[("topic", "/b"), ("data", &format!("b{i}"))]);
+    }
+    let open = mercure::publish_ok(
+        b.addr,
+        &[("topic", "/a"), ("data", "open"), ("id", "mine-2")],
+    );
+    for i in 0..8 {
+        mercure::publish_ok(b.addr, &[("topic", "/b"), ("data", &format!("c{i}"))]);
+    }
+    let from = format!("Last-Event-ID: {first}");
+    let mut anonymous = mercure::subscribe(a.addr, "match=%2Fa", &[&from]);
+    assert_eq!(
+        anonymous.response.header("Mercure-Last-Event-ID"),
+        Some(first.as_str()),
+        "resumed right after it: no gap"
+    );
+    let event = anonymous.next_event().unwrap();
+    assert_eq!(
+        (event.id, event.data),
+        (Some(open.clone()), "open".to_owned())
+    );
+    let granted = format!(
+        "Authorization: Bearer {}",
+        mercure::token_with(
+            mercure::KEY,
+            mercure::grants("subscribe", &[("/a", "exact")])
+        )
+    );
+    let mut reader = mercure::subscribe(a.addr, "match=%2Fa", &[&from, &granted]);
+    let got: Vec<(Option<String>, String)> = (0..2)
+        .map(|_| {
+            let e = reader.next_event().unwrap();
+            (e.id, e.data)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(secret), "secret".to_owned()),
+            (Some(open), "open".to_owned())
+        ]
+    );
+    // And then live, from the ring.
+    let live = mercure::publish_ok(b.addr, &[("topic", "/a"), ("data", "live")]);
+    assert_eq!(anonymous.next_event().unwrap().id, Some(live));
+}

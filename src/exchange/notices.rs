@@ -9,12 +9,17 @@ use std::net::TcpStream;
 
 use super::{Asked, Exchange, Phase, Step};
 use crate::counters::{CloseReason, RejectReason};
-use crate::event::{Answer, Why};
+use crate::event::{Answer, Replay, Why};
 use crate::http::Refusal;
 use crate::response::{self, After, refuse};
 use crate::shared::Ctx;
 
 impl Exchange {
+    /// The subscription of the Mercure stream this exchange becomes.
+    pub(crate) fn take_subscription(&mut self) -> Option<Box<crate::topics::Subscription>> {
+        self.subscription.take()
+    }
+
     /// The source answered what this connection asked: its chat message's
     /// event id, a refusal, or the whole server's metrics. Returns `None`
     /// if the ticket is stale (another connection under the same key).
@@ -48,7 +53,21 @@ impl Exchange {
             (Asked::Metrics { head_only }, Answer::Metrics(text)) => {
                 response::metrics_text(&text, head_only, after, ctx.date)
             }
-            (Asked::Replay { head }, Answer::Replay(replay)) => {
+            (
+                Asked::Replay {
+                    head,
+                    mercure: Some((subscription, after)),
+                },
+                Answer::Replay(replay),
+            ) => {
+                let base = ctx.topics.base();
+                let ring = &ctx.rings.events;
+                let response =
+                    crate::routes::mercure_replayed(head, &subscription, replay, after, ring, base);
+                self.subscription = Some(subscription);
+                response
+            }
+            (Asked::Replay { head, .. }, Answer::Replay(replay)) => {
                 debug!(
                     "#{} replayed from the shared log up to {} ({})",
                     ctx.key,
@@ -108,10 +127,25 @@ impl Exchange {
         debug!("#{} timeout: {}", ctx.key, refusal.status);
         // A stream must not get a 503 (EventSource would give up for
         // good): it starts now, with a reset.
-        if let Phase::Awaiting(Asked::Replay { head }, _) = &mut self.phase {
+        if let Phase::Awaiting(Asked::Replay { head, mercure }, _) = &mut self.phase {
             let head = std::mem::take(head);
             let ring = &ctx.rings.events;
-            let response = response::replayed_stream(head, None, ring, ctx.counters, ctx.key);
+            let response = match mercure.take() {
+                Some((subscription, after)) => {
+                    let (base, none) = (ctx.topics.base(), Replay::unavailable());
+                    let response = crate::routes::mercure_replayed(
+                        head,
+                        &subscription,
+                        none,
+                        after,
+                        ring,
+                        base,
+                    );
+                    self.subscription = Some(subscription);
+                    response
+                }
+                None => response::replayed_stream(head, None, ring, ctx.counters, ctx.key),
+            };
             self.start(response, CloseReason::Timeout, ctx);
             return Some(self.drive(socket, ctx));
         }

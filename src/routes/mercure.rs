@@ -10,6 +10,7 @@ use super::Route;
 use super::streams::{connected_comment, retry_ms, stream_head, stream_head_with};
 use crate::auth::{self, Denied, Grants, Role};
 use crate::event::Draft;
+use crate::event::{Event, Replay};
 use crate::http::{BodyFraming, Head, Method, Refusal, Request};
 use crate::mercure::{self, MAX_BODY};
 use crate::response::{After, Body, Response, bare, connection_header, refuse};
@@ -87,6 +88,22 @@ pub(crate) fn subscribe(request: &Request, ctx: &mut Ctx<'_>, after: After) -> R
     // The header wins over the parameter.
     let last_event_id = request.last_event_id.as_deref().or(from_query.as_deref());
     let ring = &ctx.rings.events;
+    // A hub id older than the ring: the shared log may still hold what
+    // follows it (`--redis`).
+    let older = last_event_id
+        .and_then(|id| id.trim().strip_prefix('#')?.parse::<u64>().ok())
+        .filter(|&n| n.saturating_add(1) < ring.first_id() && ctx.settings.shared_log);
+    if let Some(after) = older {
+        let stream = After::Stream(Cursor::on(Feed::Mercure, ring.next_id()));
+        let mut head = stream_head(request, ctx, stream);
+        sse::encode_notice(&mut head, retry_ms(ctx), &connected_comment(ctx));
+        return Route::AskReplay {
+            head,
+            after,
+            until: ring.next_id() - 1,
+            mercure: Some(Box::new(subscription)),
+        };
+    }
     let (start, resumed) = match last_event_id {
         Some(id) => {
             let (start, header) = resume(id.trim(), ring);
@@ -103,6 +120,61 @@ pub(crate) fn subscribe(request: &Request, ctx: &mut Ctx<'_>, after: After) -> R
     let mut bytes = stream_head_with(request, ctx, after, &extra);
     sse::encode_notice(&mut bytes, retry_ms(ctx), &connected_comment(ctx));
     Route::Subscribe(bare(bytes, after), Box::new(subscription))
+}
+
+/// A Mercure stream's answer once the shared log has answered for what
+/// its `#<after>` missed: the events it may read (its matchers and its
+/// token), encoded for Mercure, then the ring from where the log's read
+/// ended. If the log could not say (a gap, no answer in time, an end the
+/// ring no longer meets), the stream goes on live and
+/// `Mercure-Last-Event-ID` says `earliest`.
+pub(crate) fn mercure_replayed(
+    mut head: Vec<u8>,
+    subscription: &Subscription,
+    replay: Replay,
+    after: u64,
+    ring: &Ring,
+    base: &Url,
+) -> Response {
+    let usable =
+        replay.complete && replay.next_id >= ring.first_id() && replay.next_id <= ring.next_id();
+    let (resumed, start) = match usable {
+        true => (format!("#{after}"), replay.next_id),
+        false => ("earliest".to_owned(), ring.next_id()),
+    };
+    // The header goes in before the head's blank line.
+    if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+        let line = format!("Mercure-Last-Event-ID: {resumed}\r\n");
+        head.splice(end + 2..end + 2, line.into_bytes());
+    }
+    let readable = |event: &&Event| {
+        let topics = event.envelope.topics_of(event.kind);
+        let any = |specs: &[MatcherSpec]| {
+            topics
+                .iter()
+                .any(|t| specs.iter().any(|m| m.matches(t, base)))
+        };
+        any(&subscription.routes)
+            && (!event.envelope.private || subscription.grants.as_deref().is_some_and(any))
+    };
+    if usable {
+        for event in replay
+            .events
+            .get(replay.first..)
+            .unwrap_or_default()
+            .iter()
+            .filter(readable)
+        {
+            let envelope = &event.envelope;
+            let id = envelope
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("#{}", event.id));
+            let name = envelope.r#type.as_deref().or(event.kind.event_name());
+            sse::encode_update(&mut head, name, &id, envelope.retry, &event.data);
+        }
+    }
+    bare(head, After::Stream(Cursor::on(Feed::Mercure, start)))
 }
 
 /// A subscriber id: a random UUID (version 4), as a URN.

@@ -74,7 +74,12 @@ pub(super) fn event_stream(request: &Request, ctx: &mut Ctx<'_>, after: After) -
             let stream = After::Stream(Cursor::at(ring.next_id()));
             let mut head = stream_head(request, ctx, stream);
             sse::encode_notice(&mut head, retry_ms(ctx), &connected_comment(ctx));
-            return Route::AskReplay { head, after, until };
+            return Route::AskReplay {
+                head,
+                after,
+                until,
+                mercure: None,
+            };
         }
     }
     let after = After::Stream(Cursor::at(start));

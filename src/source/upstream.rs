@@ -184,6 +184,7 @@ fn outcome(message: ToWorker) -> Outcome {
             frames,
             next_id,
             complete,
+            events,
         } => Outcome::Answer {
             ticket,
             answer: Answer::Replay(Replay {
@@ -191,6 +192,8 @@ fn outcome(message: ToWorker) -> Outcome {
                 offset: 0,
                 next_id,
                 complete,
+                events: events.into(),
+                first: 0,
             }),
         },
         ToWorker::Accepted { ticket, id } => Outcome::Answer {

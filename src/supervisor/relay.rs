@@ -80,6 +80,11 @@ impl Supervisor {
                                 .into_owned(),
                             next_id: replay.next_id,
                             complete: replay.complete,
+                            events: replay
+                                .events
+                                .get(replay.first..)
+                                .unwrap_or_default()
+                                .to_vec(),
                         },
                         Answer::Metrics(_) => continue,
                     };

@@ -34,6 +34,8 @@ struct Done {
     bytes: Arc<[u8]>,
     /// Each frame's id and offset.
     index: Vec<(u64, usize)>,
+    /// The events, for Mercure streams (they filter and encode their own).
+    events: Arc<[Event]>,
 }
 
 /// The reads under way and the last one finished.
@@ -112,6 +114,7 @@ impl Reads {
             to: read.to,
             bytes: bytes.into(),
             index,
+            events: Arc::from(events),
         };
         let mut answers: Vec<(Ticket, Replay)> = read
             .waiting
@@ -168,6 +171,8 @@ fn slice(done: &Done, after: u64) -> Replay {
         offset,
         next_id,
         complete,
+        events: done.events.clone(),
+        first: first.unwrap_or(done.index.len()),
     }
 }
 
