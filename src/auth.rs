@@ -299,6 +299,28 @@ fn legacy_claim(claim: Option<&Value>, grants: &mut Grants) -> Result<(), String
     Ok(())
 }
 
+/// The fuzz target's entry (`internals`): `data` as a token (verified
+/// with a known key, both protocols accepted) and as the JSON of the
+/// claims this module parses: a refusal or grants, never a panic.
+#[cfg(feature = "internals")]
+pub(crate) fn fuzz(data: &[u8]) {
+    let base = crate::topics::default_base();
+    let mut auth = Auth::none(base.clone());
+    auth.legacy = true;
+    let key = DecodingKey::from_secret(b"fuzz");
+    if let (Ok(token), Ok(key)) = (std::str::from_utf8(data), key) {
+        let _ = auth.verify(token.trim(), &key);
+    }
+    if let Ok(claims) = serde_json::from_slice::<Value>(data) {
+        if let Ok(mut grants) = parse_details(claims.get("authorization_details"), &base) {
+            let _ = legacy_claim(claims.get("mercure"), &mut grants);
+            for matcher in grants.publish.iter().chain(&grants.subscribe) {
+                matcher.matches("https://example.com/books/1", &base);
+            }
+        }
+    }
+}
+
 /// The token a request presents: the `Authorization: Bearer` header's, or
 /// else a cookie's. `Err` for an `Authorization` header that is not a
 /// bearer token.

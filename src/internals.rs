@@ -46,6 +46,38 @@ pub fn ipc_frames(data: &[u8]) {
     read_all::<ToSupervisor>(data);
 }
 
+/// The Mercure hub's request rules on `data`: as a publication's form body
+/// (a draft only when every rule holds: topics, none `*` nor in the hub's
+/// namespace) and as a subscription's query, current and legacy (matchers
+/// within their bounds, each tried on topics); a refusal or a result,
+/// never a panic.
+pub fn mercure_form(data: &[u8]) {
+    use crate::mercure::{MAX_MATCHERS, in_reserved_namespace, publication, subscription_query};
+    let base = crate::topics::default_base();
+    if let Ok(draft) = publication(data, &base) {
+        assert!(!draft.envelope.topics.is_empty());
+        for topic in &draft.envelope.topics {
+            assert!(topic != "*" && !in_reserved_namespace(topic, &base));
+        }
+        assert!(draft.envelope.r#type.as_deref() != Some("mercure"));
+    }
+    let text = String::from_utf8_lossy(data);
+    for legacy in [false, true] {
+        if let Ok((matchers, _)) = subscription_query(Some(&text), &base, legacy) {
+            assert!(!matchers.is_empty() && matchers.len() <= MAX_MATCHERS);
+            for matcher in &matchers {
+                matcher.matches("https://example.com/books/1", &base);
+                matcher.matches(&text, &base);
+            }
+        }
+    }
+}
+
+/// A Mercure token and its claims (see `auth::fuzz`).
+pub fn mercure_token(data: &[u8]) {
+    crate::auth::fuzz(data);
+}
+
 /// The RESP reader, fed `data` in pieces as a Redis link feeds it: replies
 /// or a `ProtocolError`, never a panic; a reply once whole is never
 /// handed out twice, and what it holds stays within its bound.

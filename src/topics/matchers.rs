@@ -59,11 +59,19 @@ impl MatcherSpec {
 /// Compiles a URL pattern (relative ones against `base`); `None` if it is
 /// not one.
 pub(crate) fn compile(source: &str, base: &Url) -> Option<Compiled> {
-    let init = UrlPatternInit::parse_constructor_string::<regex::Regex>(source, Some(base.clone()))
-        .ok()?;
-    UrlPattern::parse(init, Default::default())
-        .ok()
-        .map(|pattern| Compiled::Url(Box::new(pattern)))
+    let parse = || {
+        let init =
+            UrlPatternInit::parse_constructor_string::<regex::Regex>(source, Some(base.clone()))
+                .ok()?;
+        UrlPattern::parse(init, Default::default()).ok()
+    };
+    // The urlpattern crate can panic on some inputs (an overflow in its
+    // constructor parser, found by fuzz/mercure_form): a pattern a client
+    // sent must never take the loop down, so a panic is a pattern refused.
+    let pattern = std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse))
+        .map_err(|_| log::debug!("the URL pattern parser panicked: refused"))
+        .ok()??;
+    Some(Compiled::Url(Box::new(pattern)))
 }
 
 /// A matcher compiled: a URL pattern, or a URI template's regular
@@ -132,11 +140,17 @@ pub(crate) fn compile_template(source: &str) -> Option<Compiled> {
 /// is not a URL reference matches no pattern.
 pub(crate) fn test(compiled: &Compiled, topic: &str, base: &Url) -> bool {
     match compiled {
-        Compiled::Url(pattern) => base
-            .join(topic)
-            .ok()
-            .and_then(|url| pattern.test(UrlPatternMatchInput::Url(url)).ok())
-            .unwrap_or(false),
+        Compiled::Url(pattern) => {
+            let Ok(url) = base.join(topic) else {
+                return false;
+            };
+            // As in `compile`: a panic in the crate is a topic not matched.
+            let test = || pattern.test(UrlPatternMatchInput::Url(url)).ok();
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(test))
+                .ok()
+                .flatten()
+                .unwrap_or(false)
+        }
         Compiled::Template(regex) => regex.is_match(topic),
     }
 }
@@ -172,6 +186,9 @@ mod tests {
         for bad in ["{", "}", "{}", "{a b}", "x{!y}"] {
             assert!(compile_template(bad).is_none(), "{bad}");
         }
+        // What fuzz/mercure_form found: the urlpattern crate's parser
+        // overflowed (a panic in a debug build) on this.
+        assert!(compile("://example.co]/{+path}", &base).is_none());
     }
 }
 
