@@ -311,12 +311,12 @@ pub(crate) fn fuzz(data: &[u8]) {
     if let (Ok(token), Ok(key)) = (std::str::from_utf8(data), key) {
         let _ = auth.verify(token.trim(), &key);
     }
-    if let Ok(claims) = serde_json::from_slice::<Value>(data) {
-        if let Ok(mut grants) = parse_details(claims.get("authorization_details"), &base) {
-            let _ = legacy_claim(claims.get("mercure"), &mut grants);
-            for matcher in grants.publish.iter().chain(&grants.subscribe) {
-                matcher.matches("https://example.com/books/1", &base);
-            }
+    if let Ok(claims) = serde_json::from_slice::<Value>(data)
+        && let Ok(mut grants) = parse_details(claims.get("authorization_details"), &base)
+    {
+        let _ = legacy_claim(claims.get("mercure"), &mut grants);
+        for matcher in grants.publish.iter().chain(&grants.subscribe) {
+            matcher.matches("https://example.com/books/1", &base);
         }
     }
 }

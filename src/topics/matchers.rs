@@ -65,9 +65,20 @@ pub(crate) fn compile(source: &str, base: &Url) -> Option<Compiled> {
                 .ok()?;
         UrlPattern::parse(init, Default::default()).ok()
     };
-    // The urlpattern crate can panic on some inputs (an overflow in its
-    // constructor parser, found by fuzz/mercure_form): a pattern a client
-    // sent must never take the loop down, so a panic is a pattern refused.
+    // The urlpattern crate can panic on some inputs: a `]` with no `[`
+    // before it underflows its IPv6 bracket depth (found by
+    // fuzz/mercure_form). Such a pattern is refused before it gets there,
+    // and any other panic is contained: a pattern a client sent must
+    // never take the loop down.
+    let mut depth = 0usize;
+    for c in source.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' if depth == 0 => return None,
+            ']' => depth -= 1,
+            _ => {}
+        }
+    }
     let pattern = std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse))
         .map_err(|_| log::debug!("the URL pattern parser panicked: refused"))
         .ok()??;
