@@ -708,3 +708,31 @@ fn the_previous_protocols_tokens_and_topic_selectors_work_behind_one_flag() {
         200
     );
 }
+
+/// With every byte narrated (`RUST_LOG=trace`), the log holds neither the
+/// key (given in the environment) nor a token, valid or not.
+#[test]
+fn keys_and_tokens_never_reach_the_log() {
+    let mut server =
+        support::ChildServer::spawn(&["--interval", "0", "--hub-url", HUB], |command| {
+            command.env("SSE_MIO_JWT_KEY", KEY).env("RUST_LOG", "trace");
+        });
+    let token = support::mercure::publisher();
+    let bad = format!("{token}x");
+    for auth in [&token, &bad] {
+        let response = publish(
+            server.addr,
+            Some(&format!("Bearer {auth}")),
+            &[("topic", "a"), ("data", "d")],
+        );
+        assert!(response.status == 200 || response.status == 401);
+    }
+    let cookie = format!("Cookie: mercureAuthorization={token}");
+    drop(subscribe(server.addr, "match=a", &[&cookie]));
+    server.read_log_until("token refused");
+    // The last request's close is logged after everything it did.
+    server.read_log_until("closed");
+    assert!(!server.log.contains(KEY), "the key is in the log");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!server.log.contains(signature), "a token is in the log");
+}
