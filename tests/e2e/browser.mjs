@@ -475,6 +475,43 @@ async function withoutBroadcastChannel(browser) {
 }
 
 
+/// The page at a laptop's size and a phone's: the stream (its state and
+/// the newest tick), the chat (its log and its Send button) and the figures
+/// (connections) all in view without scrolling, nothing wider than the
+/// window; a screenshot of each, `target/e2e/page-<w>x<h>.png`.
+async function layoutAtSizes(context, server) {
+  const shots = [];
+  for (const [width, height] of [[1280, 800], [390, 844]]) {
+    const page = await context.newPage();
+    page.problems = [];
+    page.on("pageerror", (error) => page.problems.push(`exception: ${error.message}`));
+    await page.setViewportSize({ width, height });
+    await page.goto(server.url);
+    await waitState(page, "open");
+    await page.waitForFunction(() => document.querySelectorAll("#messages li").length >= 2, null, { timeout: WAIT });
+    await page.waitForFunction(() => document.getElementById("dash-connections").textContent !== "–", null, { timeout: WAIT });
+    const view = await page.evaluate(() => {
+      const seen = (selector) => {
+        const r = document.querySelector(selector).getBoundingClientRect();
+        return r.width > 0 && r.top >= 0 && r.bottom <= window.innerHeight && r.right <= window.innerWidth;
+      };
+      return {
+        stream: seen("#state") && seen("#messages li"),
+        chat: seen("#chat-log") && seen("#chat-send"),
+        figures: seen("#dash-connections"),
+        sideways: document.documentElement.scrollWidth > window.innerWidth,
+      };
+    });
+    assert.deepEqual(view, { stream: true, chat: true, figures: true, sideways: false }, `${width}x${height}`);
+    const path = join(OUT, `page-${width}x${height}.png`);
+    await page.screenshot({ path });
+    assert.deepEqual(page.problems, []);
+    await page.close();
+    shots.push(`page-${width}x${height}.png`);
+  }
+  return { shots };
+}
+
 // ---- rooms and the Mercure hub ------------------------------------------------
 
 /// Two browsers (two profiles: tabs of one browser share their rooms):
@@ -680,6 +717,8 @@ async function main() {
     } finally {
       if (!context.browser()) await browser.close();
     }
+    await run("17. at 1280x800 and 390x844 the stream, the chat and the figures are in view", () =>
+      layoutAtSizes(context, server));
     await run("16. the Mercure conformance cases: routing, URL patterns, private updates, custom ids", () => conformance(context));
   } finally {
     await context.close().catch(() => {});
