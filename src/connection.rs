@@ -274,19 +274,12 @@ impl Connection {
             debug!("#{} closed: its token expires", ctx.key);
             return Step::Close(CloseReason::Lifetime);
         }
-        if !stream.cursor.waiting {
-            // A stream of a quiet topic passes over the frames that are
-            // not for it (nothing is written: a frame for it would have
-            // been, by the fan-out), and so is caught up.
-            if let Step::Close(reason) = flush(socket, stream, ctx) {
-                return Step::Close(reason);
-            }
-        }
-        let ring = ctx.rings.get(stream.cursor.feed);
+        // Housekeeping touches no frame: a stream whose cursor sits behind
+        // frames of other topics is idle all the same (it is not waiting
+        // for its socket), and passing over them is for its next write.
         let quiet_ms = ctx.clock.wrapping_sub(stream.progress_at);
-        if stream.cursor.caught_up(ring) {
-            if heartbeat_ms.is_some_and(|hb| quiet_ms >= hb) && stream.cursor.start_heartbeat(ring)
-            {
+        if !stream.cursor.waiting {
+            if heartbeat_ms.is_some_and(|hb| quiet_ms >= hb) && stream.cursor.start_heartbeat() {
                 ctx.counters.heartbeats += 1;
                 return flush(socket, stream, ctx);
             }

@@ -736,3 +736,41 @@ fn keys_and_tokens_never_reach_the_log() {
     let signature = token.rsplit('.').next().unwrap();
     assert!(!server.log.contains(signature), "a token is in the log");
 }
+
+/// A subscriber of a quiet topic gets heartbeats while other topics are
+/// busy (each stream by itself: the hub is never quiet here).
+#[test]
+fn a_quiet_topic_gets_heartbeats_while_others_are_busy() {
+    use std::io::Read;
+    let server = hub(&["--heartbeat", "1s"]);
+    let mut quiet = subscribe(server.addr, "match=%2Fquiet", &[]);
+    let addr = server.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                publish_ok(addr, &[("topic", "/busy"), ("data", "x")]);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains(": keep-alive") {
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        let n = quiet.stream.read(&mut buf).expect("the stream stays open");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        !String::from_utf8_lossy(&seen).contains("data:"),
+        "nothing of /busy"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+}
