@@ -186,7 +186,7 @@ impl Hub {
                 debug!("the sequence starts at {first_id}");
                 let old =
                     std::mem::replace(&mut self.rings.events, Ring::new(self.history, first_id));
-                for frame in old.frames() {
+                for frame in old.frames().chain(old.lost()) {
                     ctx.topics.release_meta(frame.meta.clone());
                 }
                 self.pass = None;
@@ -229,31 +229,39 @@ impl Hub {
         let meta = ctx.topics.meta(&topics, envelope.private, mercure_id);
         let ring = &mut self.rings.events;
         let id = ring.push_frame(event.id, sse, mercure, meta, &mut self.dropped);
-        for meta in self.dropped.drain(..) {
-            ctx.topics.release_meta(meta);
+        if self.unsent < ring.horizon() && self.pass.is_none() {
+            // A gap: what was not sent before it is gone for everyone.
+            self.unsent = ring.horizon();
         }
-        if self.unsent < ring.first_id() && self.pass.is_none() {
-            // A gap: what was not sent is gone.
-            self.unsent = ring.first_id();
-        }
+        self.release(ctx.topics);
         id
+    }
+
+    /// Gives the topics of the frames the ring no longer keeps back.
+    fn release(&mut self, topics: &mut Topics) {
+        for meta in self.dropped.drain(..) {
+            topics.release_meta(meta);
+        }
     }
 
     /// Starts a pass for every event not yet taken by one, walking the
     /// lists of their topics (and the slab, if one is for `/sse`).
-    fn begin_pass(&mut self, topics: &Topics) -> bool {
+    fn begin_pass(&mut self, topics: &mut Topics) -> bool {
         let ring = &mut self.rings.events;
-        let (from, until) = (self.unsent.max(ring.first_id()), ring.next_id());
+        let (from, until) = (self.unsent, ring.next_id());
         if from >= until {
-            ring.set_swept(until);
+            ring.set_swept(until, &mut self.dropped);
+            self.release(topics);
             return false;
         }
         let mut walks = Vec::new();
         let mut lists = Vec::new();
-        for id in from..until {
-            let Some(frame) = ring.frame(id) else {
-                continue;
-            };
+        // The events of the pass still held, and those a burst carried off
+        // the ring before their pass: their streams are visited too (and,
+        // wanting a frame that is gone, have lagged).
+        let held = (from.max(ring.first_id())..until).filter_map(|id| ring.frame(id));
+        let lost = ring.lost().filter(|f| (from..until).contains(&f.id()));
+        for frame in held.chain(lost) {
             if frame.sse_bytes().is_some() && !walks.contains(&Walk::Slab) {
                 walks.push(Walk::Slab);
             }
@@ -264,11 +272,11 @@ impl Hub {
                 walks.push(Walk::List(list));
             }
         }
-        // Events below `unsent` have been through a pass; if the ring
-        // dropped some not yet sent, a stream that fell off it may have
-        // wanted them.
-        ring.set_swept(self.unsent);
+        // Events below `unsent` have been through a pass; those of this one
+        // that the ring dropped stay in its `lost` until it ends.
+        ring.set_swept(from, &mut self.dropped);
         self.unsent = until;
+        self.release(topics);
         self.pass = Some(Pass {
             from,
             until,
@@ -292,7 +300,7 @@ impl Hub {
         ctx: &mut FanOutCtx<'_>,
         notes: &mut Vec<Note>,
     ) -> bool {
-        if self.pass.is_none() && !self.begin_pass(ctx.topics) {
+        if self.pass.is_none() && !self.begin_pass(&mut *ctx.topics) {
             return false;
         }
         let Some(pass) = &mut self.pass else {
@@ -364,7 +372,8 @@ impl Hub {
         );
         let until = pass.until;
         self.pass = None;
-        self.rings.events.set_swept(until);
+        self.rings.events.set_swept(until, &mut self.dropped);
+        self.release(ctx.topics);
         self.held.retain(|&(ticket, id)| {
             if id < until {
                 notes.push(Note::Answer(ticket, Answer::Id(id)));
@@ -386,7 +395,7 @@ impl Hub {
     ) {
         let ring = &mut self.rings.dashboard;
         let id = ring.push_event(ring.next_id(), Some("stats"), data);
-        ring.set_swept(id + 1);
+        ring.set_swept(id + 1, &mut Vec::new());
         let ring = &self.rings.dashboard;
         for (key, conn) in conns.iter_mut() {
             let Some((socket, stream)) = conn.stream_mut() else {

@@ -114,7 +114,16 @@ pub struct Ring {
     /// cursor fell off the ring, missed nothing it wanted (every event for
     /// it moved its cursor past), and goes on from the oldest frame.
     swept: u64,
+    /// Frames dropped before their pass was over (a burst larger than the
+    /// ring between two passes): kept without their bytes until it is, so
+    /// that only the streams that wanted one of them have lagged, not
+    /// every stream whose cursor the burst carried off the ring.
+    lost: VecDeque<Frame>,
 }
+
+/// Most dropped frames kept for [`Ring::lost`]; beyond, the oldest go and
+/// every stream still before them has lagged (`horizon`).
+const MAX_LOST: usize = 4096;
 
 impl Ring {
     /// An empty ring whose first frame will get `first_id`.
@@ -125,6 +134,7 @@ impl Ring {
             next_id: first_id,
             horizon: first_id,
             swept: first_id,
+            lost: VecDeque::new(),
         }
     }
 
@@ -143,9 +153,45 @@ impl Ring {
         self.frames.len()
     }
 
-    /// The hub has fanned out every event below `id`.
-    pub(crate) fn set_swept(&mut self, id: u64) {
+    /// The hub has fanned out every event below `id`: the frames lost
+    /// before their pass go (their metas to `dropped`).
+    pub(crate) fn set_swept(&mut self, id: u64, dropped: &mut Vec<Meta>) {
         self.swept = id;
+        while self.lost.front().is_some_and(|f| f.id < id) {
+            if let Some(frame) = self.lost.pop_front() {
+                dropped.push(frame.meta);
+            }
+        }
+    }
+
+    /// The first id after the last gap: nothing before it is known here.
+    pub(crate) fn horizon(&self) -> u64 {
+        self.horizon
+    }
+
+    /// The frames dropped before their pass (see `lost`), oldest first.
+    pub(crate) fn lost(&self) -> impl Iterator<Item = &Frame> {
+        self.lost.iter()
+    }
+
+    /// Keeps frame `old`, just dropped, if its pass is not over.
+    fn drop_frame(&mut self, old: Frame, dropped: &mut Vec<Meta>) {
+        if old.id < self.swept {
+            dropped.push(old.meta);
+            return;
+        }
+        if self.lost.len() == MAX_LOST
+            && let Some(oldest) = self.lost.pop_front()
+        {
+            self.horizon = self.horizon.max(oldest.id + 1);
+            dropped.push(oldest.meta);
+        }
+        let sse = old.sse.as_ref().map(|_| Box::from(&[][..]));
+        self.lost.push_back(Frame {
+            sse,
+            mercure: Box::default(),
+            ..old
+        });
     }
 
     /// Encodes event `id` for `/sse` and stores it, dropping the oldest
@@ -188,6 +234,7 @@ impl Ring {
         }
         if id > self.next_id {
             dropped.extend(self.frames.drain(..).map(|f| f.meta));
+            dropped.extend(self.lost.drain(..).map(|f| f.meta));
             self.next_id = id;
             self.horizon = id;
             self.swept = self.swept.max(id);
@@ -195,7 +242,7 @@ impl Ring {
         if self.frames.len() == self.capacity
             && let Some(old) = self.frames.pop_front()
         {
-            dropped.push(old.meta);
+            self.drop_frame(old, dropped);
         }
         self.frames.push_back(Frame {
             id,
@@ -228,12 +275,15 @@ impl Ring {
     /// Whether a cursor below the ring's oldest frame may go on from there:
     /// it was caught up, not behind (a frame it wanted would have moved it
     /// on, see `swept`), and above the last gap.
-    fn may_pass_over_lost(&self, cursor: &Cursor) -> bool {
+    fn may_pass_over_lost(&self, cursor: &Cursor, wants: &dyn Wants) -> bool {
         !cursor.waiting
             && cursor.offset == 0
             && cursor.heartbeat_left == 0
             && cursor.next_id >= self.horizon
-            && self.swept >= self.first_id()
+            && !self
+                .lost
+                .iter()
+                .any(|f| f.id >= cursor.next_id && f.for_stream(cursor.feed, wants))
     }
 }
 
@@ -419,7 +469,7 @@ fn write_pending<W: Write>(
     let feed = cursor.feed;
     loop {
         if cursor.next_id < ring.first_id() {
-            if !ring.may_pass_over_lost(cursor) {
+            if !ring.may_pass_over_lost(cursor, wants) {
                 return Ok(Flushed::Lagged);
             }
             trace!(
@@ -683,6 +733,48 @@ mod tests {
         .unwrap();
         assert_eq!(result, Flushed::Lagged);
         assert!(sink.is_empty());
+    }
+
+    /// Wants the frames on one topic id.
+    struct OnTopic(u32);
+
+    impl Wants for OnTopic {
+        fn wants(&self, meta: &Meta, _: bool) -> bool {
+            meta.topics.contains(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_burst_off_the_ring_lags_only_the_streams_that_wanted_it() {
+        let mut ring = Ring::new(4, 1);
+        let mut dropped = Vec::new();
+        let meta = |topic: u32| Meta {
+            topics: Box::new([topic]),
+            ..Meta::default()
+        };
+        // Ten events of topic 2 before any pass: six are carried off.
+        for id in 1..=10 {
+            ring.push_frame(id, None, b"x".to_vec(), meta(2), &mut dropped);
+        }
+        assert_eq!(ring.first_id(), 7);
+        assert_eq!(ring.lost().count(), 6, "kept until their pass is over");
+        let quiet = Cursor::on(Feed::Mercure, 1);
+        let (mut a, mut b) = (quiet, quiet);
+        let mut counters = Counters::default();
+        let mut sink = Vec::new();
+        let flushed = write_frames(&mut sink, &mut a, &ring, &OnTopic(1), &mut counters);
+        assert_eq!(
+            flushed.unwrap(),
+            Flushed::CaughtUp,
+            "topic 1 missed nothing"
+        );
+        assert!(sink.is_empty());
+        let flushed = write_frames(&mut sink, &mut b, &ring, &OnTopic(2), &mut counters);
+        assert_eq!(flushed.unwrap(), Flushed::Lagged, "topic 2 lost 1..=6");
+        // Once the pass is over, the lost frames go.
+        ring.set_swept(11, &mut dropped);
+        assert_eq!(ring.lost().count(), 0);
+        assert_eq!(dropped.len(), 6);
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub(crate) fn marker_in(data: &str) -> Option<&str> {
 
 /// Most posts one thread sends a second (each on a connection of its own,
 /// answered before the next): beyond, the posts are spread over threads.
-const POSTS_PER_THREAD: f64 = 200.0;
+const POSTS_PER_THREAD: f64 = 100.0;
 
 /// Posts at `--publish-rate` over the hold, from this thread and as many
 /// more as the rate needs; what was sent, in order.
