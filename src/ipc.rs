@@ -119,12 +119,7 @@ impl Message for ToWorker {
                 w.u8(1).u32(*worker).u64(*first_id);
             }
             ToWorker::Event { event, ticket } => {
-                w.u8(2)
-                    .u64(event.id)
-                    .kind(event.kind)
-                    .ticket(*ticket)
-                    .text(&event.data)
-                    .text(&event.envelope.to_wire());
+                w.u8(2).ticket(*ticket).event(event);
             }
             ToWorker::Ready => {
                 w.u8(3);
@@ -161,10 +156,7 @@ impl Message for ToWorker {
                     .u8(u8::from(*complete))
                     .u32(events.len() as u32);
                 for event in events {
-                    w.u64(event.id)
-                        .kind(event.kind)
-                        .text(&event.data)
-                        .text(&event.envelope.to_wire());
+                    w.event(event);
                 }
             }
             ToWorker::Backplane { connected } => {
@@ -183,16 +175,9 @@ impl Message for ToWorker {
                 first_id: r.u64()?,
             },
             2 => {
-                let (id, kind, ticket) = (r.u64()?, r.kind()?, r.ticket()?);
-                let data = r.text()?;
-                let envelope = r.envelope()?;
+                let ticket = r.ticket()?;
                 ToWorker::Event {
-                    event: Event {
-                        id,
-                        kind,
-                        data,
-                        envelope,
-                    },
+                    event: r.event()?,
                     ticket,
                 }
             }
@@ -217,14 +202,7 @@ impl Message for ToWorker {
                 let (complete, count) = (r.u8()? == 1, r.u32()?);
                 let mut events = Vec::new();
                 for _ in 0..count {
-                    let (id, kind, data) = (r.u64()?, r.kind()?, r.text()?);
-                    let envelope = r.envelope()?;
-                    events.push(Event {
-                        id,
-                        kind,
-                        data,
-                        envelope,
-                    });
+                    events.push(r.event()?);
                 }
                 ToWorker::Replay {
                     ticket,
@@ -337,6 +315,13 @@ impl Writer<'_> {
             Kind::Update => 3,
         })
     }
+    /// An event: its id, kind, data and envelope.
+    fn event(&mut self, event: &Event) -> &mut Self {
+        self.u64(event.id)
+            .kind(event.kind)
+            .text(&event.data)
+            .text(&event.envelope.to_wire())
+    }
     fn ticket(&mut self, ticket: Option<Ticket>) -> &mut Self {
         match ticket {
             Some(t) => self.u8(1).u32(t.key as u32).u64(t.serial),
@@ -398,6 +383,15 @@ impl<'a> Reader<'a> {
             3 => Ok(Kind::Update),
             _ => Err(ProtocolError("unknown event kind")),
         }
+    }
+    /// An event, as [`Writer::event`] writes it.
+    fn event(&mut self) -> Result<Event, ProtocolError> {
+        Ok(Event {
+            id: self.u64()?,
+            kind: self.kind()?,
+            data: self.text()?,
+            envelope: self.envelope()?,
+        })
     }
     /// An event's envelope (JSON text; empty for none).
     fn envelope(&mut self) -> Result<Envelope, ProtocolError> {
