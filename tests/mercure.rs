@@ -551,6 +551,26 @@ fn subscription_events_and_the_subscription_api_say_who_is_in_a_room() {
         subscriber.as_str()
     );
     assert_eq!(api("/.well-known/mercure/subscriptions", None).status, 401);
+    // One matcher's collection, and a path that names no resource.
+    let admin = format!(
+        "Authorization: Bearer {}",
+        token_with(KEY, grants("subscribe", &[("*", "exact")]))
+    );
+    let by_matcher = api(
+        "/.well-known/mercure/subscriptions/exact/%2Frooms%2Fa",
+        Some(&admin),
+    );
+    assert_eq!(by_matcher.status, 200);
+    assert!(by_matcher.text().contains(&topic), "{}", by_matcher.text());
+    let elsewhere = api(
+        "/.well-known/mercure/subscriptions/exact/%2Frooms%2Fb",
+        Some(&admin),
+    );
+    assert!(!elsewhere.text().contains(&topic));
+    assert_eq!(
+        api("/.well-known/mercure/subscriptions/exact", Some(&admin)).status,
+        404
+    );
     let other = format!(
         "Authorization: Bearer {}",
         token_with(KEY, grants("subscribe", &[("/rooms/a", "exact")]))

@@ -12,7 +12,7 @@ use crate::auth::{self, Denied, Grants, Role};
 use crate::event::Draft;
 use crate::event::{Event, Replay};
 use crate::http::{BodyFraming, Head, Method, Refusal, Request};
-use crate::mercure::{self, MAX_BODY};
+use crate::mercure::{self, MAX_BODY, SUBSCRIPTIONS_PATH};
 use crate::response::{After, Body, Response, bare, connection_header, refuse};
 use crate::ring::{Cursor, Feed, Ring};
 use crate::shared::Ctx;
@@ -278,10 +278,17 @@ pub(crate) fn subscriptions_api(request: &Request, ctx: &Ctx<'_>, after: After) 
     if !grants.subscribe.iter().any(|m| m.matches(path, base)) {
         return denied(Denied::Forbidden, ctx);
     }
-    let depth = path.trim_end_matches('/').matches('/').count() - base.path().matches('/').count();
-    let body = match depth {
+    // The segments after the collection's path: none, a matcher's two
+    // (its type and its text), or those and a subscriber.
+    let segments = match path.strip_prefix(SUBSCRIPTIONS_PATH) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            rest.split('/').filter(|s| !s.is_empty()).count()
+        }
+        _ => usize::MAX,
+    };
+    let body = match segments {
         // `…/subscriptions/{type}/{match}/{subscriber}`: one document.
-        4 => match ctx
+        3 => match ctx
             .topics
             .active(path)
             .into_iter()
@@ -296,7 +303,7 @@ pub(crate) fn subscriptions_api(request: &Request, ctx: &Ctx<'_>, after: After) 
                 );
             }
         },
-        1 | 3 => {
+        0 | 2 => {
             let prefix = format!("{}/", path.trim_end_matches('/'));
             let docs: Vec<&Value> = ctx.topics.active(&prefix);
             json!({"id": path, "type": "subscriptions", "subscriptions": docs}).to_string()
