@@ -285,6 +285,7 @@ mod tests {
             ..Envelope::default()
         };
         assert_eq!(draft_topics.topics, ["/rooms/kitchen"]);
+        assert_eq!(room_topic(LOBBY), crate::event::LOBBY_TOPIC);
         assert!(event_data(&message, 1).ends_with(r#","room":"kitchen"}"#));
         assert_eq!(
             parse_message(JSON, br#"{"text":"x"}"#).unwrap().user,

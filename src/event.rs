@@ -30,6 +30,9 @@ pub(crate) const TICK_TOPIC: &str = "/tick";
 /// streams get it.
 pub(crate) const LOBBY: &str = "lobby";
 
+/// The lobby's topic.
+pub(crate) const LOBBY_TOPIC: &str = "/rooms/lobby";
+
 /// The topic of chat room `room`.
 pub(crate) fn room_topic(room: &str) -> String {
     format!("/rooms/{room}")
@@ -105,7 +108,7 @@ impl Envelope {
         match (kind, self.topics.is_empty()) {
             (_, false) => self.topics.clone(),
             (Kind::Tick, true) => vec![TICK_TOPIC.to_owned()],
-            (Kind::Message, true) => vec![room_topic(LOBBY)],
+            (Kind::Message, true) => vec![LOBBY_TOPIC.to_owned()],
             (Kind::Update, true) => Vec::new(),
         }
     }
@@ -162,7 +165,7 @@ impl Event {
                     .envelope
                     .topics
                     .iter()
-                    .any(|t| t == TICK_TOPIC || *t == room_topic(LOBBY)))
+                    .any(|t| t == TICK_TOPIC || t == LOBBY_TOPIC))
     }
 }
 

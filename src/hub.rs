@@ -5,20 +5,23 @@
 //!
 //! The journey of an event, top to bottom in this file:
 //! 1. [`Hub::take`]: an event with its id, in order; it is encoded once
-//!    into the ring ([`Ring::push_event`]), and a fan-out *pass* begins
-//!    (or, if one is under way, it will come round again for the streams
-//!    it already visited). What the loop must act on ("ready", "lost", an
-//!    answer that is not an event) becomes a [`Note`]; the id a chat post
-//!    waits for is held until the pass that writes its event has ended.
-//! 2. [`Hub::fan_out`]: one slice of the pass walks the slab, at most
-//!    [`SLICE_STREAMS`] writes or [`SLICE_TIME`] per turn of the loop, so
-//!    accepts, files and chat posts are served while a tick goes out to
-//!    tens of thousands of streams. Every stream that was caught up gets
-//!    what is new ([`Stream::flush`]: one `write(2)`); a stream still busy
-//!    with an earlier frame is left alone and catches up on its next
-//!    writable event; one whose next frame left the ring is closed
-//!    (`lagged`). When the pass ends, the ids it held go to the loop as
-//!    notes, and the posts get their `202 {"id": N}`.
+//!    for each endpoint that may send it (`/sse`, Mercure) and kept in the
+//!    ring with its topics ([`Ring::push_frame`], `Topics::meta`). What the
+//!    loop must act on ("ready", "lost", an answer that is not an event)
+//!    becomes a [`Note`]; the id a post waits for is held until the pass
+//!    that writes its event has ended.
+//! 2. [`Hub::fan_out`]: a *pass* takes every event not yet sent (those
+//!    that come meanwhile wait for the next one) and walks who listens to
+//!    them: the slab if one is for `/sse`, and the lists of their topics,
+//!    of the URL patterns that match them and of `*`. One slice per turn
+//!    of the loop, at most [`SLICE_STREAMS`] writes or [`SLICE_TIME`], so
+//!    accepts, files and posts are served while a tick goes out to tens of
+//!    thousands of streams. Every stream that is not caught up and not
+//!    waiting on its socket gets what it wants of what is new
+//!    ([`Stream::flush`]: one `write(2)`); a waiting stream is left alone
+//!    and catches up on its next writable event; one whose next frame left
+//!    the ring is closed (`lagged`). When the pass ends, the ids it held go
+//!    to the loop as notes, and the posts get their answers.
 //!
 //! A worker's source also hands over the dashboard frames of the whole
 //! server, the start of its sequence, and answers that are not events; a
@@ -66,7 +69,7 @@ pub(crate) enum Note {
 
 /// What a pass walks: the slab, for the `/sse` streams, or a list of the
 /// subscribers of a topic, of a pattern, or of `*`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Walk {
     Slab,
     List(List),
@@ -132,7 +135,7 @@ impl<'a> FanOutCtx<'a> {
 impl Hub {
     /// A hub whose event ring holds `history` frames and starts at
     /// `first_id`, where the source's sequence does.
-    pub(crate) fn new(first_id: u64, history: usize, _now: Instant) -> Hub {
+    pub(crate) fn new(first_id: u64, history: usize) -> Hub {
         Hub {
             rings: Rings {
                 events: Ring::new(history, first_id),
@@ -173,7 +176,8 @@ impl Hub {
                 counters.events += 1;
                 match event.kind {
                     Kind::Tick => counters.ticks += 1,
-                    Kind::Message | Kind::Update => counters.messages += 1,
+                    Kind::Message => counters.messages += 1,
+                    Kind::Update => {} // counted in `events` only
                 }
                 debug!("event {id}: {:.40}", event.data);
                 if let Some(ticket) = ticket {
@@ -267,11 +271,10 @@ impl Hub {
             }
             topics.lists_for(&frame.meta, &mut lists);
         }
-        for list in lists {
-            if !walks.contains(&Walk::List(list)) {
-                walks.push(Walk::List(list));
-            }
-        }
+        // Many events of a busy pass share their lists: each walked once.
+        lists.sort_unstable();
+        lists.dedup();
+        walks.extend(lists.into_iter().map(Walk::List));
         // Events below `unsent` have been through a pass; those of this one
         // that the ring dropped stay in its `lost` until it ends.
         ring.set_swept(from, &mut self.dropped);
@@ -455,7 +458,7 @@ mod tests {
     fn a_pass_goes_out_a_slice_at_a_time_and_comes_round_for_a_newer_event() {
         let mut source = crate::source::Source::local();
         let mut timers = crate::schedule::Schedule::<crate::schedule::Timer>::default();
-        let mut hub = Hub::new(source.first_id(), 16, Instant::now());
+        let mut hub = Hub::new(source.first_id(), 16);
         let n = SLICE_STREAMS * 2 + 500;
         let (mut conns, mut clients) = streams(n, hub.rings.events.next_id());
         let mut counters = Counters::default();

@@ -113,7 +113,7 @@ impl Server {
         let periodic = Periodic::start(config, worker, &mut shared, now);
         Ok(Server {
             conns: Slab::with_capacity(admission.max_connections().min(1 << 20)),
-            hub: Hub::new(source.first_id(), config.history as usize, now),
+            hub: Hub::new(source.first_id(), config.history as usize),
             source,
             shared,
             admission,

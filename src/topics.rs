@@ -61,7 +61,7 @@ pub(crate) struct Live {
 }
 
 /// A list of slab keys the fan-out walks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum List {
     Topic(u32),
     Pattern(u32),
@@ -82,6 +82,8 @@ struct Pattern {
     compiled: Compiled,
     refs: u32,
     subs: Keys,
+    /// Its key in `Topics::sources`.
+    key: String,
 }
 
 /// The registry: topics, patterns, subscriptions, lists.
@@ -192,6 +194,7 @@ impl Topics {
                 compiled,
                 refs: 1,
                 subs: Keys::default(),
+                key: key.clone(),
             },
         );
         self.sources.insert(key, id);
@@ -203,9 +206,11 @@ impl Topics {
             return;
         };
         p.refs = p.refs.saturating_sub(1);
-        if p.refs == 0 && p.subs.is_empty() {
-            self.patterns.remove(&id);
-            self.sources.retain(|_, &mut v| v != id);
+        if p.refs == 0
+            && p.subs.is_empty()
+            && let Some(p) = self.patterns.remove(&id)
+        {
+            self.sources.remove(&p.key);
         }
     }
 
