@@ -119,7 +119,7 @@ pub(crate) struct Counters {
     pub(crate) accepted: u64,
     /// Responses sent, by status code.
     pub(crate) responses: BTreeMap<u16, u64>,
-    /// Events pushed into the ring (ticks and chat messages).
+    /// Events pushed into the ring (ticks, chat messages and Mercure updates).
     pub(crate) events: u64,
     /// How long each fan-out (one event to every caught-up stream) took.
     pub(crate) fanout: Histogram,

@@ -230,7 +230,7 @@ pub(crate) fn render(parts: &[Part<'_>], uptime_s: f64) -> String {
     e.single(
         "events_total",
         "counter",
-        "Events delivered to the streams (ticks and chat messages).",
+        "Events delivered to the streams (ticks, chat messages and Mercure updates).",
         |f| f.counters.events as f64,
     );
     e.single(
