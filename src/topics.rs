@@ -36,7 +36,7 @@ use keys::{Keys, Sub};
 use matchers::test;
 pub(crate) use matchers::{
     Announce, Compiled, MatcherSpec, SUBSCRIPTION_EVENT, Subscription, WILDCARD, compile,
-    compile_template,
+    compile_template, default_base,
 };
 
 /// Most rooms the dashboard frame lists.
@@ -104,11 +104,6 @@ pub(crate) struct Topics {
     /// The active subscriptions, by subscription event topic (with
     /// `--subscriptions`).
     active: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
-/// The hub's URL when none is configured (tests).
-pub(crate) fn default_base() -> Url {
-    Url::parse("http://localhost/.well-known/mercure").expect("a valid URL")
 }
 
 impl Topics {

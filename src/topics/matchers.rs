@@ -85,6 +85,12 @@ pub(crate) fn compile(source: &str, base: &Url) -> Option<Compiled> {
     Some(Compiled::Url(Box::new(pattern)))
 }
 
+/// The hub's URL when none is configured (tests, and a server before its
+/// flags are read).
+pub(crate) fn default_base() -> Url {
+    Url::parse("http://localhost/.well-known/mercure").expect("a valid URL")
+}
+
 /// A matcher compiled: a URL pattern, or a URI template's regular
 /// expression (both run in linear time: the `regex` crate's engine).
 pub(crate) enum Compiled {
