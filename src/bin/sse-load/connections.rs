@@ -17,7 +17,7 @@ use slab::Slab;
 use sse_mio::event_parser::{ChunkedDecoder, EventParser, Item};
 
 use crate::options::{Args, Target, mono_ns};
-use crate::probe::ServerFigures;
+use crate::probe::{ServerFigures, proc_cpu_seconds, proc_rss};
 use crate::sockets::{Ramp, connect_socket, failure_kind, failure_name};
 use crate::tally::{self, GRACE, Phases, Raw, Window};
 use crate::{phases, publish, request, tls, topics};
@@ -252,6 +252,7 @@ impl<'a> Load<'a> {
                         raw.gaps[tally::gap_bucket(gap_ms)] += 1;
                     }
                     *last_event_ns = now;
+                    raw.timeline.event(now);
                     let key = if event.id.is_empty() {
                         raw.by_data += 1;
                         tally::data_key(seen_data, &event.data)
@@ -331,6 +332,11 @@ impl<'a> Load<'a> {
             if self.args.reconnect {
                 self.reconnect_due(now);
             }
+            if self.raw.timeline.wants_sample(now) {
+                let open = self.conns.iter();
+                let open = open.filter(|(_, c)| matches!(c.phase, Phase::Streaming));
+                self.raw.timeline.sample_open(now, open.count() as u64);
+            }
             let timeout = Duration::from_nanos((until - now).min(10_000_000));
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -398,6 +404,8 @@ pub(crate) fn run_share(
     progress: &ProgressBar,
     server: &mut ServerFigures,
 ) -> io::Result<(Raw, Window)> {
+    let me = std::process::id();
+    let rss_before = proc_rss(me).unwrap_or(0);
     let poll = Poll::new()?;
     let mut load = Load {
         args,
@@ -447,15 +455,23 @@ pub(crate) fn run_share(
     // Settle until the window starts (a worker may get it slightly ahead).
     load.run(window.start, None, progress)?;
     load.raw.open_at_window = load.conns.len() as u64;
-    if args.worker {
-        load.run(window.end, None, progress)?;
-    } else {
-        let phases = Phases::of(args, window);
-        let mut measuring = phases::begin(args, target, phases);
-        load.run(phases.hold_end, None, progress)?;
+    // What holding them costs this process: memory from before the first
+    // connection to the hold's end, CPU over the hold.
+    load.raw.own.rss_before = rss_before;
+    let cpu_start = proc_cpu_seconds(me);
+    let phases = Phases::of(args, window);
+    let mut measuring = (!args.worker).then(|| phases::begin(args, target, phases));
+    load.run(phases.hold_end, None, progress)?;
+    load.raw.own.rss_at_hold_end = proc_rss(me).unwrap_or(0);
+    if let (Some(start), Some(end)) = (cpu_start, proc_cpu_seconds(me)) {
+        load.raw.own.cpu_hold_s = end - start;
+    }
+    if let Some(measuring) = &mut measuring {
         // The server's figures at the end of the hold, every connection still open.
         measuring.hold_over(args, phases, server);
-        load.run(phases.end, None, progress)?;
+    }
+    load.run(phases.end, None, progress)?;
+    if let Some(measuring) = measuring {
         measuring.end(args, server);
     }
     load.run(window.end + GRACE.as_nanos() as u64, None, progress)?;

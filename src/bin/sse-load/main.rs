@@ -35,6 +35,7 @@ mod probe;
 mod publish;
 mod report;
 mod request;
+mod series;
 mod sockets;
 mod tally;
 mod tls;
@@ -139,6 +140,9 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     }
     // An exit status a CI job can gate on: each failed check is named.
     let failed = report.failed_checks(args);
+    if let Some(dir) = &args.report {
+        report::write_report(&report, dir, &failed)?;
+    }
     for check in &failed {
         eprintln!("sse-load: failed: {check}");
     }

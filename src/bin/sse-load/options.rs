@@ -66,6 +66,12 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
 
+    /// Also write the report into this directory: report.json, a markdown
+    /// summary (report.md) and SVG charts (streams and events over time,
+    /// latency distribution).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) report: Option<PathBuf>,
+
     /// Write every id's first and last arrival (CLOCK_MONOTONIC ns) and
     /// receiver count to this file, one `id first last count` line each, to
     /// line arrivals up with events a test caused (e.g. a POST's response).

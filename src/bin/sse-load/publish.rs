@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::options::{Args, Target, mono_ns, parse_url};
 use crate::request::base64;
+use crate::series::Curve;
 use crate::tally::Phases;
 use crate::topics;
 
@@ -189,6 +190,10 @@ pub(crate) struct Summary {
     /// Posts sent after the hold ended (one publisher, one post at a
     /// time, fell behind the rate).
     pub(crate) after_hold: usize,
+    /// The distributions of both latencies, for the report's chart (the
+    /// JSON has them under `distributions`).
+    #[serde(skip)]
+    pub(crate) curves: Vec<Curve>,
 }
 
 /// The summary of `published`, whose markers arrived as `raw` says, out
@@ -240,6 +245,13 @@ pub(crate) fn summary(
         misrouted: topics.map(|_| raw.misrouted),
         missing: topics.map(|_| missing),
         after_hold: published.iter().filter(|p| p.after_hold).count(),
+        curves: [
+            Curve::of("publish to first receiver", &mut first),
+            Curve::of("publish to last receiver", &mut last),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     }
 }
 
@@ -252,17 +264,20 @@ pub(crate) fn misrouted(s: &Summary) -> Option<String> {
 }
 
 /// The report's lines for `--publish`.
-pub(crate) fn print(s: &Summary) {
+pub(crate) fn print(s: &Summary, out: &mut String) {
+    use std::fmt::Write;
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
     let every = match s.misrouted {
         Some(_) => "every stream of its topic",
         None => "every stream",
     };
-    println!(
+    let _ = writeln!(
+        out,
         "publish                  {} posted to {} ({} accepted), {} reached a stream, {} {every}",
         s.posted, s.url, s.accepted, s.reached, s.reached_everyone
     );
-    println!(
+    let _ = writeln!(
+        out,
         "publish to first         p50 {}, p99 {}; to last: p50 {}, p99 {}",
         ms(s.first_ms_p50),
         ms(s.first_ms_p99),
@@ -270,13 +285,15 @@ pub(crate) fn print(s: &Summary) {
         ms(s.last_ms_p99)
     );
     if s.after_hold > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "publish behind           {} posts went out after the hold (one post at a time could not keep the rate)",
             s.after_hold
         );
     }
     if let (Some(misrouted), Some(missing)) = (s.misrouted, s.missing) {
-        println!(
+        let _ = writeln!(
+            out,
             "topics                   {misrouted} deliveries to another topic's connection, {missing} to its own that never came"
         );
     }

@@ -1,6 +1,15 @@
 //! The report: coverage, spread and order over every id counted, the
 //! server's memory and CPU from `/proc`, printed as a table and written as
-//! JSON; and the progress bars.
+//! JSON; and the progress bars. The text is `print`'s; `--report DIR`
+//! writes it as a markdown summary beside the JSON and charts (`files`,
+//! `charts`).
+
+mod charts;
+mod files;
+mod print;
+
+pub(crate) use files::write_report;
+pub(crate) use print::print_report;
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal};
@@ -12,6 +21,7 @@ use serde::Serialize;
 use crate::options::{Args, shown_url};
 use crate::probe::{ServerFigures, process_tree};
 use crate::publish;
+use crate::series::{Curve, Second};
 use crate::tally::{Phases, Posted, Raw, Window, gap_quantile, ordering};
 
 #[derive(Serialize)]
@@ -79,6 +89,20 @@ pub(crate) struct Report {
     /// accept queue that overflowed, memory pressure), from the start to
     /// the end of the hold: they should stay 0.
     kernel: BTreeMap<String, u64>,
+    /// What holding the connections cost sse-load itself, in the
+    /// processes that hold them: memory from before the first connection
+    /// to the hold's end, and CPU over the hold (100 = one core).
+    client_rss_before_bytes: u64,
+    client_rss_after_bytes: u64,
+    client_rss_bytes_per_connection: Option<f64>,
+    client_cpu_percent: f64,
+    /// Streams open and events received in each tenth of a second of
+    /// the run (`t_s` from the hold's start; negative during
+    /// the ramp).
+    timeline: Vec<Second>,
+    /// Latency distributions (ms at each quantile): the fan-out spread,
+    /// and with `--publish` publish → first and → last receiver.
+    distributions: Vec<Curve>,
 }
 
 /// What the server's shutdown did to the streams (`--then-stop`).
@@ -145,6 +169,8 @@ struct Delivery {
     p50: u64,
     p99: u64,
     max: u64,
+    /// The spread's distribution, when there were ids.
+    curve: Option<Curve>,
 }
 
 fn delivery<'a>(ids: impl Iterator<Item = &'a (u64, u64, u64)>, open: u64) -> Delivery {
@@ -179,6 +205,11 @@ fn delivery<'a>(ids: impl Iterator<Item = &'a (u64, u64, u64)>, open: u64) -> De
         p50: at(0.5),
         p99: at(0.99),
         max: if n == 0 { 0 } else { spread.max() },
+        curve: (n > 0).then(|| {
+            Curve::from_fn("fan-out spread (first to last receiver)", |q| {
+                spread.value_at_quantile(q) as f64 / 1000.0
+            })
+        }),
     }
 }
 
@@ -225,6 +256,14 @@ pub(crate) fn report(
         })
         .collect();
     latencies.sort_unstable();
+    let publish = args
+        .publish
+        .as_deref()
+        .map(|url| publish::summary(shown_url(url), &server.published, raw, open, args));
+    let mut distributions: Vec<Curve> = events.curve.clone().into_iter().collect();
+    distributions.extend(publish.iter().flat_map(|p| p.curves.iter().cloned()));
+    let own = raw.own;
+    let hold_s = (phases.hold_end - phases.start) as f64 / 1e9;
     Report {
         url: shown_url(&args.url),
         connections: args.connections,
@@ -256,10 +295,7 @@ pub(crate) fn report(
         gap_ms_p50: gap_quantile(&raw.gaps, 0.5),
         gap_ms_p99: gap_quantile(&raw.gaps, 0.99),
         reconnects: raw.reconnects,
-        publish: args
-            .publish
-            .as_deref()
-            .map(|url| publish::summary(shown_url(url), &server.published, raw, open, args)),
+        publish,
         reconnect: args.reconnect.then(|| Reconnect {
             stream_ends: raw.stream_ends,
             attempts: raw.attempts,
@@ -310,6 +346,13 @@ pub(crate) fn report(
             latency_us_max: latencies.last().copied(),
             posts: server.chat.clone(),
         }),
+        client_rss_before_bytes: own.rss_before,
+        client_rss_after_bytes: own.rss_at_hold_end,
+        client_rss_bytes_per_connection: (open > 0)
+            .then(|| (own.rss_at_hold_end as f64 - own.rss_before as f64) / open as f64),
+        client_cpu_percent: own.cpu_hold_s / hold_s.max(0.001) * 100.0,
+        timeline: raw.timeline.seconds(phases.start),
+        distributions,
     }
 }
 
@@ -363,124 +406,6 @@ impl Report {
             ));
         }
         failed
-    }
-}
-
-pub(crate) fn print_report(r: &Report) {
-    println!("url                      {}", r.url);
-    println!("processes                {}", r.processes);
-    println!(
-        "connected                {} of {} ({} attempted)",
-        r.connected, r.connections, r.attempted
-    );
-    if r.failures.is_empty() {
-        println!("failures                 none");
-    } else {
-        for (reason, n) in &r.failures {
-            println!("failures: {reason:<14} {n}");
-        }
-    }
-    println!(
-        "hold                     {:.1} s, {} ids counted",
-        r.hold_s, r.ids_counted
-    );
-    println!("events identified by     {}", r.identified_by);
-    println!("events per connection    {:.2}", r.events_per_connection);
-    if let (Some(p50), Some(p99)) = (r.gap_ms_p50, r.gap_ms_p99) {
-        println!(
-            "gap between events       p50 under {p50} ms, p99 under {p99} ms (per connection)"
-        );
-    }
-    if r.unicast {
-        println!("coverage                 does not apply: the ids are unique to each connection");
-    } else {
-        println!(
-            "coverage                 min {:.4}, mean {:.4}, {} of {} ids reached every connection",
-            r.coverage_min, r.coverage_mean, r.ids_full_coverage, r.ids_counted
-        );
-    }
-    if let Some(p) = &r.publish {
-        publish::print(p);
-    }
-    if let Some(c) = &r.reconnect {
-        println!(
-            "reconnects               {} of {} ended streams came back ({} attempts, {} tried again), \
-             took p50 under {} ms, p99 under {} ms; {} gaps declared by the server",
-            c.reconnects,
-            c.stream_ends,
-            c.attempts,
-            c.retried,
-            c.ms_p50.unwrap_or(0),
-            c.ms_p99.unwrap_or(0),
-            c.declared_gaps
-        );
-    }
-    if r.ordering == "checked" {
-        println!(
-            "order within streams     {} ids missing, {} out of order",
-            r.missing_ids, r.out_of_order_ids
-        );
-    } else {
-        println!("order within streams     {}", r.ordering);
-    }
-    println!(
-        "fan-out spread           p50 {} us, p99 {} us, max {} us",
-        r.spread_us_p50, r.spread_us_p99, r.spread_us_max
-    );
-    if let (Some(before), Some(after)) = (r.server_rss_before_bytes, r.server_rss_after_bytes) {
-        let processes = r.server_processes.unwrap_or(1);
-        let whose = if processes > 1 {
-            format!(", {processes} processes")
-        } else {
-            String::new()
-        };
-        println!(
-            "server RSS               {:.1} MiB -> {:.1} MiB ({:.0} bytes per connection{whose})",
-            before as f64 / 1048576.0,
-            after as f64 / 1048576.0,
-            r.server_rss_bytes_per_connection.unwrap_or(0.0)
-        );
-    }
-    if let Some(cpu) = r.server_cpu_percent {
-        println!("server CPU during hold   {cpu:.1} %");
-    }
-    if let Some(f) = &r.floor {
-        println!(
-            "floor ({:.0} s)             {} rounds, coverage min {:.4}; spread p50 {} us, p99 {} us, max {} us",
-            f.floor_s, f.rounds, f.coverage_min, f.spread_us_p50, f.spread_us_p99, f.spread_us_max
-        );
-        if f.spread_us_p50 > 0 {
-            println!(
-                "server / floor           p50 {:.2}, p99 {:.2}",
-                r.spread_us_p50 as f64 / f.spread_us_p50 as f64,
-                r.spread_us_p99 as f64 / f.spread_us_p99.max(1) as f64
-            );
-        }
-    }
-    if r.kernel.is_empty() {
-        println!("kernel                   no /proc/net/netstat here");
-    } else {
-        let counters: Vec<String> = r.kernel.iter().map(|(k, v)| format!("{k} +{v}")).collect();
-        println!("kernel (TcpExt)          {}", counters.join(", "));
-    }
-    if let Some(s) = &r.stop {
-        println!(
-            "server stopped           {} streams open: {} said goodbye, {} cut, {} still open",
-            s.open_at_stop, s.goodbyes, s.cut, s.still_open
-        );
-    }
-    if let Some(c) = &r.chat {
-        let ms = |us: Option<u64>| {
-            us.map_or("-".to_owned(), |us| format!("{:.1} ms", us as f64 / 1000.0))
-        };
-        println!(
-            "chat                     {} posted, {} accepted, {} reached everyone; POST to last receiver p50 {}, max {}",
-            c.posted,
-            c.accepted,
-            c.reached_everyone,
-            ms(c.latency_us_p50),
-            ms(c.latency_us_max)
-        );
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::options::Args;
+use crate::series::{Own, Timeline};
 
 /// After the hold, keep reading this long so the last counted ids can reach
 /// every connection.
@@ -91,6 +92,12 @@ pub(crate) struct Raw {
     /// With `--topics`: updates that reached a connection of another topic.
     #[serde(default)]
     pub(crate) misrouted: u64,
+    /// Streams open and events received, second by second.
+    #[serde(default)]
+    pub(crate) timeline: Timeline,
+    /// What holding the connections cost this process (or the workers).
+    #[serde(default)]
+    pub(crate) own: Own,
 }
 
 /// Buckets of [`Raw::gaps`]: up to 2^23 ms (2.3 hours) and beyond.
@@ -136,6 +143,8 @@ impl Raw {
         }
         self.declared_gaps += other.declared_gaps;
         self.misrouted += other.misrouted;
+        self.timeline.merge(other.timeline);
+        self.own.merge(other.own);
         for (marker, (first, last, count)) in other.marks {
             let entry = self.marks.entry(marker).or_insert((first, last, 0));
             entry.0 = entry.0.min(first);

@@ -44,6 +44,7 @@ pub(crate) fn run_workers(
             .args(["--worker", "--url", &args.url])
             .args(["--connections", &share.to_string()])
             .args(["--ramp", &format!("{}/s", args.ramp / processes as f64)])
+            .args(["--hold", &format!("{}ms", args.hold.as_millis())])
             .args([
                 "--connect-timeout",
                 &format!("{}ms", args.connect_timeout.as_millis()),
