@@ -7,8 +7,12 @@
 //! registered later is tried on the topic the next time an event of it
 //! comes). A stream's subscription is kept here, beside the slab and by slab
 //! key, as `PerAddress` keeps addresses: a stream subscribed to one exact
-//! topic with no token costs 8 bytes here (its topic and its place in the
-//! topic's list) and 4 in the list, and its `Connection` stays 32 bytes.
+//! topic with no token costs 4 bytes here (its topic) and 4 in the topic's
+//! list, and its `Connection` stays 32 bytes. A topic costs about 72
+//! bytes in each process that knows it: its record (64: its name inline
+//! up to 22 bytes, its first four subscribers) and its place in the name
+//! table. What URL patterns match it is kept apart, only while there are
+//! patterns.
 //!
 //! The fan-out asks which lists to walk for a frame ([`Topics::lists_for`]):
 //! the subscribers of each of its topics, of each pattern that matched, and
@@ -21,9 +25,10 @@
 //! over several turns never skips a stream.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::{BuildHasher, RandomState};
 use std::time::SystemTime;
 
+use hashbrown::HashTable;
 use slab::Slab;
 use url::Url;
 
@@ -31,13 +36,15 @@ use crate::ring::{Meta, Wants};
 
 mod keys;
 mod matchers;
+mod name;
 
-use keys::{Keys, Sub};
+use keys::{Keys, MAX_INDEX, Sub};
 use matchers::test;
 pub(crate) use matchers::{
     Announce, Compiled, MatcherSpec, SUBSCRIPTION_EVENT, Subscription, WILDCARD, compile,
     compile_template, default_base,
 };
+use name::Name;
 
 /// Most rooms the dashboard frame lists.
 pub(crate) const MAX_ROOMS_SHOWN: usize = 100;
@@ -60,6 +67,14 @@ pub(crate) struct Live {
     announce: Option<Box<Announce>>,
 }
 
+/// Where a stream is in a list: its place, when it was kept, or its key
+/// to look for.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Slot(u32),
+    Key(u32),
+}
+
 /// A list of slab keys the fan-out walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum List {
@@ -69,13 +84,16 @@ pub(crate) enum List {
 }
 
 struct Topic {
-    name: Arc<str>,
+    name: Name,
     /// Frames and grants that name it (subscribers are in `subs`).
     refs: u32,
     subs: Keys,
-    /// The live patterns, of those below `checked`, that match it.
-    matched: Vec<u32>,
+}
+
+/// The patterns that match a topic: the live ones of those below `checked`.
+struct Matched {
     checked: u32,
+    ids: Box<[u32]>,
 }
 
 struct Pattern {
@@ -89,8 +107,13 @@ struct Pattern {
 /// The registry: topics, patterns, subscriptions, lists.
 pub(crate) struct Topics {
     base: Url,
-    names: HashMap<Arc<str>, u32>,
+    /// Topic ids by name: the names are the topics' own, hashed with
+    /// `hasher` (a table of ids, not a map of copied names).
+    names: HashTable<u32>,
+    hasher: RandomState,
     topics: Slab<Topic>,
+    /// By topic id, while any pattern is live.
+    matched: HashMap<u32, Matched>,
     sources: HashMap<String, u32>,
     patterns: HashMap<u32, Pattern>,
     /// Pattern ids are never reused: a frame's `epoch` tells which
@@ -98,7 +121,7 @@ pub(crate) struct Topics {
     next_pattern: u32,
     all: Keys,
     /// Each slab key's subscription, packed ([`Sub::pack`]).
-    subs: Vec<u64>,
+    subs: Vec<u32>,
     /// The subscriptions that are not one exact topic without a token.
     many: Slab<Live>,
     /// The active subscriptions, by subscription event topic (with
@@ -112,8 +135,10 @@ impl Topics {
     pub(crate) fn new(base: Url) -> Topics {
         Topics {
             base,
-            names: HashMap::new(),
+            names: HashTable::new(),
+            hasher: RandomState::new(),
             topics: Slab::new(),
+            matched: HashMap::new(),
             sources: HashMap::new(),
             patterns: HashMap::new(),
             next_pattern: 0,
@@ -129,30 +154,37 @@ impl Topics {
         &self.base
     }
 
+    /// The id of topic `name`, if it is known.
+    fn find(&self, name: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(name);
+        let topics = &self.topics;
+        let found = self.names.find(hash, |&id| {
+            topics.get(id as usize).is_some_and(|t| &*t.name == name)
+        });
+        found.copied()
+    }
+
     fn intern(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.names.get(name) {
+        if let Some(id) = self.find(name) {
             self.topics[id as usize].refs += 1;
             return id;
         }
-        let name: Arc<str> = Arc::from(name);
+        // The patterns are tried on it when an event of it first comes.
         let id = self.topics.insert(Topic {
-            name: name.clone(),
+            name: Name::new(name),
             refs: 1,
             subs: Keys::default(),
-            matched: Vec::new(),
-            checked: self.next_pattern,
         }) as u32;
-        // A new topic is tried against every live pattern once, now.
-        let base = &self.base;
-        let mut matched: Vec<u32> = self
-            .patterns
-            .iter()
-            .filter(|(_, p)| test(&p.compiled, &name, base))
-            .map(|(&id, _)| id)
-            .collect();
-        matched.sort_unstable();
-        self.topics[id as usize].matched = matched;
-        self.names.insert(name, id);
+        let Topics {
+            names,
+            hasher,
+            topics,
+            ..
+        } = self;
+        let hash = hasher.hash_one(name);
+        names.insert_unique(hash, id, |&other| {
+            hasher.hash_one(&*topics[other as usize].name)
+        });
         id
     }
 
@@ -163,7 +195,11 @@ impl Topics {
         topic.refs = topic.refs.saturating_sub(1);
         if topic.refs == 0 && topic.subs.is_empty() {
             let topic = self.topics.remove(id as usize);
-            self.names.remove(&topic.name);
+            self.matched.remove(&id);
+            let hash = self.hasher.hash_one(&*topic.name);
+            if let Ok(entry) = self.names.find_entry(hash, |&other| other == id) {
+                entry.remove();
+            }
         }
     }
 
@@ -206,6 +242,10 @@ impl Topics {
             && let Some(p) = self.patterns.remove(&id)
         {
             self.sources.remove(&p.key);
+            if self.patterns.is_empty() {
+                // No pattern left: no topic needs its matches kept.
+                self.matched = HashMap::new();
+            }
         }
     }
 
@@ -228,25 +268,38 @@ impl Topics {
 
     /// The patterns that match topic `id`, bringing its cache up to date.
     fn matched(&mut self, id: u32) -> &[u32] {
+        if self.patterns.is_empty() {
+            return &[];
+        }
         let Topics {
             topics,
+            matched,
             patterns,
             next_pattern,
             base,
             ..
         } = self;
-        let topic = &mut topics[id as usize];
-        if topic.checked < *next_pattern {
+        let Some(topic) = topics.get(id as usize) else {
+            return &[];
+        };
+        let cache = matched.entry(id).or_insert_with(|| Matched {
+            checked: 0,
+            ids: Box::new([]),
+        });
+        let stale = cache.ids.iter().any(|pid| !patterns.contains_key(pid));
+        if cache.checked < *next_pattern || stale {
+            let mut ids: Vec<u32> = std::mem::take(&mut cache.ids).into_vec();
             for (&pid, p) in patterns.iter() {
-                if pid >= topic.checked && test(&p.compiled, &topic.name, base) {
-                    topic.matched.push(pid);
+                if pid >= cache.checked && test(&p.compiled, &topic.name, base) {
+                    ids.push(pid);
                 }
             }
-            topic.checked = *next_pattern;
-            topic.matched.sort_unstable();
+            ids.retain(|pid| patterns.contains_key(pid));
+            ids.sort_unstable();
+            cache.checked = *next_pattern;
+            cache.ids = ids.into_boxed_slice();
         }
-        topic.matched.retain(|pid| patterns.contains_key(pid));
-        &topics[id as usize].matched
+        &cache.ids
     }
 
     /// The [`Meta`] of an event on `topics`: its topics interned (released
@@ -338,8 +391,8 @@ impl Topics {
             .collect();
         let plain = subscription.grants.is_none() && subscription.announce.is_none();
         let sub = match (&routes[..], &grants[..], subscription.expires) {
-            (&[(Matcher::Exact(topic), slot)], [], None) if plain && topic < 1 << 31 => {
-                Sub::One { topic, slot }
+            (&[(Matcher::Exact(topic), _)], [], None) if plain && topic <= MAX_INDEX => {
+                Sub::One(topic)
             }
             _ => Sub::Many(self.many.insert(Live {
                 routes,
@@ -360,14 +413,14 @@ impl Topics {
         let sub = self.subs.get_mut(key)?;
         match Sub::unpack(std::mem::replace(sub, Sub::NONE)) {
             Sub::None => None,
-            Sub::One { topic, slot } => {
-                self.leave(Matcher::Exact(topic), slot);
+            Sub::One(topic) => {
+                self.leave(Matcher::Exact(topic), Place::Key(key as u32));
                 None
             }
             Sub::Many(index) => {
                 let live = self.many.try_remove(index as usize)?;
                 for (matcher, slot) in live.routes {
-                    self.leave(matcher, slot);
+                    self.leave(matcher, Place::Slot(slot));
                 }
                 for matcher in live.grants {
                     self.release_matcher(matcher);
@@ -402,9 +455,11 @@ impl Topics {
 
     /// Takes a stream out of a list, and the list's topic or pattern out
     /// of the registry if nothing else names it.
-    fn leave(&mut self, matcher: Matcher, slot: u32) {
-        if let Some(list) = self.list_mut(matcher) {
-            list.remove(slot);
+    fn leave(&mut self, matcher: Matcher, place: Place) {
+        match (self.list_mut(matcher), place) {
+            (Some(list), Place::Slot(slot)) => list.remove(slot),
+            (Some(list), Place::Key(key)) => list.remove_key(key),
+            (None, _) => {}
         }
         match matcher {
             Matcher::All => {}
@@ -447,7 +502,7 @@ impl Topics {
     /// Which frames the stream under `key` wants.
     pub(crate) fn filter(&self, key: usize) -> Filter<'_> {
         match self.subs.get(key).map(|&p| Sub::unpack(p)) {
-            Some(Sub::One { topic, .. }) => Filter::One(topic),
+            Some(Sub::One(topic)) => Filter::One(topic),
             Some(Sub::Many(index)) => match self.many.get(index as usize) {
                 Some(live) => Filter::Many(live, self),
                 None => Filter::Nothing,
@@ -633,16 +688,25 @@ mod tests {
                 ..Subscription::default()
             },
         );
-        assert!(matches!(Sub::unpack(t.subs[9]), Sub::One { .. }));
-        for sub in [
-            Sub::None,
-            Sub::One {
-                topic: 7,
-                slot: u32::MAX - 1,
-            },
-            Sub::Many(3),
-        ] {
-            assert_eq!(Sub::unpack(sub.pack()), sub);
+        assert!(matches!(Sub::unpack(t.subs[9]), Sub::One(_)));
+        // A topic's record, and the names found again after others left.
+        assert_eq!(std::mem::size_of::<Topic>(), 64);
+        for (key, name) in ["b", "c", "d", "e", "f"].into_iter().enumerate() {
+            t.subscribe(
+                key + 20,
+                &Subscription {
+                    routes: vec![exact(name)],
+                    ..Subscription::default()
+                },
+            );
         }
+        t.unsubscribe(9);
+        assert_eq!(t.find("a"), None);
+        assert!(
+            ["b", "c", "d", "e", "f"]
+                .iter()
+                .all(|n| t.find(n).is_some())
+        );
+        assert_eq!(t.names.len(), 5);
     }
 }
