@@ -124,6 +124,16 @@ impl Connection {
         matches!(self, Connection::Http { exchange, .. } if exchange.is_over_limit())
     }
 
+    /// A Mercure stream's subscription, as the topic registry packed it.
+    pub(crate) fn route(&self) -> Option<u32> {
+        match self {
+            Connection::Streaming { stream, .. } if stream.cursor.feed() == Feed::Mercure => {
+                Some(stream.cursor.route)
+            }
+            _ => None,
+        }
+    }
+
     /// What the connection is doing, for the gauges.
     pub(crate) fn doing(&self) -> Doing {
         match self {
@@ -131,7 +141,7 @@ impl Connection {
                 Activity::Reading => Doing::Reading,
                 Activity::Responding => Doing::Responding,
             },
-            Connection::Streaming { stream, .. } => match stream.cursor.feed {
+            Connection::Streaming { stream, .. } => match stream.cursor.feed() {
                 Feed::Events | Feed::Mercure => Doing::Streaming,
                 Feed::Dashboard => Doing::Dashboard,
             },
@@ -171,7 +181,7 @@ impl Connection {
                     // A Mercure stream ends with the client's side: who is
                     // in a room (subscription events) must not wait for a
                     // write to fail.
-                    let end_on_eof = stream.cursor.feed == Feed::Mercure;
+                    let end_on_eof = stream.cursor.feed() == Feed::Mercure;
                     match discard_input(socket, end_on_eof, ctx) {
                         Step::Wait => {}
                         other => return other,
@@ -198,7 +208,7 @@ impl Connection {
 
     /// The switch: the socket moves into `Streaming`, the exchange (buffers,
     /// timers) is dropped.
-    fn become_stream(&mut self, cursor: Cursor, ctx: &mut Ctx<'_>) {
+    fn become_stream(&mut self, mut cursor: Cursor, ctx: &mut Ctx<'_>) {
         debug!("#{} streaming from id {}", ctx.key, cursor.next_id);
         if let (Some(per_address), Connection::Http { exchange, .. }) =
             (ctx.per_address.as_deref_mut(), &*self)
@@ -208,7 +218,7 @@ impl Connection {
         if let Connection::Http { exchange, .. } = self
             && let Some(subscription) = exchange.take_subscription()
         {
-            ctx.topics.subscribe(ctx.key, &subscription);
+            cursor.route = ctx.topics.subscribe(ctx.key, &subscription);
             if let Some(announce) = &subscription.announce {
                 // Nobody waits for these ids: the ticket names no one.
                 let ticket = Ticket::NOBODY;
@@ -268,7 +278,7 @@ impl Connection {
         }
         if ctx
             .topics
-            .expires(ctx.key)
+            .expires(stream.cursor.route)
             .is_some_and(|exp| exp <= expiring)
         {
             debug!("#{} closed: its token expires", ctx.key);
@@ -278,7 +288,7 @@ impl Connection {
         // frames of other topics is idle all the same (it is not waiting
         // for its socket), and passing over them is for its next write.
         let quiet_ms = ctx.clock.wrapping_sub(stream.progress_at);
-        if !stream.cursor.waiting {
+        if !stream.cursor.waiting() {
             if heartbeat_ms.is_some_and(|hb| quiet_ms >= hb) && stream.cursor.start_heartbeat() {
                 ctx.counters.heartbeats += 1;
                 return flush(socket, stream, ctx);
@@ -328,10 +338,10 @@ pub(crate) fn after_flush(result: io::Result<Flushed>) -> Step {
 /// Writes the frames a stream wants and has not sent yet (a Mercure
 /// stream's subscription says which).
 fn flush(socket: &mut TcpStream, stream: &mut Stream, ctx: &mut Ctx<'_>) -> Step {
-    let ring = ctx.rings.get(stream.cursor.feed);
-    let flushed = match stream.cursor.feed {
+    let ring = ctx.rings.get(stream.cursor.feed());
+    let flushed = match stream.cursor.feed() {
         Feed::Mercure => {
-            let filter = ctx.topics.filter(ctx.key);
+            let filter = ctx.topics.filter(stream.cursor.route);
             stream.flush(socket, ring, &filter, ctx.clock, ctx.counters)
         }
         _ => stream.flush(socket, ring, &Everything, ctx.clock, ctx.counters),
@@ -343,7 +353,7 @@ fn flush(socket: &mut TcpStream, stream: &mut Stream, ctx: &mut Ctx<'_>) -> Step
 /// stream that has caught up gets the goodbye and is closed.
 fn flush_or_say_goodbye(socket: &mut TcpStream, stream: &mut Stream, ctx: &mut Ctx<'_>) -> Step {
     let step = flush(socket, stream, ctx);
-    let ring = ctx.rings.get(stream.cursor.feed);
+    let ring = ctx.rings.get(stream.cursor.feed());
     if ctx.draining && step == Step::Wait && stream.cursor.caught_up(ring) {
         say_goodbye(socket, ctx);
         return Step::Close(CloseReason::Shutdown);

@@ -332,7 +332,7 @@ impl Hub {
             let Some((socket, stream)) = conns.get_mut(key).and_then(Connection::stream_mut) else {
                 continue;
             };
-            let feed = stream.cursor.feed;
+            let feed = stream.cursor.feed();
             let on_walk = match walk {
                 Walk::Slab => feed == Feed::Events,
                 Walk::List(_) => feed == Feed::Mercure,
@@ -340,7 +340,7 @@ impl Hub {
             if !on_walk || stream.cursor.caught_up(ring) {
                 continue;
             }
-            if stream.cursor.waiting {
+            if stream.cursor.waiting() {
                 // Behind already: it catches up on its next writable
                 // event, from the ring.
                 pass.deferred += 1;
@@ -349,7 +349,8 @@ impl Hub {
             written += 1;
             let flushed = match feed {
                 Feed::Mercure => {
-                    stream.flush(socket, ring, &topics.filter(key), ctx.clock, ctx.counters)
+                    let filter = topics.filter(stream.cursor.route);
+                    stream.flush(socket, ring, &filter, ctx.clock, ctx.counters)
                 }
                 _ => stream.flush(socket, ring, &Everything, ctx.clock, ctx.counters),
             };
@@ -404,7 +405,7 @@ impl Hub {
             let Some((socket, stream)) = conn.stream_mut() else {
                 continue;
             };
-            if stream.cursor.feed != Feed::Dashboard || stream.cursor.next_id != id {
+            if stream.cursor.feed() != Feed::Dashboard || stream.cursor.next_id != id {
                 continue;
             }
             let flushed = stream.flush(socket, ring, &Everything, ctx.clock, ctx.counters);

@@ -14,6 +14,8 @@
 use std::collections::VecDeque;
 use std::io::{self, Write};
 
+use log::warn;
+
 use crate::counters::Counters;
 use crate::sse::{HEARTBEAT, encode_event};
 
@@ -232,6 +234,21 @@ impl Ring {
             dropped.push(meta);
             return id;
         }
+        let too_long = |b: &[u8]| b.len() >= MAX_FRAME;
+        if sse.as_deref().is_some_and(too_long) || too_long(&mercure) {
+            // A cursor could not say where it is in it (a peer sent it;
+            // nothing here publishes one): in its place, a comment.
+            warn!("event {id} is over {MAX_FRAME} bytes: a comment goes in its place");
+            dropped.push(meta);
+            let comment = OVERSIZED.to_vec();
+            return self.push_frame(
+                id,
+                sse.map(|_| comment.clone()),
+                comment,
+                Meta::default(),
+                dropped,
+            );
+        }
         if id > self.next_id {
             dropped.extend(self.frames.drain(..).map(|f| f.meta));
             dropped.extend(self.lost.drain(..).map(|f| f.meta));
@@ -276,14 +293,14 @@ impl Ring {
     /// it was caught up, not behind (a frame it wanted would have moved it
     /// on, see `swept`), and above the last gap.
     fn may_pass_over_lost(&self, cursor: &Cursor, wants: &dyn Wants) -> bool {
-        !cursor.waiting
-            && cursor.offset == 0
-            && cursor.heartbeat_left == 0
+        !cursor.waiting()
+            && cursor.offset() == 0
+            && cursor.heartbeat_left() == 0
             && cursor.next_id >= self.horizon
             && !self
                 .lost
                 .iter()
-                .any(|f| f.id >= cursor.next_id && f.for_stream(cursor.feed, wants))
+                .any(|f| f.id >= cursor.next_id && f.for_stream(cursor.feed(), wants))
     }
 }
 
@@ -320,20 +337,34 @@ impl Rings {
 
 /// Where a streaming connection is in the ring: the next frame to send and
 /// how many of its bytes were already written, plus how much of a
-/// [`HEARTBEAT`] is still to go.
+/// [`HEARTBEAT`] is still to go; and which frames of its feed it follows.
+///
+/// 16 bytes: the id, then the rest packed into one word ([`Cursor::offset`],
+/// [`Cursor::heartbeat_left`], [`Cursor::feed`], [`Cursor::waiting`]), and
+/// the stream's subscription ([`Cursor::route`]), so that a Mercure stream
+/// keeps what it follows inside its 32-byte `Connection`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cursor {
     pub(crate) next_id: u64,
-    pub(crate) offset: u32,
-    /// Bytes of the heartbeat comment not yet written. A heartbeat is only
-    /// started between frames (`offset == 0`) and finished before the next.
-    pub(crate) heartbeat_left: u8,
-    /// Which ring this cursor walks.
-    pub(crate) feed: Feed,
-    /// The last flush stopped at a full socket with something for this
-    /// stream still to write (it is behind). Fits in the cursor's padding.
-    pub(crate) waiting: bool,
+    /// Bits 0-23: offset; 24-28: heartbeat bytes left; 29-30: feed; 31:
+    /// waiting.
+    state: u32,
+    /// A Mercure stream's subscription, as the topic registry packed it
+    /// (`Topics::subscribe`); unused on the other feeds.
+    pub(crate) route: u32,
 }
+
+/// A frame is at most this long: the cursor's offset has 24 bits. (The
+/// largest, a publish of 256 KiB of one-byte lines, is under 2 MiB.)
+pub(crate) const MAX_FRAME: usize = 1 << 24;
+
+/// What goes in the place of an event over [`MAX_FRAME`].
+const OVERSIZED: &[u8] = b": an event over 16 MiB was left out\n\n";
+
+const OFFSET_MASK: u32 = (1 << 24) - 1;
+const HEARTBEAT_SHIFT: u32 = 24;
+const FEED_SHIFT: u32 = 29;
+const WAITING: u32 = 1 << 31;
 
 impl Cursor {
     /// A cursor on the event stream that starts with frame `next_id`.
@@ -345,24 +376,66 @@ impl Cursor {
     pub(crate) fn on(feed: Feed, next_id: u64) -> Cursor {
         Cursor {
             next_id,
-            offset: 0,
-            heartbeat_left: 0,
-            feed,
-            waiting: false,
+            state: (feed as u32) << FEED_SHIFT,
+            route: u32::MAX,
         }
+    }
+
+    /// Bytes of frame `next_id` already written.
+    pub(crate) fn offset(&self) -> u32 {
+        self.state & OFFSET_MASK
+    }
+
+    pub(crate) fn set_offset(&mut self, offset: u32) {
+        debug_assert!(offset <= OFFSET_MASK);
+        self.state = (self.state & !OFFSET_MASK) | (offset & OFFSET_MASK);
+    }
+
+    /// Bytes of the heartbeat comment not yet written. A heartbeat is only
+    /// started between frames (`offset == 0`) and finished before the next.
+    pub(crate) fn heartbeat_left(&self) -> u8 {
+        ((self.state >> HEARTBEAT_SHIFT) & 0x1f) as u8
+    }
+
+    pub(crate) fn set_heartbeat_left(&mut self, left: u8) {
+        let bits = (u32::from(left) & 0x1f) << HEARTBEAT_SHIFT;
+        self.state = (self.state & !(0x1f << HEARTBEAT_SHIFT)) | bits;
+    }
+
+    /// Which ring this cursor walks.
+    pub(crate) fn feed(&self) -> Feed {
+        match (self.state >> FEED_SHIFT) & 0b11 {
+            0 => Feed::Events,
+            1 => Feed::Dashboard,
+            _ => Feed::Mercure,
+        }
+    }
+
+    /// The last flush stopped at a full socket with something for this
+    /// stream still to write (it is behind).
+    pub(crate) fn waiting(&self) -> bool {
+        self.state & WAITING != 0
+    }
+
+    pub(crate) fn set_waiting(&mut self, waiting: bool) {
+        self.state = if waiting {
+            self.state | WAITING
+        } else {
+            self.state & !WAITING
+        };
     }
 
     /// Whether everything in the ring has been written.
     pub(crate) fn caught_up(&self, ring: &Ring) -> bool {
-        self.next_id == ring.next_id() && self.offset == 0 && self.heartbeat_left == 0
+        self.next_id == ring.next_id() && self.offset() == 0 && self.heartbeat_left() == 0
     }
 
     /// Queues a heartbeat if the cursor sits between frames and is not
     /// waiting for its socket (frames it has not written yet follow the
     /// heartbeat); returns whether it did.
     pub(crate) fn start_heartbeat(&mut self) -> bool {
-        if !self.waiting && self.offset == 0 && self.heartbeat_left == 0 {
-            self.heartbeat_left = HEARTBEAT.len() as u8;
+        if !self.waiting() && self.offset() == 0 && self.heartbeat_left() == 0 {
+            self.set_heartbeat_left(HEARTBEAT.len() as u8);
             true
         } else {
             false
@@ -400,9 +473,9 @@ impl Stream {
         clock: u32,
         counters: &mut Counters,
     ) -> io::Result<Flushed> {
-        let (was_waiting, bytes_before) = (self.cursor.waiting, counters.bytes_written);
+        let (was_waiting, bytes_before) = (self.cursor.waiting(), counters.bytes_written);
         let result = write_frames(socket, &mut self.cursor, ring, wants, counters);
-        if counters.bytes_written != bytes_before || (self.cursor.waiting && !was_waiting) {
+        if counters.bytes_written != bytes_before || (self.cursor.waiting() && !was_waiting) {
             self.progress_at = clock;
         }
         result
@@ -497,16 +570,12 @@ mod tests {
             write_frames(&mut sink, &mut cursor, &ring, &Everything, &mut counters).unwrap(),
             Flushed::Blocked
         );
-        assert_eq!(
-            cursor,
-            Cursor {
-                next_id: 1,
-                offset: 6,
-                heartbeat_left: 0,
-                feed: Feed::Events,
-                waiting: true,
-            }
-        );
+        let mut expected = Cursor::at(1);
+        expected.set_offset(6);
+        expected.set_waiting(true);
+        assert_eq!(cursor, expected);
+        assert_eq!((cursor.offset(), cursor.heartbeat_left()), (6, 0));
+        assert!(cursor.waiting() && cursor.feed() == Feed::Events);
         assert_eq!(counters.would_block, 1);
         assert_eq!(counters.short_writes, 2);
         sink.calls_left = usize::MAX;
@@ -522,12 +591,43 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_packs_its_state_into_one_word() {
+        assert_eq!(std::mem::size_of::<Cursor>(), 16);
+        let mut c = Cursor::on(Feed::Mercure, 7);
+        c.set_offset(OFFSET_MASK);
+        c.set_heartbeat_left(HEARTBEAT.len() as u8);
+        c.set_waiting(true);
+        c.route = 5;
+        let state = (c.offset(), c.heartbeat_left(), c.feed(), c.waiting());
+        assert_eq!(state, (OFFSET_MASK, 13, Feed::Mercure, true));
+        c.set_offset(0);
+        c.set_waiting(false);
+        let state = (c.offset(), c.heartbeat_left(), c.feed(), c.waiting());
+        assert_eq!(state, (0, 13, Feed::Mercure, false));
+        assert_eq!((c.next_id, c.route), (7, 5));
+        for feed in [Feed::Events, Feed::Dashboard, Feed::Mercure] {
+            assert_eq!(Cursor::on(feed, 1).feed(), feed);
+        }
+    }
+
+    #[test]
+    fn an_event_too_long_for_a_cursor_becomes_a_comment() {
+        let mut ring = Ring::new(4, 1);
+        let mut dropped = Vec::new();
+        let (sse, mercure) = (vec![b'x'; MAX_FRAME], vec![b'y'; 10]);
+        ring.push_frame(1, Some(sse), mercure, Meta::default(), &mut dropped);
+        assert_eq!(ring.get(1), Some(OVERSIZED));
+        assert_eq!(ring.frame(1).map(Frame::mercure_bytes), Some(OVERSIZED));
+        assert_eq!((dropped.len(), ring.next_id()), (1, 2));
+    }
+
+    #[test]
     fn heartbeats_go_between_frames_and_resume_after_short_writes() {
         let mut ring = Ring::new(8, 1);
         push(&mut ring, "a");
         let mut cursor = Cursor::at(1);
         let mut stuck = cursor;
-        stuck.waiting = true;
+        stuck.set_waiting(true);
         assert!(!stuck.start_heartbeat(), "not while waiting for the socket");
         let mut sink = Trickle {
             out: Vec::new(),

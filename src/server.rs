@@ -485,7 +485,7 @@ impl Server {
         };
         self.turn.forget(key);
         self.admission.release(&conn);
-        self.shared.forget_stream(key);
+        self.shared.forget_stream(key, conn.route());
         conn.deregister(self.poll.registry());
         self.shared.counters.closed(reason);
         let (ring_frames, stall) = (

@@ -150,13 +150,16 @@ impl Shared {
     }
 
     /// The connection under `key` has closed: its stream no longer counts
-    /// for its address, its subscription goes, and, with subscription
-    /// events, the hub says it has ended.
-    pub(crate) fn forget_stream(&mut self, key: usize) {
+    /// for its address, its subscription (`route`, a Mercure stream's)
+    /// goes, and, with subscription events, the hub says it has ended.
+    pub(crate) fn forget_stream(&mut self, key: usize, route: Option<u32>) {
         if let Some(per_address) = &mut self.per_address {
             per_address.release(key);
         }
-        if let Some(announce) = self.topics.unsubscribe(key) {
+        let Some(route) = route else {
+            return;
+        };
+        if let Some(announce) = self.topics.unsubscribe(key, route) {
             for draft in announce.drafts(false) {
                 self.outbox.push((Ticket::NOBODY, Ask::Publish(draft)));
             }

@@ -5,12 +5,13 @@
 //! a frame keeps small ids, and the URL patterns that match its topics,
 //! worked out once per topic and pattern and cached on the topic (a pattern
 //! registered later is tried on the topic the next time an event of it
-//! comes). A stream's subscription is kept here, beside the slab and by slab
-//! key, as `PerAddress` keeps addresses: a stream subscribed to one exact
-//! topic with no token costs 4 bytes here (its topic) and 4 in the topic's
-//! list, and its `Connection` stays 32 bytes. A topic costs about 72
-//! bytes in each process that knows it: its record (64: its name inline
-//! up to 22 bytes, its first four subscribers) and its place in the name
+//! comes). A stream's subscription is kept here when it is more than one
+//! exact topic (`many`): a stream subscribed to one exact
+//! topic with no token costs 4 bytes in the topic's list and nothing more:
+//! its subscription, packed into 4 bytes ([`Topics::subscribe`]), rides in
+//! its cursor, inside its 32-byte `Connection`. A topic costs about 56
+//! bytes in each process that knows it: its record (48: its name inline
+//! up to 22 bytes, its first three subscribers) and its place in the name
 //! table. What URL patterns match it is kept apart, only while there are
 //! patterns.
 //!
@@ -32,8 +33,9 @@ use hashbrown::HashTable;
 use slab::Slab;
 use url::Url;
 
-use crate::ring::{Meta, Wants};
+use crate::ring::Meta;
 
+mod filter;
 mod keys;
 mod matchers;
 mod name;
@@ -120,8 +122,6 @@ pub(crate) struct Topics {
     /// patterns were known when it came.
     next_pattern: u32,
     all: Keys,
-    /// Each slab key's subscription, packed ([`Sub::pack`]).
-    subs: Vec<u32>,
     /// The subscriptions that are not one exact topic without a token.
     many: Slab<Live>,
     /// The active subscriptions, by subscription event topic (with
@@ -143,7 +143,6 @@ impl Topics {
             patterns: HashMap::new(),
             next_pattern: 0,
             all: Keys::default(),
-            subs: Vec::new(),
             many: Slab::new(),
             active: Default::default(),
         }
@@ -369,10 +368,12 @@ impl Topics {
         })
     }
 
-    /// The stream under slab key `key` subscribes. Every matcher must have
-    /// been checked (a pattern that does not compile is left out).
-    pub(crate) fn subscribe(&mut self, key: usize, subscription: &Subscription) {
-        self.unsubscribe(key);
+    /// The stream under slab key `key` subscribes; returns its route, the
+    /// subscription packed into 4 bytes, which the stream keeps and hands
+    /// back to [`filter`](Self::filter), [`expires`](Self::expires) and
+    /// [`unsubscribe`](Self::unsubscribe). Every matcher must have been
+    /// checked (a pattern that does not compile is left out).
+    pub(crate) fn subscribe(&mut self, key: usize, subscription: &Subscription) -> u32 {
         let mut routes = Vec::with_capacity(subscription.routes.len());
         for spec in &subscription.routes {
             let Some(matcher) = self.intern_matcher(spec) else {
@@ -401,17 +402,13 @@ impl Topics {
                 announce: subscription.announce.clone(),
             }) as u32),
         };
-        if self.subs.len() <= key {
-            self.subs.resize(key + 1, Sub::NONE);
-        }
-        self.subs[key] = sub.pack();
+        sub.pack()
     }
 
-    /// The stream under `key` is gone (nothing happens if it had no
-    /// subscription); its subscription events, if it has them, to say so.
-    pub(crate) fn unsubscribe(&mut self, key: usize) -> Option<Box<Announce>> {
-        let sub = self.subs.get_mut(key)?;
-        match Sub::unpack(std::mem::replace(sub, Sub::NONE)) {
+    /// The stream under `key`, with `route`, is gone; its subscription
+    /// events, if it has them, to say so.
+    pub(crate) fn unsubscribe(&mut self, key: usize, route: u32) -> Option<Box<Announce>> {
+        match Sub::unpack(route) {
             Sub::None => None,
             Sub::One(topic) => {
                 self.leave(Matcher::Exact(topic), Place::Key(key as u32));
@@ -491,61 +488,11 @@ impl Topics {
             .collect()
     }
 
-    /// When the token of the stream under `key` expires.
-    pub(crate) fn expires(&self, key: usize) -> Option<SystemTime> {
-        match Sub::unpack(*self.subs.get(key)?) {
+    /// When the token of the stream with `route` expires.
+    pub(crate) fn expires(&self, route: u32) -> Option<SystemTime> {
+        match Sub::unpack(route) {
             Sub::Many(index) => self.many.get(index as usize)?.expires,
             _ => None,
-        }
-    }
-
-    /// Which frames the stream under `key` wants.
-    pub(crate) fn filter(&self, key: usize) -> Filter<'_> {
-        match self.subs.get(key).map(|&p| Sub::unpack(p)) {
-            Some(Sub::One(topic)) => Filter::One(topic),
-            Some(Sub::Many(index)) => match self.many.get(index as usize) {
-                Some(live) => Filter::Many(live, self),
-                None => Filter::Nothing,
-            },
-            _ => Filter::Nothing,
-        }
-    }
-
-    fn matches(&self, matcher: Matcher, meta: &Meta) -> bool {
-        match matcher {
-            Matcher::All => true,
-            Matcher::Exact(id) => meta.topics.contains(&id),
-            Matcher::Pattern(id) if id < meta.epoch => meta.patterns.binary_search(&id).is_ok(),
-            // A pattern newer than the frame (a stream that resumes from
-            // the ring with a new pattern): tried now.
-            Matcher::Pattern(id) => self.patterns.get(&id).is_some_and(|p| {
-                meta.topics.iter().any(|t| {
-                    self.topics
-                        .get(*t as usize)
-                        .is_some_and(|t| test(&p.compiled, &t.name, &self.base))
-                })
-            }),
-        }
-    }
-}
-
-/// Which frames a Mercure stream gets: the routing matchers select; a
-/// private frame needs a grant too.
-pub(crate) enum Filter<'a> {
-    Nothing,
-    One(u32),
-    Many(&'a Live, &'a Topics),
-}
-
-impl Wants for Filter<'_> {
-    fn wants(&self, meta: &Meta, _for_sse: bool) -> bool {
-        match self {
-            Filter::Nothing => false,
-            Filter::One(topic) => !meta.private && meta.topics.contains(topic),
-            Filter::Many(live, topics) => {
-                live.routes.iter().any(|&(m, _)| topics.matches(m, meta))
-                    && (!meta.private || live.grants.iter().any(|&m| topics.matches(m, meta)))
-            }
         }
     }
 }
@@ -553,6 +500,7 @@ impl Wants for Filter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::Wants;
 
     fn exact(t: &str) -> MatcherSpec {
         MatcherSpec::Exact(t.to_owned())
@@ -562,13 +510,54 @@ mod tests {
         MatcherSpec::Pattern(p.to_owned())
     }
 
-    fn wants(topics: &Topics, key: usize, meta: &Meta) -> bool {
-        topics.filter(key).wants(meta, false)
+    /// The registry, and the route each stream got (a stream keeps its
+    /// own in its cursor), by slab key.
+    struct Reg {
+        registry: Topics,
+        routes: HashMap<usize, u32>,
+    }
+
+    impl Reg {
+        fn new(base: Url) -> Reg {
+            Reg {
+                registry: Topics::new(base),
+                routes: HashMap::new(),
+            }
+        }
+
+        fn subscribe(&mut self, key: usize, subscription: &Subscription) {
+            let route = self.registry.subscribe(key, subscription);
+            self.routes.insert(key, route);
+        }
+
+        fn unsubscribe(&mut self, key: usize) {
+            if let Some(route) = self.routes.remove(&key) {
+                self.registry.unsubscribe(key, route);
+            }
+        }
+    }
+
+    impl std::ops::Deref for Reg {
+        type Target = Topics;
+        fn deref(&self) -> &Topics {
+            &self.registry
+        }
+    }
+
+    impl std::ops::DerefMut for Reg {
+        fn deref_mut(&mut self) -> &mut Topics {
+            &mut self.registry
+        }
+    }
+
+    fn wants(reg: &Reg, key: usize, meta: &Meta) -> bool {
+        let route = reg.routes.get(&key).copied().unwrap_or(Sub::NONE);
+        reg.registry.filter(route).wants(meta, false)
     }
 
     #[test]
     fn exact_pattern_and_wildcard_routes() {
-        let mut t = Topics::new(default_base());
+        let mut t = Reg::new(default_base());
         let sub = |routes| Subscription {
             routes,
             ..Subscription::default()
@@ -603,7 +592,7 @@ mod tests {
 
     #[test]
     fn private_frames_need_a_grant_on_one_of_their_topics() {
-        let mut t = Topics::new(default_base());
+        let mut t = Reg::new(default_base());
         let routes = vec![pattern("https://example.com/books/:id")];
         t.subscribe(
             1,
@@ -650,7 +639,7 @@ mod tests {
 
     #[test]
     fn a_pattern_newer_than_a_frame_is_tried_on_it() {
-        let mut t = Topics::new(default_base());
+        let mut t = Reg::new(default_base());
         let old = t.meta(&["/rooms/x".into()], false, "#1".into());
         t.subscribe(
             5,
@@ -666,7 +655,7 @@ mod tests {
 
     #[test]
     fn registry_forgets_what_nothing_names() {
-        let mut t = Topics::new(default_base());
+        let mut t = Reg::new(default_base());
         let meta = t.meta(&["a".into(), "b".into()], false, "#1".into());
         let sub = Subscription {
             routes: vec![exact("a"), pattern("/x/:y")],
@@ -688,9 +677,9 @@ mod tests {
                 ..Subscription::default()
             },
         );
-        assert!(matches!(Sub::unpack(t.subs[9]), Sub::One(_)));
+        assert!(matches!(Sub::unpack(t.routes[&9]), Sub::One(_)));
         // A topic's record, and the names found again after others left.
-        assert_eq!(std::mem::size_of::<Topic>(), 64);
+        assert_eq!(std::mem::size_of::<Topic>(), 48);
         for (key, name) in ["b", "c", "d", "e", "f"].into_iter().enumerate() {
             t.subscribe(
                 key + 20,

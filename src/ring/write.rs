@@ -40,7 +40,7 @@ pub(super) fn write_frames<W: Write>(
     counters: &mut Counters,
 ) -> io::Result<Flushed> {
     let result = write_pending(socket, cursor, ring, wants, counters);
-    cursor.waiting = matches!(result, Ok(Flushed::Blocked));
+    cursor.set_waiting(matches!(result, Ok(Flushed::Blocked)));
     result
 }
 
@@ -51,8 +51,8 @@ fn write_pending<W: Write>(
     wants: &dyn Wants,
     counters: &mut Counters,
 ) -> io::Result<Flushed> {
-    while cursor.heartbeat_left > 0 {
-        let pending = &HEARTBEAT[HEARTBEAT.len() - cursor.heartbeat_left as usize..];
+    while cursor.heartbeat_left() > 0 {
+        let pending = &HEARTBEAT[HEARTBEAT.len() - cursor.heartbeat_left() as usize..];
         match socket.write(pending) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
@@ -61,7 +61,7 @@ fn write_pending<W: Write>(
                     counters.short_writes += 1;
                     trace!("short write: {n} of {} heartbeat bytes", pending.len());
                 }
-                cursor.heartbeat_left -= n as u8;
+                cursor.set_heartbeat_left(cursor.heartbeat_left() - n as u8);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 counters.would_block += 1;
@@ -72,7 +72,7 @@ fn write_pending<W: Write>(
             Err(e) => return Err(e),
         }
     }
-    let feed = cursor.feed;
+    let feed = cursor.feed();
     loop {
         if cursor.next_id < ring.first_id() {
             if !ring.may_pass_over_lost(cursor, wants) {
@@ -86,7 +86,7 @@ fn write_pending<W: Write>(
             cursor.next_id = ring.first_id();
         }
         // Pass over what this stream does not want (only between frames).
-        while cursor.offset == 0
+        while cursor.offset() == 0
             && let Some(frame) = ring.frame(cursor.next_id)
             && !frame.for_stream(feed, wants)
         {
@@ -102,7 +102,7 @@ fn write_pending<W: Write>(
         // (catching up) the next ones it wants, gathered into one writev(2).
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let mut ids = [0u64; MAX_IOVECS];
-        let pending = &frame.bytes(feed)[cursor.offset as usize..];
+        let pending = &frame.bytes(feed)[cursor.offset() as usize..];
         slices[0] = IoSlice::new(pending);
         ids[0] = cursor.next_id;
         let mut count = 1;
@@ -134,7 +134,8 @@ fn write_pending<W: Write>(
                     counters.short_writes += 1;
                     trace!(
                         "short write: {n} of {wanted} bytes at id {} offset {}",
-                        cursor.next_id, cursor.offset
+                        cursor.next_id,
+                        cursor.offset()
                     );
                 }
                 // Frames older than the newest were sent from history.
@@ -143,11 +144,12 @@ fn write_pending<W: Write>(
                 for (slice, &id) in slices[..count].iter().zip(&ids[..count]) {
                     if left < slice.len() {
                         cursor.next_id = id;
-                        cursor.offset = if id == ids[0] {
-                            cursor.offset + left as u32
+                        let offset = if id == ids[0] {
+                            cursor.offset() + left as u32
                         } else {
                             left as u32
                         };
+                        cursor.set_offset(offset);
                         break;
                     }
                     left -= slice.len();
@@ -155,14 +157,15 @@ fn write_pending<W: Write>(
                         counters.replayed += 1;
                     }
                     cursor.next_id = if id == ids[count - 1] { next } else { id + 1 };
-                    cursor.offset = 0;
+                    cursor.set_offset(0);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 counters.would_block += 1;
                 trace!(
                     "WouldBlock at id {} offset {}: waiting for a writable event",
-                    cursor.next_id, cursor.offset
+                    cursor.next_id,
+                    cursor.offset()
                 );
                 return Ok(Flushed::Blocked);
             }

@@ -1,13 +1,11 @@
 //! The index beside the slab: each stream's subscription packed into 4
 //! bytes, and the lists of slab keys the fan-out walks, 4 bytes a key,
-//! with room for a few keys inside the list itself.
+//! with room for three keys inside the list itself.
 //!
 //! A hub with many topics has few subscribers per topic in each process
 //! (100,000 streams over 10,000 topics and 6 workers: under 2), so what a
 //! topic costs counts as much as what a subscriber costs: a list of up to
-//! four keys lives in the topic's own 32 bytes, with no allocation.
-
-use smallvec::SmallVec;
+//! three keys lives in the topic's own 16 bytes, with no allocation.
 
 /// A slab key's subscription, as kept beside the slab: packed into 4
 /// bytes ([`Sub::pack`]).
@@ -46,82 +44,132 @@ impl Sub {
     }
 }
 
-/// A list of slab keys, 4 bytes each, the first four inside the list. A
-/// place freed by a closing stream is reused and nothing moves, so a pass
-/// that walks a list over several turns never skips anyone. Free places
-/// are chained through themselves: a vacant place holds [`VACANT`] and the
-/// next free place.
-#[derive(Debug, Default)]
-pub(crate) struct Keys {
-    slots: SmallVec<[u32; 4]>,
+/// A list of slab keys, 4 bytes each, in 16 bytes: up to three keys
+/// inside it, more on the heap. A place freed by a closing stream is
+/// reused and nothing moves (three keys that move to the heap keep their
+/// places), so a pass that walks a list over several turns never skips
+/// anyone. On the heap, free places are chained through themselves: a
+/// vacant place holds [`VACANT`] and the next free one.
+#[derive(Debug)]
+pub(crate) enum Keys {
+    Inline([u32; INLINE]),
+    Heap(Box<Heap>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Heap {
+    slots: Vec<u32>,
     /// The first free place, or [`END`].
     free: u32,
     len: u32,
 }
 
+/// Keys kept inside the list.
+const INLINE: usize = 3;
 /// Marks a vacant place; the rest of it is the next free one.
 const VACANT: u32 = 1 << 31;
-/// The end of the free chain.
+/// The end of the free chain (and an empty inline place).
 const END: u32 = VACANT - 1;
+const EMPTY: u32 = VACANT | END;
+
+impl Default for Keys {
+    fn default() -> Keys {
+        Keys::Inline([EMPTY; INLINE])
+    }
+}
 
 impl Keys {
     /// Adds `key` (below 2^31); returns its place.
     pub(super) fn insert(&mut self, key: u32) -> u32 {
         debug_assert!(key < VACANT);
-        self.len += 1;
-        if self.slots.is_empty() {
-            self.free = END;
+        match self {
+            Keys::Inline(slots) => {
+                if let Some(slot) = slots.iter().position(|&k| k & VACANT != 0) {
+                    slots[slot] = key;
+                    return slot as u32;
+                }
+                let mut heap = Vec::with_capacity(2 * INLINE);
+                heap.extend_from_slice(slots);
+                heap.push(key);
+                *self = Keys::Heap(Box::new(Heap {
+                    slots: heap,
+                    free: END,
+                    len: INLINE as u32 + 1,
+                }));
+                INLINE as u32
+            }
+            Keys::Heap(heap) => {
+                heap.len += 1;
+                if heap.free != END {
+                    let slot = heap.free;
+                    heap.free = heap.slots[slot as usize] & !VACANT;
+                    heap.slots[slot as usize] = key;
+                    return slot;
+                }
+                heap.slots.push(key);
+                (heap.slots.len() - 1) as u32
+            }
         }
-        if self.free != END {
-            let slot = self.free;
-            self.free = self.slots[slot as usize] & !VACANT;
-            self.slots[slot as usize] = key;
-            return slot;
-        }
-        self.slots.push(key);
-        (self.slots.len() - 1) as u32
     }
 
     /// Empties the place `slot`.
     pub(super) fn remove(&mut self, slot: u32) {
-        let Some(entry) = self.slots.get_mut(slot as usize) else {
-            return;
-        };
-        if *entry & VACANT != 0 {
-            return;
-        }
-        self.len -= 1;
-        if self.len == 0 {
-            // Empty: give the memory back.
-            self.slots = SmallVec::new();
-            self.free = END;
-        } else {
-            *entry = VACANT | self.free;
-            self.free = slot;
+        match self {
+            Keys::Inline(slots) => {
+                if let Some(entry) = slots.get_mut(slot as usize) {
+                    *entry = EMPTY;
+                }
+            }
+            Keys::Heap(heap) => {
+                let Some(entry) = heap.slots.get_mut(slot as usize) else {
+                    return;
+                };
+                if *entry & VACANT != 0 {
+                    return;
+                }
+                heap.len -= 1;
+                *entry = VACANT | heap.free;
+                heap.free = slot;
+                if heap.len == 0 {
+                    // Empty: give the memory back.
+                    *self = Keys::default();
+                }
+            }
         }
     }
 
     /// Takes `key` out, wherever it is.
     pub(super) fn remove_key(&mut self, key: u32) {
-        if let Some(slot) = self.slots.iter().position(|&k| k == key) {
+        if let Some(slot) = self.slots().iter().position(|&k| k == key) {
             self.remove(slot as u32);
         }
     }
 
-    pub(super) fn get(&self, slot: usize) -> Option<u32> {
-        self.slots.get(slot).copied().filter(|&k| k & VACANT == 0)
+    fn slots(&self) -> &[u32] {
+        match self {
+            Keys::Inline(slots) => slots,
+            Keys::Heap(heap) => &heap.slots,
+        }
     }
 
+    pub(super) fn get(&self, slot: usize) -> Option<u32> {
+        self.slots().get(slot).copied().filter(|&k| k & VACANT == 0)
+    }
+
+    /// How many places a walk of the list looks at.
     pub(super) fn capacity(&self) -> usize {
-        self.slots.len()
+        self.slots().len()
     }
 
     pub(super) fn len(&self) -> usize {
-        self.len as usize
+        match self {
+            Keys::Inline(slots) => slots.iter().filter(|&&k| k & VACANT == 0).count(),
+            Keys::Heap(heap) => heap.len as usize,
+        }
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 }
 
@@ -132,8 +180,16 @@ mod tests {
     #[test]
     fn a_list_reuses_freed_places_and_never_moves_a_key() {
         let mut keys = Keys::default();
+        keys.insert(1);
+        keys.remove(0);
+        keys.remove(0);
+        assert_eq!((keys.len(), keys.capacity()), (0, 3));
         let places: Vec<u32> = (10..16).map(|k| keys.insert(k)).collect();
-        assert_eq!(places, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            places,
+            vec![0, 1, 2, 3, 4, 5],
+            "the first three moved nowhere"
+        );
         keys.remove(1);
         keys.remove_key(14);
         keys.remove(1); // twice: nothing more
@@ -151,13 +207,16 @@ mod tests {
             keys.remove(slot);
         }
         assert!(keys.is_empty());
-        assert_eq!(keys.capacity(), 0, "an empty list holds no memory");
+        assert!(
+            matches!(keys, Keys::Inline(_)),
+            "an empty list holds no memory"
+        );
         assert_eq!(keys.insert(7), 0);
     }
 
     #[test]
     fn a_list_and_a_subscription_are_small() {
-        assert_eq!(std::mem::size_of::<Keys>(), 32);
+        assert_eq!(std::mem::size_of::<Keys>(), 16);
         for sub in [Sub::None, Sub::One(0), Sub::One(MAX_INDEX), Sub::Many(3)] {
             assert_eq!(Sub::unpack(sub.pack()), sub);
         }
