@@ -57,6 +57,9 @@ struct Load<'a> {
     pending: Vec<(u64, usize)>,
     /// `https://`: the TLS configuration every connection shares.
     tls: Option<Arc<ClientConfig>>,
+    /// Connections in `Phase::Streaming`, for the timeline (counted as
+    /// they come and go: walking them all would stall the loop).
+    streaming: u64,
 }
 
 impl<'a> Load<'a> {
@@ -182,6 +185,7 @@ impl<'a> Load<'a> {
                     conn.chunked = Some(ChunkedDecoder::new());
                 }
                 conn.phase = Phase::Streaming;
+                self.streaming += 1;
                 if conn.ended_ns == 0 {
                     self.raw.connected += 1;
                 } else {
@@ -333,9 +337,7 @@ impl<'a> Load<'a> {
                 self.reconnect_due(now);
             }
             if self.raw.timeline.wants_sample(now) {
-                let open = self.conns.iter();
-                let open = open.filter(|(_, c)| matches!(c.phase, Phase::Streaming));
-                self.raw.timeline.sample_open(now, open.count() as u64);
+                self.raw.timeline.sample_open(now, self.streaming);
             }
             let timeout = Duration::from_nanos((until - now).min(10_000_000));
             match self.poll.poll(&mut events, Some(timeout)) {
@@ -360,6 +362,9 @@ impl<'a> Load<'a> {
                 }
                 if let Some(mut conn) = self.conns.try_remove(key) {
                     let _ = self.poll.registry().deregister(&mut conn.stream);
+                    if let Phase::Streaming = conn.phase {
+                        self.streaming = self.streaming.saturating_sub(1);
+                    }
                     match (self.stopping, conn.said_goodbye) {
                         (true, true) => self.raw.goodbyes += 1,
                         (true, false) => self.raw.cut += 1,
@@ -418,6 +423,7 @@ pub(crate) fn run_share(
         scratch: vec![0; 64 * 1024],
         stopping: false,
         pending: Vec::new(),
+        streaming: 0,
         tls: match target.tls {
             Some(_) => Some(tls::config(args).map_err(io::Error::other)?),
             None => None,

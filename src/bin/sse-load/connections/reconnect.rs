@@ -33,7 +33,10 @@ impl Load<'_> {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let _ = conn.stream.shutdown(Shutdown::Both);
         match conn.phase {
-            Phase::Streaming => self.raw.stream_ends += 1,
+            Phase::Streaming => {
+                self.raw.stream_ends += 1;
+                self.streaming = self.streaming.saturating_sub(1);
+            }
             Phase::Waiting => return,
             Phase::Connecting | Phase::Head => self.raw.retried += 1,
         }
