@@ -3,13 +3,13 @@
 //!
 //! An event's topics are interned once, when it enters the ring ([`Topics::meta`]):
 //! a frame keeps small ids, and the URL patterns that match its topics,
-//! worked out once per topic and pattern and cached on the topic (a pattern
+//! worked out once per topic and pattern and cached per topic (a pattern
 //! registered later is tried on the topic the next time an event of it
-//! comes). A stream's subscription is kept here when it is more than one
-//! exact topic (`many`): a stream subscribed to one exact
-//! topic with no token costs 4 bytes in the topic's list and nothing more:
-//! its subscription, packed into 4 bytes ([`Topics::subscribe`]), rides in
-//! its cursor, inside its 32-byte `Connection`. A topic costs about 56
+//! comes). A stream's subscription is kept here only when it is more than
+//! one exact topic (`many`): a stream subscribed to one exact topic with no
+//! token costs 4 bytes in the topic's list and nothing more; its
+//! subscription, packed into 4 bytes ([`Topics::subscribe`]), rides in its
+//! cursor, inside its 32-byte `Connection`. A topic costs about 56
 //! bytes in each process that knows it: its record (48: its name inline
 //! up to 22 bytes, its first three subscribers) and its place in the name
 //! table. What URL patterns match it is kept apart, only while there are
