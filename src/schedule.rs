@@ -42,6 +42,9 @@ pub(crate) enum Timer {
     Tick,
     /// The walk over the streams: heartbeats, stalls, lifetimes, gauges.
     Housekeeping,
+    /// The walk's next slice, after the loop has polled (a walk never
+    /// holds the loop for more than a slice of the slab).
+    HousekeepingSlice,
     /// The once-a-second frame of the `/stats` stream.
     Dashboard,
     /// The `--stats-interval` summary line in the log.

@@ -351,7 +351,7 @@ impl Server {
                 }
                 Timer::Tick => self.tick(at, now),
                 Timer::Source(timer) => self.source.on_time(timer, now, &mut self.shared.schedule),
-                Timer::Housekeeping => {
+                timer @ (Timer::Housekeeping | Timer::HousekeepingSlice) => {
                     let (conns, shared, hub) = (&mut self.conns, &mut self.shared, &mut self.hub);
                     let status = self.source.status(now);
                     (self.periodic).housekeeping(
@@ -360,7 +360,7 @@ impl Server {
                         hub,
                         status,
                         &mut self.turn.dead,
-                        now,
+                        (timer, now),
                     );
                     self.close_dead();
                     self.periodic.trim_after_burst(self.conns.len(), now);
@@ -499,6 +499,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::Doing;
     use clap::Parser;
     use std::io::Write;
 
@@ -539,5 +540,65 @@ mod tests {
             !server.turn.ready.contains(&key),
             "a closed key stays queued for another turn"
         );
+    }
+
+    /// Housekeeping walks the slab a slice at a time, the loop polling in
+    /// between: the gauges it counts are set when the walk ends, and every
+    /// stream is looked at once.
+    #[test]
+    fn housekeeping_walks_the_slab_a_slice_at_a_time() {
+        let www = concat!(env!("CARGO_MANIFEST_DIR"), "/www");
+        let args = [
+            "sse-mio",
+            "--addr",
+            "127.0.0.1:0",
+            "--www",
+            www,
+            "--interval",
+            "0",
+        ];
+        let mut server = Server::bind(&Config::parse_from(args)).unwrap();
+        let clients: Vec<std::net::TcpStream> = (0..5)
+            .map(|_| {
+                let mut c = std::net::TcpStream::connect(server.local_addr()).unwrap();
+                c.write_all(b"GET /sse HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+                c
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server
+            .conns
+            .iter()
+            .filter(|(_, c)| c.doing() == Doing::Streaming)
+            .count()
+            < 5
+        {
+            assert!(Instant::now() < deadline, "the streams never started");
+            server
+                .run_until(Some(Instant::now() + Duration::from_millis(20)))
+                .unwrap();
+        }
+        server.periodic.walk_slice = 2;
+        server.shared.gauges.streaming = 0;
+        let (now, mut dead) = (Instant::now(), Vec::new());
+        let mut timer = Timer::Housekeeping;
+        let mut slices = 0;
+        loop {
+            let (conns, shared, hub) = (&mut server.conns, &mut server.shared, &mut server.hub);
+            server
+                .periodic
+                .housekeeping(conns, shared, hub, None, &mut dead, (timer, now));
+            slices += 1;
+            if !server.periodic.walking() {
+                break;
+            }
+            assert_eq!(server.shared.gauges.streaming, 0, "set when the walk ends");
+            timer = Timer::HousekeepingSlice;
+        }
+        assert!(slices >= 3, "5 streams, 2 a slice: {slices} slices");
+        assert_eq!(server.shared.gauges.streaming, 5);
+        assert!(dead.is_empty());
+        drop(clients);
     }
 }

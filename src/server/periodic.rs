@@ -28,6 +28,11 @@ use crate::shutdown::{plural, rate};
 /// thousand streams.
 pub(super) const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
+/// Slab entries one slice of the walk looks at: the loop polls between
+/// slices, so a walk over 18,000 streams (and the heartbeats it writes)
+/// never holds back a publication for more than one slice's time.
+const WALK_SLICE: usize = 2048;
+
 /// How often a frame goes to the dashboard streams (`/stats`).
 pub(super) const DASHBOARD_PERIOD: Duration = Duration::from_secs(1);
 
@@ -59,6 +64,19 @@ pub(super) struct Periodic {
     /// Most connections open since memory was last given back, and when.
     trim_peak: usize,
     trimmed_at: Instant,
+    /// The walk under way, if a slice is still to come.
+    walk: Option<Walk>,
+    /// Slab entries a slice looks at ([`WALK_SLICE`]; tests use fewer).
+    pub(super) walk_slice: usize,
+}
+
+/// A walk over the slab, a slice at a time: where it has got to, what it
+/// is counting, and the instants it compares against.
+struct Walk {
+    next: usize,
+    gauges: Gauges,
+    heartbeat: Option<u32>,
+    expiring: SystemTime,
 }
 
 impl Periodic {
@@ -86,6 +104,8 @@ impl Periodic {
             events_at_last_summary: 0,
             trim_peak: 0,
             trimmed_at: now,
+            walk: None,
+            walk_slice: WALK_SLICE,
         }
     }
 
@@ -144,7 +164,11 @@ impl Periodic {
 
     /// Walks the streams: heartbeats when nothing has gone out for
     /// `--heartbeat`, closes for stalled and expired streams (into `dead`),
-    /// and the gauges, recounted (`backplane`: the source's status).
+    /// and the gauges, recounted (`backplane`: the source's status). Every
+    /// [`HOUSEKEEPING`] a walk starts (`Timer::Housekeeping`); it goes a
+    /// [`WALK_SLICE`] of the slab at a time, the rest queued for after the
+    /// loop has polled (`Timer::HousekeepingSlice`); the gauges are set when
+    /// it ends.
     pub(super) fn housekeeping(
         &mut self,
         conns: &mut Slab<Connection>,
@@ -152,29 +176,45 @@ impl Periodic {
         hub: &mut Hub,
         backplane: Option<Status>,
         dead: &mut Vec<(usize, CloseReason)>,
-        now: Instant,
+        (timer, now): (Timer, Instant),
     ) {
-        shared.schedule.at(now + HOUSEKEEPING, Timer::Housekeeping);
-        if let Some(limiter) = &mut shared.limiter {
-            limiter.forget_idle(now);
+        if timer == Timer::Housekeeping {
+            shared.schedule.at(now + HOUSEKEEPING, Timer::Housekeeping);
+            if let Some(limiter) = &mut shared.limiter {
+                limiter.forget_idle(now);
+            }
+            if self.walk.is_some() {
+                return; // the last walk is still under way: it goes on
+            }
+            self.walk = Some(Walk {
+                next: 0,
+                // A stream gets a heartbeat once it has written nothing for
+                // `--heartbeat` (each stream by itself: one of a quiet topic
+                // needs them while others are busy).
+                heartbeat: self.heartbeat.map(|period| period.as_millis() as u32),
+                // A token expiring before the next walk closes its stream now.
+                expiring: SystemTime::now() + HOUSEKEEPING,
+                gauges: Gauges {
+                    uptime: shared.uptime(now),
+                    reading: 0,
+                    responding: 0,
+                    streaming: 0,
+                    dashboard_streams: 0,
+                    backplane,
+                    ..shared.gauges
+                },
+            });
         }
-        // A stream gets a heartbeat once it has written nothing for
-        // `--heartbeat` (each stream by itself: one of a quiet topic needs
-        // them while others are busy).
-        let heartbeat = self.heartbeat.map(|period| period.as_millis() as u32);
-        // A token expiring before the next walk closes its stream now.
-        let expiring = SystemTime::now() + HOUSEKEEPING;
-        let mut gauges = Gauges {
-            uptime: shared.uptime(now),
-            reading: 0,
-            responding: 0,
-            streaming: 0,
-            dashboard_streams: 0,
-            backplane,
-            ..shared.gauges
+        let Some(walk) = &mut self.walk else {
+            return;
         };
         let mut ctx = shared.ctx(hub.rings(), 0, now);
-        for (key, conn) in conns.iter_mut() {
+        let end = (walk.next + self.walk_slice.max(1)).min(conns.capacity());
+        for key in walk.next..end {
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            let gauges = &mut walk.gauges;
             match conn.doing() {
                 Doing::Reading => gauges.reading += 1,
                 Doing::Responding => gauges.responding += 1,
@@ -182,11 +222,30 @@ impl Periodic {
                 Doing::Dashboard => gauges.dashboard_streams += 1,
             }
             ctx.key = key;
-            if let Step::Close(reason) = conn.check_stream(heartbeat, expiring, &mut ctx) {
+            if let Step::Close(reason) = conn.check_stream(walk.heartbeat, walk.expiring, &mut ctx)
+            {
                 dead.push((key, reason));
             }
         }
-        shared.gauges = gauges;
+        walk.next = end;
+        if end < conns.capacity() {
+            // After the loop has polled: a deadline already past, but not
+            // this turn's (the timers due are popped against `now`).
+            let soon = now + Duration::from_micros(1);
+            shared.schedule.at(soon, Timer::HousekeepingSlice);
+        } else if let Some(Walk { gauges: g, .. }) = self.walk.take() {
+            // What the walk counted; the rest may have moved meanwhile.
+            let gauges = &mut shared.gauges;
+            (gauges.reading, gauges.responding) = (g.reading, g.responding);
+            (gauges.streaming, gauges.dashboard_streams) = (g.streaming, g.dashboard_streams);
+            (gauges.uptime, gauges.backplane) = (g.uptime, g.backplane);
+        }
+    }
+
+    /// Whether a walk is under way (a slice of it still to come).
+    #[cfg(test)]
+    pub(super) fn walking(&self) -> bool {
+        self.walk.is_some()
     }
 
     /// After a burst of connections has come and gone (`open` now), gives
