@@ -74,7 +74,8 @@ pub(super) struct Periodic {
 /// is counting, and the instants it compares against.
 struct Walk {
     next: usize,
-    gauges: Gauges,
+    /// The connections seen so far, by what they are doing.
+    counts: Gauges,
     heartbeat: Option<u32>,
     expiring: SystemTime,
 }
@@ -194,15 +195,7 @@ impl Periodic {
                 heartbeat: self.heartbeat.map(|period| period.as_millis() as u32),
                 // A token expiring before the next walk closes its stream now.
                 expiring: SystemTime::now() + HOUSEKEEPING,
-                gauges: Gauges {
-                    uptime: shared.uptime(now),
-                    reading: 0,
-                    responding: 0,
-                    streaming: 0,
-                    dashboard_streams: 0,
-                    backplane,
-                    ..shared.gauges
-                },
+                counts: Gauges::default(),
             });
         }
         let Some(walk) = &mut self.walk else {
@@ -214,7 +207,7 @@ impl Periodic {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
-            let gauges = &mut walk.gauges;
+            let gauges = &mut walk.counts;
             match conn.doing() {
                 Doing::Reading => gauges.reading += 1,
                 Doing::Responding => gauges.responding += 1,
@@ -229,16 +222,17 @@ impl Periodic {
         }
         walk.next = end;
         if end < conns.capacity() {
-            // After the loop has polled: a deadline already past, but not
-            // this turn's (the timers due are popped against `now`).
+            // Due a microsecond from now: not in this turn (the timers due
+            // are popped against `now`), so the loop polls first.
             let soon = now + Duration::from_micros(1);
             shared.schedule.at(soon, Timer::HousekeepingSlice);
-        } else if let Some(Walk { gauges: g, .. }) = self.walk.take() {
-            // What the walk counted; the rest may have moved meanwhile.
+        } else if let Some(Walk { counts, .. }) = self.walk.take() {
+            let uptime = shared.uptime(now);
             let gauges = &mut shared.gauges;
-            (gauges.reading, gauges.responding) = (g.reading, g.responding);
-            (gauges.streaming, gauges.dashboard_streams) = (g.streaming, g.dashboard_streams);
-            (gauges.uptime, gauges.backplane) = (g.uptime, g.backplane);
+            (gauges.reading, gauges.responding) = (counts.reading, counts.responding);
+            gauges.streaming = counts.streaming;
+            gauges.dashboard_streams = counts.dashboard_streams;
+            (gauges.uptime, gauges.backplane) = (uptime, backplane);
         }
     }
 
