@@ -687,6 +687,82 @@ fn publish_sends_the_urls_credentials() {
     );
 }
 
+/// A publisher's token need not be a flag (the process list shows flags):
+/// `--publish-header-file` and `SSE_LOAD_PUBLISH_HEADERS` reach each post
+/// as `--publish-header` does, and a malformed one stops the run before
+/// anything connects.
+#[test]
+fn publish_headers_come_from_a_file_and_the_environment() {
+    use std::io::{BufRead, BufReader, Write};
+    let (stream_addr, _heads) = event_server(Framing::Ids);
+    let publisher = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let publish_addr = publisher.local_addr().unwrap();
+    let (sender, heads) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in publisher.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            while reader.read_line(&mut head).is_ok_and(|n| n > 0) && !head.ends_with("\r\n\r\n") {}
+            let mut stream = stream;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            if sender.send(head).is_err() {
+                return;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("publish-headers");
+    std::fs::write(&file, "Authorization: Bearer from-a-file\n\n").unwrap();
+    let file = file.to_str().unwrap();
+    let url = format!("http://{stream_addr}/events");
+    let publish = format!("http://{publish_addr}/publish");
+    let mut args = vec![
+        "--url",
+        &url,
+        "-c",
+        "2",
+        "--hold",
+        "1s",
+        "--publish",
+        &publish,
+    ];
+    args.extend([
+        "--publish-header",
+        "X-Flag: 1",
+        "--publish-header-file",
+        file,
+    ]);
+    let env = [("SSE_LOAD_PUBLISH_HEADERS", "X-From-Env: yes")];
+    let (code, stderr) = sse_load_status(&args, &env);
+    assert_eq!(code, Some(0), "{stderr}");
+    let head = heads.recv_timeout(Duration::from_secs(10)).expect("a post");
+    for line in [
+        "X-Flag: 1",
+        "Authorization: Bearer from-a-file",
+        "X-From-Env: yes",
+    ] {
+        assert!(head.contains(&format!("\r\n{line}\r\n")), "{line}: {head}");
+    }
+
+    // A line that is not a header: refused at once, its text not echoed.
+    std::fs::write(dir.path().join("bad"), "Bearer s3cret-token\n").unwrap();
+    let bad = dir.path().join("bad");
+    let bad = bad.to_str().unwrap();
+    let args = [
+        "--url",
+        &url,
+        "--publish",
+        &publish,
+        "--publish-header-file",
+        bad,
+    ];
+    let (code, stderr) = sse_load_status(&args, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("a header without ':'"), "{stderr}");
+    assert!(!stderr.contains("s3cret-token"), "{stderr}");
+}
+
 /// `--topics`: connections spread over topics of a Mercure hub, two
 /// processes of sse-load, posts with a token to each topic in turn: every
 /// post reaches exactly its topic's connections.

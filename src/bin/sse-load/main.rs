@@ -76,7 +76,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<ExitCode, String> {
     let target = parse_url(&args.url)?;
     // A bad header is refused before anything connects.
-    if let Err(e) = request::request(args, &target) {
+    if let Err(e) = request::request(args, &target).and(request::publish_headers(args)) {
         eprintln!("sse-load: {e}");
         return Ok(ExitCode::from(2));
     }

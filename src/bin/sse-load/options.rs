@@ -134,9 +134,13 @@ pub(crate) struct Args {
     #[arg(long, value_name = "TEMPLATE", default_value = "{marker}")]
     pub(crate) publish_body: String,
 
-    /// A header for each post to --publish (repeatable), e.g. 'Content-Type: application/json'.
+    /// A header for each post to --publish (repeatable), e.g. 'Content-Type: application/json'. For a publisher's token, use --publish-header-file or SSE_LOAD_PUBLISH_HEADERS instead: a flag shows in the process list.
     #[arg(long = "publish-header", value_name = "NAME: VALUE")]
     pub(crate) publish_headers: Vec<String>,
+
+    /// Headers for each post to --publish, one `Name: value` a line, read from FILE; the SSE_LOAD_PUBLISH_HEADERS environment variable is read the same way.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) publish_header_file: Option<PathBuf>,
 
     /// Spread the connections over T topics: {topic} in the URL becomes t<k> for connection i (k = i mod T), and in --publish-body each post's topic, in turn. The report counts updates that reached a connection of another topic (misrouted) or missed one of their own, and publish to the last connection of the topic.
     #[arg(long, value_name = "T", value_parser = clap::value_parser!(u32).range(1..))]

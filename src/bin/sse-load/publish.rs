@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::options::{Args, Target, mono_ns, parse_url};
-use crate::request::base64;
+use crate::request::{base64, publish_headers};
 use crate::series::Curve;
 use crate::tally::Phases;
 use crate::topics;
@@ -56,8 +56,8 @@ pub(crate) fn publish_during(args: &Args, phases: Phases) -> Vec<Published> {
     let Some(url) = &args.publish else {
         return Vec::new();
     };
-    let target = match parse_url(url) {
-        Ok(target) => target,
+    let (target, headers) = match parse_url(url).and_then(|t| Ok((t, publish_headers(args)?))) {
+        Ok(both) => both,
         Err(e) => {
             eprintln!("sse-load: --publish: {e}");
             return Vec::new();
@@ -67,7 +67,7 @@ pub(crate) fn publish_during(args: &Args, phases: Phases) -> Vec<Published> {
     let count = (args.publish_rate * hold_s).floor().max(1.0) as u64;
     let step = (phases.hold_end - phases.start) / count;
     let lanes = (args.publish_rate / POSTS_PER_THREAD).ceil().max(1.0) as u64;
-    let target = &target;
+    let (target, headers) = (&target, &headers[..]);
     let mut posts: Vec<Published> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..lanes)
             .map(|lane| {
@@ -75,7 +75,8 @@ pub(crate) fn publish_during(args: &Args, phases: Phases) -> Vec<Published> {
                     (lane..count)
                         .step_by(lanes as usize)
                         .map(|n| {
-                            post_at(args, target, phases, n, phases.start + step * n + step / 2)
+                            let at = phases.start + step * n + step / 2;
+                            post_at(args, (target, headers), phases, n, at)
                         })
                         .collect::<Vec<_>>()
                 })
@@ -91,7 +92,13 @@ pub(crate) fn publish_during(args: &Args, phases: Phases) -> Vec<Published> {
 }
 
 /// Post `n`, at `at` (CLOCK_MONOTONIC ns) or as soon as possible after.
-fn post_at(args: &Args, target: &Target, phases: Phases, n: u64, at: u64) -> Published {
+fn post_at(
+    args: &Args,
+    (target, headers): (&Target, &[String]),
+    phases: Phases,
+    n: u64,
+    at: u64,
+) -> Published {
     while mono_ns() < at {
         std::thread::sleep(Duration::from_nanos((at - mono_ns()).min(50_000_000)));
     }
@@ -105,7 +112,7 @@ fn post_at(args: &Args, target: &Target, phases: Phases, n: u64, at: u64) -> Pub
     }
     let body = body.replace("{marker}", &marker);
     let sent_ns = mono_ns();
-    let (answer, accepted) = match post(args, target, &body) {
+    let (answer, accepted) = match post(args, (target, headers), &body) {
         Ok(status) => (status.to_string(), (200..300).contains(&status)),
         Err(e) => (e.to_string(), false),
     };
@@ -119,7 +126,7 @@ fn post_at(args: &Args, target: &Target, phases: Phases, n: u64, at: u64) -> Pub
 }
 
 /// One request to the publisher endpoint; its status.
-fn post(args: &Args, target: &Target, body: &str) -> io::Result<u16> {
+fn post(args: &Args, (target, headers): (&Target, &[String]), body: &str) -> io::Result<u16> {
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         args.publish_method,
@@ -133,11 +140,8 @@ fn post(args: &Args, target: &Target, body: &str) -> io::Result<u16> {
             base64(credentials.as_bytes())
         ));
     }
-    for header in &args.publish_headers {
-        if header.contains(['\r', '\n']) || !header.contains(':') {
-            return Err(io::Error::other("a --publish-header is not 'Name: value'"));
-        }
-        head.push_str(header.trim());
+    for header in headers {
+        head.push_str(header);
         head.push_str("\r\n");
     }
     head.push_str("\r\n");

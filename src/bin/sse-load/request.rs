@@ -5,6 +5,8 @@
 //! header that could split the request (a CR or LF), or that is not
 //! `Name: value`, is refused before anything connects.
 
+use std::path::Path;
+
 use crate::options::{Args, Target};
 
 /// The bytes each connection writes.
@@ -13,15 +15,8 @@ pub(crate) fn request(args: &Args, target: &Target) -> Result<Vec<u8>, String> {
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err(format!("'{method}' is not a request method"));
     }
-    let mut headers: Vec<String> = args.headers.clone();
-    if let Some(path) = &args.header_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--header-file {}: {e}", path.display()))?;
-        headers.extend(lines(&text));
-    }
-    if let Ok(text) = std::env::var("SSE_LOAD_HEADERS") {
-        headers.extend(lines(&text));
-    }
+    let file = args.header_file.as_deref();
+    let mut headers = gather(&args.headers, file, "--header-file", "SSE_LOAD_HEADERS")?;
     if let Some(cookie) = &args.cookie {
         headers.push(format!("Cookie: {cookie}"));
     }
@@ -49,7 +44,7 @@ pub(crate) fn request(args: &Args, target: &Target) -> Result<Vec<u8>, String> {
     }
     for header in &headers {
         check(header)?;
-        text.push_str(header.trim());
+        text.push_str(header);
         text.push_str("\r\n");
     }
     if let Some(body) = &args.body {
@@ -58,6 +53,41 @@ pub(crate) fn request(args: &Args, target: &Target) -> Result<Vec<u8>, String> {
         text.push_str("\r\n");
     }
     Ok(text.into_bytes())
+}
+
+/// The headers of each post to `--publish`: `--publish-header`,
+/// `--publish-header-file` and `SSE_LOAD_PUBLISH_HEADERS` (a publisher's
+/// token stays out of the process list), each checked.
+pub(crate) fn publish_headers(args: &Args) -> Result<Vec<String>, String> {
+    let file = args.publish_header_file.as_deref();
+    let headers = gather(
+        &args.publish_headers,
+        file,
+        "--publish-header-file",
+        "SSE_LOAD_PUBLISH_HEADERS",
+    )?;
+    headers.iter().try_for_each(|h| check(h))?;
+    Ok(headers)
+}
+
+/// Headers given as flags, then the lines of a file (`flag` names it in
+/// an error) and of the environment variable `env`; trimmed.
+fn gather(
+    flags: &[String],
+    file: Option<&Path>,
+    flag: &str,
+    env: &str,
+) -> Result<Vec<String>, String> {
+    let mut headers: Vec<String> = flags.iter().map(|h| h.trim().to_owned()).collect();
+    if let Some(path) = file {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+        headers.extend(lines(&text));
+    }
+    if let Ok(text) = std::env::var(env) {
+        headers.extend(lines(&text));
+    }
+    Ok(headers)
 }
 
 /// The non-empty lines of a headers file or variable.
