@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::options::{Args, shown_url};
 use crate::probe::{ServerFigures, process_tree};
 use crate::publish;
-use crate::series::{Curve, Second};
+use crate::series::{Curve, Slot};
 use crate::tally::{Phases, Posted, Raw, Window, gap_quantile, ordering};
 
 #[derive(Serialize)]
@@ -99,7 +99,7 @@ pub(crate) struct Report {
     /// Streams open and events received in each tenth of a second of
     /// the run (`t_s` from the hold's start; negative during
     /// the ramp).
-    timeline: Vec<Second>,
+    timeline: Vec<Slot>,
     /// Latency distributions (ms at each quantile): the fan-out spread,
     /// and with `--publish` publish → first and → last receiver.
     distributions: Vec<Curve>,
@@ -351,7 +351,7 @@ pub(crate) fn report(
         client_rss_bytes_per_connection: (open > 0)
             .then(|| (own.rss_at_hold_end as f64 - own.rss_before as f64) / open as f64),
         client_cpu_percent: own.cpu_hold_s / hold_s.max(0.001) * 100.0,
-        timeline: raw.timeline.seconds(phases.start),
+        timeline: raw.timeline.slots(phases.start),
         distributions,
     }
 }

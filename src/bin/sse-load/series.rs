@@ -1,6 +1,6 @@
 //! The figures behind the report's charts, and the load generator's own
-//! cost: what happened second by second (streams open, events received in
-//! each second of the run), latency distributions as percentile curves,
+//! cost: what happened over the run (streams open, events received, in
+//! tenths of a second), latency distributions as percentile curves,
 //! and what holding the connections cost the load generator itself
 //! (memory and CPU per connection), so a run says whether the client or
 //! the server was the limit.
@@ -29,7 +29,7 @@ pub(crate) struct Timeline {
 
 /// One slot of the run, relative to the hold's start.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub(crate) struct Second {
+pub(crate) struct Slot {
     /// When the slot began, in seconds from the hold's start (negative
     /// during the ramp).
     pub(crate) t_s: f64,
@@ -123,12 +123,12 @@ impl Timeline {
     }
 
     /// The slots, timed from the hold's start at `hold_start_ns`.
-    pub(crate) fn seconds(&self, hold_start_ns: u64) -> Vec<Second> {
+    pub(crate) fn slots(&self, hold_start_ns: u64) -> Vec<Slot> {
         self.filled()
             .into_iter()
             .zip(&self.events)
             .enumerate()
-            .map(|(i, (open, &events))| Second {
+            .map(|(i, (open, &events))| Slot {
                 t_s: ((self.start + i as u64) * SLOT_NS) as f64 / 1e9 - hold_start_ns as f64 / 1e9,
                 open,
                 events,
@@ -210,7 +210,7 @@ mod tests {
         t.event(102 * T + 8);
         assert!(!t.wants_sample(100 * T + 9));
         assert!(t.wants_sample(101 * T));
-        let slots = t.seconds(101 * T);
+        let slots = t.slots(101 * T);
         let got: Vec<(i64, u64, u64)> = slots
             .iter()
             .map(|s| ((s.t_s * 10.0).round() as i64, s.open, s.events))
@@ -239,13 +239,13 @@ mod tests {
         b.sample_open(12 * T, 2);
         b.event(12 * T);
         a.merge(b);
-        let slots = a.seconds(10 * T);
+        let slots = a.slots(10 * T);
         let open: Vec<u64> = slots.iter().map(|s| s.open).collect();
         let events: Vec<u64> = slots.iter().map(|s| s.events).collect();
         // a's 3 holds past its end; b had not started in the first slot.
         assert_eq!(open, vec![3, 7, 5]);
         assert_eq!(events, vec![0, 1, 1]);
         a.merge(Timeline::default());
-        assert_eq!(a.seconds(10 * T).len(), 3);
+        assert_eq!(a.slots(10 * T).len(), 3);
     }
 }

@@ -92,7 +92,7 @@ pub(crate) struct Raw {
     /// With `--topics`: updates that reached a connection of another topic.
     #[serde(default)]
     pub(crate) misrouted: u64,
-    /// Streams open and events received, second by second.
+    /// Streams open and events received, a tenth of a second at a time.
     #[serde(default)]
     pub(crate) timeline: Timeline,
     /// What holding the connections cost this process (or the workers).

@@ -11,7 +11,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::Report;
-use crate::series::{Curve, SLOT_NS, Second};
+use crate::series::{Curve, SLOT_NS, Slot};
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
@@ -45,7 +45,7 @@ pub(crate) fn write_all(r: &Report, dir: &Path, subtitle: &str) -> Result {
     Ok(())
 }
 
-/// Streams open, second by second.
+/// Streams open, a tenth of a second at a time.
 fn connections(area: &Area<'_>, r: &Report) -> Result {
     let points: Vec<(f64, f64)> = r.timeline.iter().map(|s| (s.t_s, s.open as f64)).collect();
     over_time(area, r, "Streams open", "streams", &points)
@@ -66,7 +66,7 @@ fn events(area: &Area<'_>, r: &Report) -> Result {
 }
 
 /// The events of the trailing second at each slot.
-fn per_second(timeline: &[Second]) -> Vec<(f64, f64)> {
+fn per_second(timeline: &[Slot]) -> Vec<(f64, f64)> {
     let slots = (1_000_000_000 / SLOT_NS) as usize;
     let mut sum = 0;
     timeline
@@ -225,8 +225,8 @@ mod tests {
 
     #[test]
     fn events_are_counted_over_the_trailing_second() {
-        let timeline: Vec<Second> = (0..15)
-            .map(|i| Second {
+        let timeline: Vec<Slot> = (0..15)
+            .map(|i| Slot {
                 t_s: i as f64 / 10.0,
                 open: 1,
                 events: u64::from(i % 10 == 0),
