@@ -101,6 +101,50 @@ impl Admission {
     ) -> io::Result<Admission> {
         let worker = config.worker.is_some();
         let bound = limits::bind_all(&config.listen_addr(), worker)?;
+        let mut admission = Admission::with(config, bound, token, nofile)?;
+        if !worker {
+            admission.start_listening(registry)?;
+        }
+        Ok(admission)
+    }
+
+    /// The listeners an upgrade's old code handed over (descriptors
+    /// `fds`, listening already, connections queued on them meanwhile),
+    /// registered under `token`: accepting goes on where it paused.
+    pub(crate) fn adopt(
+        config: &Config,
+        registry: &Registry,
+        token: Token,
+        nofile: io::Result<NofileLimit>,
+        fds: &[std::os::fd::RawFd],
+    ) -> io::Result<Admission> {
+        let sockets = fds.iter().map(|&fd| {
+            // SAFETY: the old code handed these descriptors to this
+            // process as its listeners, and nothing else here owns them.
+            let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
+            socket.set_nonblocking(true)?;
+            Ok(socket)
+        });
+        let sockets = sockets.collect::<io::Result<Vec<_>>>()?;
+        if sockets.is_empty() {
+            return Err(io::Error::other("the hand-over names no listener"));
+        }
+        let mut admission = Admission::with(config, sockets, token, nofile)?;
+        for socket in std::mem::take(&mut admission.bound) {
+            let mut listener = TcpListener::from_std(socket.into());
+            registry.register(&mut listener, token, Interest::READABLE)?;
+            admission.listeners.push(listener);
+        }
+        Ok(admission)
+    }
+
+    /// An admission with `bound` sockets, not yet listening.
+    fn with(
+        config: &Config,
+        bound: Vec<socket2::Socket>,
+        token: Token,
+        nofile: io::Result<NofileLimit>,
+    ) -> io::Result<Admission> {
         let local_addrs = bound
             .iter()
             .map(|socket| {
@@ -122,7 +166,7 @@ impl Admission {
             Some(wanted) => wanted.max(1),
             None => allowed,
         };
-        let mut admission = Admission {
+        Ok(Admission {
             listeners: Vec::new(),
             bound,
             token,
@@ -136,11 +180,7 @@ impl Admission {
             last_serial: 0,
             nofile,
             reserved_fds: reserved_fds(config),
-        };
-        if !worker {
-            admission.start_listening(registry)?;
-        }
-        Ok(admission)
+        })
     }
 
     /// Starts listening (a worker, once its supervisor's history is in).
@@ -328,6 +368,31 @@ impl Admission {
     pub(crate) fn release(&mut self, conn: &Connection) {
         if conn.is_over_limit() {
             self.over_limit -= 1;
+        }
+    }
+
+    /// The listening sockets' descriptors (none before a worker listens).
+    pub(crate) fn listener_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.listeners.iter().map(|l| l.as_raw_fd()).collect()
+    }
+
+    /// Stops accepting for a while (an upgrade): the listeners leave the
+    /// poll but stay open, so connections queue in the kernel and none is
+    /// refused.
+    pub(crate) fn stop_accepting(&mut self, registry: &Registry) {
+        for listener in &mut self.listeners {
+            let _ = registry.deregister(listener);
+        }
+    }
+
+    /// Accepting again after [`stop_accepting`](Self::stop_accepting) (an
+    /// upgrade that did not happen): what queued meanwhile is accepted on
+    /// the next readiness event, which registering gives at once.
+    pub(crate) fn start_accepting(&mut self, registry: &Registry) {
+        for listener in &mut self.listeners {
+            if let Err(e) = registry.register(listener, self.token, Interest::READABLE) {
+                error!("cannot listen again: {e}");
+            }
         }
     }
 

@@ -146,6 +146,17 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub bench_floor: bool,
 
+    /// Internal: asked by an older copy of this program during an upgrade
+    /// (SIGHUP), whether this one reads its hand-over table (version N, on
+    /// standard input); the answer is the exit status.
+    #[arg(long, hide = true, value_name = "VERSION")]
+    pub handover_probe: Option<u32>,
+
+    /// Internal, for tests: an upgrade writes its hand-over table with this
+    /// version, so that the new program says no (the drain path).
+    #[arg(long, hide = true, value_name = "VERSION")]
+    pub test_handover_version: Option<u32>,
+
     /// Internal: run as worker N of a supervisor.
     #[arg(long, hide = true, requires = "channel_fd")]
     pub worker: Option<u32>,

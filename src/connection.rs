@@ -104,6 +104,41 @@ impl Connection {
         }
     }
 
+    /// A stream an upgrade's old code handed over, its socket registered
+    /// under `key` for both edges.
+    pub(crate) fn carried(
+        socket: TcpStream,
+        stream: Stream,
+        key: usize,
+        registry: &Registry,
+    ) -> io::Result<Connection> {
+        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        registry.register(
+            &mut SourceFd(&socket.as_raw_fd()),
+            mio::Token(key),
+            interest,
+        )?;
+        Ok(Connection::Streaming { socket, stream })
+    }
+
+    /// The server is upgrading in place: an idle keep-alive connection
+    /// closes; an exchange under way finishes first (see
+    /// `Exchange::begin_upgrade`); a stream goes on, to be handed over.
+    pub(crate) fn begin_upgrade(&mut self) -> Step {
+        match self {
+            Connection::Http { exchange, .. } => exchange.begin_upgrade(),
+            Connection::Streaming { .. } | Connection::Switching => Step::Wait,
+        }
+    }
+
+    /// A streaming connection's socket and stream, for the hand-over.
+    pub(crate) fn as_stream(&self) -> Option<(&TcpStream, &Stream)> {
+        match self {
+            Connection::Streaming { socket, stream } => Some((socket, stream)),
+            _ => None,
+        }
+    }
+
     /// Takes the socket out of `registry` (the connection is closing).
     pub(crate) fn deregister(&mut self, registry: &Registry) {
         if let Connection::Http { socket, .. } | Connection::Streaming { socket, .. } = self {

@@ -46,6 +46,9 @@ pub(crate) enum CloseReason {
     Unreachable,
     /// The server is shutting down.
     Shutdown,
+    /// The server upgraded in place: an HTTP exchange ends before the
+    /// swap (streams are carried over).
+    Upgrade,
 }
 
 impl CloseReason {
@@ -64,7 +67,7 @@ impl CloseReason {
         }
     }
 
-    pub(crate) const ALL: [CloseReason; 11] = [
+    pub(crate) const ALL: [CloseReason; 12] = [
         CloseReason::Eof,
         CloseReason::Reset,
         CloseReason::Timeout,
@@ -76,6 +79,7 @@ impl CloseReason {
         CloseReason::Error,
         CloseReason::Unreachable,
         CloseReason::Shutdown,
+        CloseReason::Upgrade,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -91,6 +95,7 @@ impl CloseReason {
             CloseReason::Error => "error",
             CloseReason::Unreachable => "unreachable",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Upgrade => "upgrade",
         }
     }
 

@@ -406,6 +406,7 @@ impl Exchange {
                     let after = match response.after {
                         // Shutting down: finish this response, then close.
                         After::KeepAlive if ctx.draining => After::Close(CloseReason::Shutdown),
+                        After::KeepAlive if ctx.upgrading => After::Close(CloseReason::Upgrade),
                         after => after,
                     };
                     match after {

@@ -36,6 +36,7 @@ use slab::Slab;
 use crate::connection::{Connection, Step, after_flush};
 use crate::counters::{CloseReason, Counters};
 use crate::event::{Answer, Event, Kind, Outcome, Ticket};
+use crate::handover::{FrameRow, RingRows};
 use crate::ring::{Everything, Feed, Meta, Ring, Rings};
 use crate::shared::Shared;
 use crate::sse::{encode_event, encode_update};
@@ -147,6 +148,42 @@ impl Hub {
             held: Vec::new(),
             dropped: Vec::new(),
         }
+    }
+
+    /// The hub of a server taken over from an upgrade: the rings the old
+    /// code had, their frames' topics interned in `topics` (the streams
+    /// subscribed first), and no pass due.
+    pub(crate) fn taken_over(
+        history: usize,
+        events: &RingRows,
+        dashboard: &RingRows,
+        topics: &mut Topics,
+    ) -> Hub {
+        let mut dropped = Vec::new();
+        let meta = |row: &FrameRow| topics.meta(&row.topics, row.private, row.mercure_id.clone());
+        let events = Ring::from_rows(history, events, meta, &mut dropped);
+        let dashboard = Ring::from_rows(
+            DASHBOARD_FRAMES,
+            dashboard,
+            |_| Meta::default(),
+            &mut dropped,
+        );
+        let mut hub = Hub::new(events.next_id(), history);
+        hub.rings = Rings { events, dashboard };
+        hub.dropped = dropped;
+        hub.release(topics);
+        hub
+    }
+
+    /// The rings as an upgrade's table keeps them. Only between passes
+    /// (the upgrade finishes the one under way first).
+    pub(crate) fn carry(&self, topics: &Topics) -> (RingRows, RingRows) {
+        debug_assert!(!self.fan_out_pending() && self.held.is_empty());
+        let names = |meta: &Meta| topics.names(meta);
+        (
+            self.rings.events.rows(names),
+            self.rings.dashboard.rows(|_| Vec::new()),
+        )
     }
 
     /// The rings, for connections to start streams from.

@@ -449,6 +449,12 @@ impl FrameReader {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The bytes received and not yet taken as a message (a hand-over
+    /// carries them to the new code).
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
     /// The next whole message, `None` until its last byte has come.
     pub(crate) fn next<M: Message>(&mut self) -> Result<Option<M>, ProtocolError> {
         let pending = &self.buf[self.start..];

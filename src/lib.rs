@@ -71,6 +71,7 @@ mod counters;
 mod event;
 pub mod event_parser;
 mod exchange;
+mod handover;
 mod http;
 mod hub;
 mod ipc;
@@ -92,6 +93,7 @@ mod supervisor;
 mod topics;
 
 pub use config::{Config, parse_duration};
+pub use handover::answer_probe;
 pub use limits::{NofileLimit, open_files_limit, raise_open_files_limit};
 pub use server::Server;
 pub use shutdown::{Handle, Stopped};

@@ -26,6 +26,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // An older copy of this program asks, in an upgrade, whether this one
+    // reads its hand-over table.
+    if let Some(version) = config.handover_probe {
+        return ExitCode::from(sse_mio::answer_probe(version) as u8);
+    }
     // A bad --redis is a flag error too, said without the URL.
     if let Err(e) = config.redis_url() {
         eprintln!("sse-mio: {e} (see --help)");
@@ -51,7 +56,15 @@ fn main() -> ExitCode {
         server.log_start_up();
     }
     match server.run() {
-        Ok(Stopped::Drained | Stopped::Deadline) => ExitCode::SUCCESS,
+        Ok(Stopped::Drained | Stopped::Deadline) => match server.exec_after_drain() {
+            // An upgrade whose new file could not take the hand-over:
+            // drained, it starts afresh (this returns only if it failed).
+            Some(e) => {
+                eprintln!("sse-mio: cannot start the new program after the drain: {e}");
+                ExitCode::FAILURE
+            }
+            None => ExitCode::SUCCESS,
+        },
         // Stopped by a second signal: the shell's convention, 128 + signal.
         Ok(Stopped::Forced { signal }) => {
             ExitCode::from(signal.map_or(1, |s| 128u8.saturating_add(s as u8)))

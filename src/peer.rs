@@ -38,6 +38,11 @@ impl SendQueue {
         &mut self.out
     }
 
+    /// What is queued and not yet written.
+    pub(crate) fn unsent(&self) -> &[u8] {
+        &self.out[self.sent..]
+    }
+
     /// Writes what is queued to `socket` until it is all out or the socket
     /// is full (`peer` names it in the trace).
     pub(crate) fn flush(&mut self, socket: &mut impl Write, peer: &str) -> io::Result<()> {

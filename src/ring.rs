@@ -19,6 +19,7 @@ use log::warn;
 use crate::counters::Counters;
 use crate::sse::{HEARTBEAT, encode_event};
 
+mod carry;
 mod write;
 
 pub(crate) use write::Flushed;

@@ -58,6 +58,9 @@ pub(crate) enum Timer {
     Source(SourceTimer),
     /// The shutdown drain ends: whatever is still open is cut.
     DrainEnd,
+    /// An upgrade has waited long enough for its HTTP exchanges: those
+    /// still open are cut, and the streams handed over.
+    UpgradeCut,
 }
 
 /// A deadline a source keeps (see `source`): the loop hands it back to

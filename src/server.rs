@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::connection::Connection;
 use crate::counters::CloseReason;
 use crate::event::{Ask, Draft};
+use crate::handover;
 use crate::hub::{FanOutCtx, Hub, Note};
 use crate::limits;
 use crate::schedule::Timer;
@@ -48,11 +49,13 @@ mod bench_hooks;
 mod floor;
 mod periodic;
 mod turn;
+mod upgrade;
 
 #[cfg(feature = "bench-floor")]
 use floor::Floor;
 use periodic::{Dashboard, Periodic, figures_json};
 use turn::Turn;
+use upgrade::{Fallback, Upgrade};
 
 // The tokens that are not connections (slab keys count up from 0 and never
 // get here): the listener, the waker that [`Handle`]s use, the signal pipe,
@@ -84,6 +87,17 @@ pub struct Server {
     /// Tick period; `None` when the ticker is off (or a supervisor runs it).
     interval: Option<Duration>,
     periodic: Periodic,
+    /// `--history`: the event ring's size.
+    history: usize,
+    /// Where this program was started from: what SIGHUP execs (or why it
+    /// cannot).
+    program: Result<std::path::PathBuf, String>,
+    /// An upgrade waiting for its exchanges, or one whose new file said
+    /// no and that drains (see `upgrade`).
+    upgrade: Option<Upgrade>,
+    fallback: Option<Fallback>,
+    /// `--test-handover-version`.
+    test_handover_version: Option<u32>,
     /// `--bench-floor`: the benchmarks' bare-write yardstick.
     #[cfg(feature = "bench-floor")]
     floor: Option<Floor>,
@@ -92,12 +106,28 @@ pub struct Server {
 impl Server {
     /// Raises the open-files limit (each connection needs a descriptor),
     /// checks the configuration, binds the listener and prepares
-    /// everything; [`run`](Self::run) starts serving.
+    /// everything; [`run`](Self::run) starts serving. A process that an
+    /// upgrade started (`SSE_MIO_HANDOVER`, see `handover`) takes its
+    /// listeners, streams, rings and sequence from the old code's table
+    /// instead.
     pub fn bind(config: &Config) -> io::Result<Server> {
+        let table = match handover::take_from_env().transpose() {
+            Ok(table) => table,
+            Err(e) => {
+                let why = format!("cannot take over from the old code: {e}");
+                return Err(io::Error::new(e.kind(), why));
+            }
+        };
         let nofile = limits::raise_open_files_limit();
         let pages = config.check()?;
         let poll = Poll::new()?;
-        let admission = Admission::bind(config, poll.registry(), LISTENER, nofile)?;
+        let admission = match &table {
+            Some(table) => {
+                let fds = &table.listeners;
+                Admission::adopt(config, poll.registry(), LISTENER, nofile, fds)?
+            }
+            None => Admission::bind(config, poll.registry(), LISTENER, nofile)?,
+        };
         // A worker's supervisor runs the ticker, the chat's rate limits and
         // the summary line for the whole server.
         let worker = config.channel_fd.is_some();
@@ -105,13 +135,19 @@ impl Server {
         let now = Instant::now();
         let max = admission.max_connections();
         let mut shared = Shared::for_config(config, pages, worker, max, now)?;
-        let source = Source::for_config(config, poll.registry(), SOURCE, &mut shared.schedule)?;
+        let (registry, timers) = (poll.registry(), &mut shared.schedule);
+        let source = match &table {
+            Some(table) => Source::taken_over(config, table, registry, SOURCE, timers)?,
+            None => Source::for_config(config, registry, SOURCE, timers)?,
+        };
         let interval = (!config.interval.is_zero() && !worker).then_some(config.interval);
         if let Some(interval) = interval {
             shared.schedule.at(now + interval, Timer::Tick);
         }
         let periodic = Periodic::start(config, worker, &mut shared, now);
-        Ok(Server {
+        let program =
+            handover::started_from().map_err(|e| format!("where was it started from? {e}"));
+        let mut server = Server {
             conns: Slab::with_capacity(admission.max_connections().min(1 << 20)),
             hub: Hub::new(source.first_id(), config.history as usize),
             source,
@@ -121,10 +157,19 @@ impl Server {
             turn: Turn::default(),
             interval,
             periodic,
+            history: config.history as usize,
+            program,
+            upgrade: None,
+            fallback: None,
+            test_handover_version: config.test_handover_version,
             #[cfg(feature = "bench-floor")]
             floor: Floor::for_config(config, poll.registry(), FLOOR)?,
             poll,
-        })
+        };
+        if let Some(table) = table {
+            server.take_over(table)?;
+        }
+        Ok(server)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -193,7 +238,12 @@ impl Server {
                             .accept_all(registry, &mut self.conns, &mut self.shared);
                     }
                     WAKER => {}
-                    SIGNALS => self.shutdown.take_signals(),
+                    SIGNALS => {
+                        self.shutdown.take_signals();
+                        if let Some(asked_at) = self.shutdown.take_upgrade() {
+                            self.begin_upgrade(asked_at);
+                        }
+                    }
                     #[cfg(feature = "bench-floor")]
                     FLOOR => {
                         if let Some(floor) = &mut self.floor {
@@ -225,6 +275,7 @@ impl Server {
                 self.stop_now();
                 return Ok(Stopped::Drained);
             }
+            self.try_hand_over();
             self.drive_ready();
             if self.fire_timers() {
                 return Ok(Stopped::Drained);
@@ -381,6 +432,7 @@ impl Server {
                     self.admission
                         .resume(registry, &mut self.conns, &mut self.shared);
                 }
+                Timer::UpgradeCut => self.cut_exchanges(),
                 Timer::DrainEnd => {
                     // Whatever is still open (a stream that will not read,
                     // a slow download) is cut.

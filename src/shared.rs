@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     pub(crate) outbox: Vec<(Ticket, Ask)>,
     /// The server is shutting down.
     pub(crate) draining: bool,
+    /// The server is upgrading in place (SIGHUP).
+    pub(crate) upgrading: bool,
     /// `--max-per-address`, if on.
     pub(crate) per_address: Option<PerAddress>,
     /// The www directory's open-file cache (`None`: the built-in pages).
@@ -139,6 +141,7 @@ impl Shared {
             limiter,
             outbox: Vec::new(),
             draining: false,
+            upgrading: false,
             per_address: None,
             files: None,
             topics: Topics::new(default_base()),
@@ -193,6 +196,7 @@ impl Shared {
             limiter: self.limiter.as_mut(),
             outbox: &mut self.outbox,
             draining: self.draining,
+            upgrading: self.upgrading,
             per_address: self.per_address.as_mut(),
             files: self.files.as_mut(),
             topics: &mut self.topics,
@@ -224,6 +228,9 @@ pub(crate) struct Ctx<'a> {
     /// The server is shutting down: responses end with a close, and a
     /// stream that has caught up gets the goodbye and is closed.
     pub(crate) draining: bool,
+    /// The server is upgrading in place: responses end with a close (the
+    /// streams go on).
+    pub(crate) upgrading: bool,
     /// Streams per client address, when `--max-per-address` is on.
     pub(crate) per_address: Option<&'a mut PerAddress>,
     /// The open-file cache of the www directory.

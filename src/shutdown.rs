@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use log::{Level, info, log, warn};
 use mio::{Interest, Registry, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use slab::Slab;
@@ -97,6 +97,8 @@ pub(crate) struct Shutdown {
     signals: Option<Signals>,
     /// The last signal received, for the log and the exit status.
     last_signal: Option<i32>,
+    /// SIGHUP came (an upgrade in place is asked for), and when.
+    upgrade: Option<std::time::SystemTime>,
     /// `--shutdown-timeout`.
     timeout: Duration,
     /// While draining: when the remaining connections are cut.
@@ -120,6 +122,7 @@ impl Shutdown {
             waker: Arc::new(Waker::new(registry, waker)?),
             signals: None,
             last_signal: None,
+            upgrade: None,
             timeout,
             deadline: None,
             level: if worker { Level::Debug } else { Level::Info },
@@ -134,9 +137,10 @@ impl Shutdown {
         }
     }
 
-    /// Makes SIGINT and SIGTERM readiness events under `token`.
+    /// Makes SIGINT, SIGTERM and SIGHUP (upgrade in place) readiness
+    /// events under `token`.
     pub(crate) fn handle_signals(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         registry.register(&mut signals, token, Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
@@ -149,6 +153,10 @@ impl Shutdown {
             return;
         };
         for signal in signals.pending() {
+            if signal == SIGHUP {
+                self.upgrade = Some(std::time::SystemTime::now());
+                continue;
+            }
             self.last_signal = Some(signal);
             let name = if signal == SIGINT {
                 "SIGINT"
@@ -165,6 +173,11 @@ impl Shutdown {
                 warn!("{name} again: stopping at once");
             }
         }
+    }
+
+    /// Whether SIGHUP came since the last call, and when.
+    pub(crate) fn take_upgrade(&mut self) -> Option<std::time::SystemTime> {
+        self.upgrade.take()
     }
 
     /// Asks for a graceful shutdown from inside the loop (a worker whose

@@ -41,6 +41,7 @@ use mio::{Registry, Token};
 
 use crate::config::Config;
 use crate::event::{Answer, Ask, Event, Outcome, Replay, Status, Ticket};
+use crate::handover::Table;
 use crate::schedule::{SourceTimer, SourceTimers};
 
 mod backplane;
@@ -85,6 +86,44 @@ impl Source {
             }
             (None, None) => Source::local(),
         })
+    }
+
+    /// What an upgrade hands over of the source, into `table`: a local
+    /// sequencer's next id, a worker's channel to its supervisor, or the
+    /// backplane's place in the log and its lease (its connections are not
+    /// carried: the new code connects to Redis afresh).
+    pub(crate) fn carry(&self, table: &mut Table, now: Instant) {
+        match self {
+            Source::Local(local) => table.next_id = local.next_id,
+            Source::Upstream(upstream) => table.channel = Some(upstream.carry()),
+            Source::Redis(redis) => table.backplane = Some(redis.carry(now)),
+        }
+    }
+
+    /// The source of a server taken over from an upgrade's `table`: as
+    /// `config` asks, but a local sequencer goes on from the table's next
+    /// id and a worker's channel is the one handed over.
+    pub(crate) fn taken_over(
+        config: &Config,
+        table: &Table,
+        registry: &Registry,
+        tokens: (Token, Token),
+        timers: &mut dyn SourceTimers,
+    ) -> io::Result<Source> {
+        if let Some(row) = &table.channel {
+            return Ok(Source::Upstream(Upstream::carried(
+                row, registry, tokens.0,
+            )?));
+        }
+        let mut source = Source::for_config(config, registry, tokens, timers)?;
+        match (&mut source, &table.backplane) {
+            // Exactly: a local sequencer's first id is the clock's, which
+            // has run ahead of the ids since (a gap would drop the ring).
+            (Source::Local(local), _) => local.next_id = table.next_id,
+            (Source::Redis(redis), Some(row)) => redis.resume(row, Instant::now()),
+            _ => {}
+        }
+        Ok(source)
     }
 
     /// A local sequencer (see [`Local::new`]).

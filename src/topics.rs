@@ -35,6 +35,7 @@ use url::Url;
 
 use crate::ring::Meta;
 
+mod carry;
 mod filter;
 mod keys;
 mod matchers;

@@ -167,6 +167,17 @@ impl Exchange {
     /// is still coming gets a 503, since its message could no longer reach
     /// every stream. A response being written finishes, then closes; so does
     /// the answer to a message whose event is already with the source.
+    /// The server is upgrading in place: an idle keep-alive connection
+    /// closes now; a request half read, or waiting for its answer, or a
+    /// response half written, finishes, and then the connection closes
+    /// (the new code has no `Exchange` to take over).
+    pub(crate) fn begin_upgrade(&mut self) -> Step {
+        match self.phase {
+            Phase::Reading if self.buf.is_empty() => Step::Close(CloseReason::Upgrade),
+            _ => Step::Wait,
+        }
+    }
+
     pub(crate) fn begin_shutdown(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Step {
         match self.phase {
             Phase::Reading => Step::Close(CloseReason::Shutdown),

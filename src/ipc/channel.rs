@@ -38,6 +38,22 @@ impl Channel {
         }
     }
 
+    /// A channel handed over by the old code of an upgrade: its socket,
+    /// the bytes of a message it had not read whole, and what it had not
+    /// yet written.
+    pub(crate) fn carried(socket: UnixStream, inbound: &[u8], outbound: &[u8]) -> Channel {
+        let mut channel = Channel::new(socket);
+        channel.reader.push(inbound);
+        channel.out.buffer().extend_from_slice(outbound);
+        channel
+    }
+
+    /// What an upgrade carries besides the socket: the bytes read and not
+    /// yet a whole message, and those queued and not yet written.
+    pub(crate) fn buffers(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.reader.pending().to_vec(), self.out.unsent().to_vec())
+    }
+
     /// Queues `message` and writes what the socket takes now.
     pub(crate) fn send(&mut self, message: &impl Message) -> io::Result<()> {
         message.encode(self.out.buffer());

@@ -42,6 +42,7 @@ mod replies;
 mod resp;
 mod scripts;
 
+use crate::handover::BackplaneRow;
 use link::{Link, State};
 #[cfg(feature = "internals")]
 pub(crate) use resp::read_pieces;
@@ -183,6 +184,29 @@ impl Backplane {
             replays: replay::Reads::default(),
             scratch: vec![0; 64 * 1024],
         }
+    }
+
+    /// What an upgrade carries: the last id delivered, and the lease with
+    /// the time it is still ours.
+    pub(crate) fn carry(&self, now: Instant) -> BackplaneRow {
+        BackplaneRow {
+            last_id: self.last_id,
+            holder: self.holder.clone(),
+            lease_left_ms: (self.ticker_until)
+                .filter(|&until| until > now)
+                .map(|until| (until - now).as_millis() as u64),
+        }
+    }
+
+    /// Goes on where the old code of an upgrade stopped: the log is
+    /// followed from the last id it delivered (no history read again, no
+    /// new start of the sequence), and the lease is renewed under its name.
+    pub(crate) fn resume(&mut self, row: &BackplaneRow, now: Instant) {
+        self.last_id = row.last_id;
+        self.top = self.top.max(row.last_id.unwrap_or(0));
+        self.holder.clone_from(&row.holder);
+        self.ticker_until = row.lease_left_ms.map(|ms| now + Duration::from_millis(ms));
+        self.lease_said = self.ticker_until.is_some();
     }
 
     /// Queues the first connection attempts and the first lease renewal.

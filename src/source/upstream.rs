@@ -8,13 +8,14 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use log::{debug, error, warn};
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 
 use crate::event::{Answer, Ask, Outcome, Replay, Ticket};
+use crate::handover::ChannelRow;
 use crate::ipc::{Channel, Inbound, ToSupervisor, ToWorker};
 
 /// The supervisor, as a worker sees it.
@@ -35,6 +36,25 @@ impl Upstream {
     /// The worker's end of the socket its supervisor handed it as
     /// descriptor `fd` (see `supervisor::spawn`), registered under `token`.
     pub(crate) fn from_fd(fd: RawFd, registry: &Registry, token: Token) -> io::Result<Upstream> {
+        Upstream::carried(
+            &ChannelRow {
+                fd,
+                ..ChannelRow::default()
+            },
+            registry,
+            token,
+        )
+    }
+
+    /// The socket an upgrade handed over, with the bytes its old code had
+    /// read of a message not yet whole and those it had not yet written
+    /// (see `handover`), registered under `token`.
+    pub(crate) fn carried(
+        row: &ChannelRow,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<Upstream> {
+        let fd = row.fd;
         // Check it is a socket before taking ownership of it.
         let mut kind: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -63,7 +83,7 @@ impl Upstream {
         let mut socket = UnixStream::from_std(socket);
         registry.register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
         Ok(Upstream {
-            channel: Channel::new(socket),
+            channel: Channel::carried(socket, &row.inbound, &row.outbound),
             ready: VecDeque::new(),
             lost: false,
             backplane: None,
@@ -87,6 +107,17 @@ impl Upstream {
             },
         };
         self.send(&message);
+    }
+
+    /// The socket and its buffers, for a hand-over.
+    pub(crate) fn carry(&self) -> ChannelRow {
+        let (inbound, outbound) = self.channel.buffers();
+        let fd = self.channel.socket.as_raw_fd();
+        ChannelRow {
+            fd,
+            inbound,
+            outbound,
+        }
     }
 
     /// Sends this worker's figures (once a second).
