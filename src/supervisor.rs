@@ -37,7 +37,7 @@ use log::{debug, error, info, warn};
 use mio::{Events, Interest, Poll, Token};
 #[cfg(feature = "bench-floor")]
 use signal_hook::consts::SIGUSR1;
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::chat::RateLimiter;
@@ -53,6 +53,7 @@ use crate::source::Source;
 mod executable;
 mod figures;
 mod relay;
+mod upgrade;
 mod workers;
 
 use executable::Executable;
@@ -81,6 +82,8 @@ enum Duty {
     DrainEnd,
     /// A deadline of the source's own.
     Source(SourceTimer),
+    /// Worker N was asked to upgrade this long ago (see `upgrade`).
+    UpgradeOverdue(u32),
 }
 
 impl From<SourceTimer> for Duty {
@@ -152,6 +155,8 @@ pub struct Supervisor {
     last_ask: u64,
     /// What the workers were last told of Redis.
     told_connected: Option<bool>,
+    /// SIGHUP: the workers upgrading one at a time.
+    rolling: Option<upgrade::Rolling>,
 }
 
 impl Supervisor {
@@ -170,12 +175,12 @@ impl Supervisor {
         let poll = Poll::new()?;
         #[cfg(feature = "bench-floor")]
         let mut signals = if config.bench_floor {
-            Signals::new([SIGINT, SIGTERM, SIGCHLD, SIGUSR1])?
+            Signals::new([SIGINT, SIGTERM, SIGCHLD, SIGHUP, SIGUSR1])?
         } else {
-            Signals::new([SIGINT, SIGTERM, SIGCHLD])?
+            Signals::new([SIGINT, SIGTERM, SIGCHLD, SIGHUP])?
         };
         #[cfg(not(feature = "bench-floor"))]
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGCHLD])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGCHLD, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let now = Instant::now();
@@ -215,6 +220,7 @@ impl Supervisor {
             asks: HashMap::new(),
             last_ask: 0,
             told_connected: None,
+            rolling: None,
             start_failures: 0,
             departed: Counters::default(),
         };
@@ -272,6 +278,10 @@ impl Supervisor {
                 self.reap();
                 continue;
             }
+            if signal == SIGHUP {
+                self.begin_upgrade();
+                continue;
+            }
             #[cfg(feature = "bench-floor")]
             if signal == SIGUSR1 {
                 self.floor_on = !self.floor_on;
@@ -321,6 +331,7 @@ impl Supervisor {
                 }
             }
             Duty::Source(timer) => self.source.on_time(timer, now, &mut self.schedule),
+            Duty::UpgradeOverdue(n) => self.upgrade_overdue(n),
             Duty::Dashboard => {
                 self.schedule.at(now + DASHBOARD_PERIOD, Duty::Dashboard);
                 self.send_dashboard();

@@ -235,6 +235,12 @@ impl Server {
         self.upgrade = None;
         self.shared.upgrading = false;
         self.admission.start_accepting(self.poll.registry());
+        // A worker's supervisor waits to hear it serves before it asks
+        // the next.
+        let max = self.admission.max_connections();
+        if let Some(upstream) = self.source.upstream() {
+            upstream.serving(max);
+        }
     }
 
     /// The new file cannot take the table: drain (goodbye and `retry:`,

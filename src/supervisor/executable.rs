@@ -24,13 +24,16 @@ pub(super) struct Executable {
 impl Executable {
     /// Opens the running program.
     pub(super) fn open() -> io::Result<Executable> {
-        let link = std::fs::read_link("/proc/self/exe")?;
-        // Already replaced before we looked: the kernel says so after the
-        // path; the path is still the one to upgrade at.
-        let text = link.to_string_lossy();
-        let path = PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text));
+        let path = crate::handover::started_from()?;
         let file = File::open("/proc/self/exe")
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open this program: {e}")))?;
+        Ok(Executable { file, path })
+    }
+
+    /// The file now at `path` (an upgrade's new program), open.
+    pub(super) fn open_at(path: &Path) -> io::Result<Executable> {
+        let file = File::open(path)?;
+        let path = path.to_owned();
         Ok(Executable { file, path })
     }
 

@@ -126,6 +126,11 @@ impl Slot {
         self.child.is_some()
     }
 
+    /// The worker was asked to upgrade: it says when it serves again.
+    pub(super) fn expect_serving_again(&mut self) {
+        self.serving = false;
+    }
+
     pub(super) fn is_serving(&self) -> bool {
         self.serving
     }
@@ -430,6 +435,7 @@ impl Supervisor {
                 slot.ever_served = true;
                 slot.max_connections = max_connections;
                 debug!("worker {n} serving (up to {max_connections} connections)");
+                self.upgraded(n);
                 if self.state == State::Starting && self.slots.iter().all(Slot::is_serving) {
                     self.state = State::Running;
                     self.announce();
