@@ -238,10 +238,13 @@ impl Exchange {
     /// Returns why the connection must close instead, if it must.
     fn on_request(
         &mut self,
-        request: Request,
+        mut request: Request,
         socket: &mut TcpStream,
         ctx: &mut Ctx<'_>,
     ) -> Option<CloseReason> {
+        // Upgrading in place: this exchange is the connection's last (the
+        // new code takes over streams, not exchanges), and says so.
+        request.keep_alive &= !ctx.upgrading;
         match routes::route(&request, ctx, self.peer, self.over_limit) {
             Route::Answer(response) => self.start(response, CloseReason::Done, ctx),
             Route::Subscribe(response, subscription) => {

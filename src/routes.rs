@@ -117,9 +117,7 @@ pub(crate) fn route(request: &Request, ctx: &mut Ctx<'_>, peer: IpAddr, over_lim
     // Only a chat post's body is read. After any other request with a body
     // the next request's start is unknown: answer, then close.
     let has_body = request.body != BodyFraming::None;
-    // Upgrading in place: this exchange is the connection's last (the new
-    // code takes over streams, not exchanges), and says so.
-    let after = if has_body || ctx.upgrading {
+    let after = if has_body {
         After::Close(CloseReason::Done)
     } else {
         After::for_request(request)

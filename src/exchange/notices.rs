@@ -172,10 +172,14 @@ impl Exchange {
     /// response half written, finishes, and then the connection closes
     /// (the new code has no `Exchange` to take over).
     pub(crate) fn begin_upgrade(&mut self) -> Step {
-        match self.phase {
-            Phase::Reading if self.buf.is_empty() => Step::Close(CloseReason::Upgrade),
-            _ => Step::Wait,
+        match &mut self.phase {
+            Phase::Reading if self.buf.is_empty() => return Step::Close(CloseReason::Upgrade),
+            // Its response is still to be made: it says `Connection: close`.
+            Phase::ReadingBody(request, _) => request.keep_alive = false,
+            Phase::Awaiting(_, after) => *after = After::Close(CloseReason::Upgrade),
+            _ => {}
         }
+        Step::Wait
     }
 
     pub(crate) fn begin_shutdown(&mut self, socket: &mut TcpStream, ctx: &mut Ctx<'_>) -> Step {
