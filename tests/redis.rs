@@ -536,3 +536,47 @@ fn a_mercure_subscriber_resumes_past_the_ring_from_redis_with_only_what_it_may_r
     let live = mercure::publish_ok(b.addr, &[("topic", "/a"), ("data", "live")]);
     assert_eq!(anonymous.next_event().unwrap().id, Some(live));
 }
+
+/// SIGHUP with `--redis`: the new code follows the log on from where the
+/// old one stopped (no history read again) and keeps the ticker lease
+/// under the same name: the ticks go on, consecutive, on the same stream,
+/// and the lease is never said lost.
+#[test]
+fn an_upgrade_in_place_keeps_following_the_log_and_the_lease() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("sse-mio");
+    std::fs::copy(env!("CARGO_BIN_EXE_sse-mio"), &program).unwrap();
+    let url = redis.url();
+    let args = ["--redis", url.as_str(), "--interval", "100ms"];
+    let mut server = ChildServer::spawn_program(&program, &args, |_| {});
+    server.read_log_until("holds the ticker lease");
+    let mut client = SseClient::open(server.addr, &[]);
+    client.preamble();
+    let before: Vec<u64> = events(&mut client, 3)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let new = program.with_extension("new");
+    std::fs::copy(env!("CARGO_BIN_EXE_sse-mio"), &new).unwrap();
+    std::fs::rename(&new, &program).unwrap();
+    server.signal(libc::SIGHUP);
+    server.read_log_until("upgraded in place");
+    let mut last = before[2];
+    for (id, _) in events(&mut client, 20) {
+        assert_eq!(id, last + 1, "the ticks go on through the swap");
+        last = id;
+    }
+    assert_eq!(metric(server.addr, "sse_mio_backplane_ticker"), Some(1.0));
+    let log = &server.log;
+    assert_eq!(
+        log.matches("redis: following").count(),
+        1,
+        "history read once: {log}"
+    );
+    assert!(!log.contains("does not hold the ticker lease"), "{log}");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/exe", server.pid())).unwrap(),
+        program
+    );
+}
