@@ -242,9 +242,7 @@ impl Exchange {
         socket: &mut TcpStream,
         ctx: &mut Ctx<'_>,
     ) -> Option<CloseReason> {
-        // Upgrading in place: this exchange is the connection's last (the
-        // new code takes over streams, not exchanges), and says so.
-        request.keep_alive &= !ctx.upgrading;
+        request.keep_alive &= !ctx.upgrading; // an upgrade carries streams only
         match routes::route(&request, ctx, self.peer, self.over_limit) {
             Route::Answer(response) => self.start(response, CloseReason::Done, ctx),
             Route::Subscribe(response, subscription) => {

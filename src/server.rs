@@ -1,8 +1,9 @@
 //! The event loop: one `mio::Poll`, one slab of connections, one schedule.
 //! Everything happens on one thread, every turn reads top to bottom in
 //! [`Server::run_until`], and everything the loop runs is in this file (the
-//! periodic work and the floor are types it calls; only the benchmarks'
-//! hooks, `bench_hooks.rs`, live apart):
+//! periodic work and the floor are types it calls; the start, `start.rs`,
+//! SIGHUP's upgrade in place, `upgrade.rs`, and the benchmarks' hooks,
+//! `bench_hooks.rs`, live apart):
 //!
 //! 1. `poll`, until the schedule's earliest deadline (not at all if work
 //!    waits: a yielded connection, an ask, a fan-out pass under way).
@@ -13,7 +14,9 @@
 //!    now: slab keys are reused at once), hand what connections asked to
 //!    the source ([`Source::ask`]), take what it has ready into the hub
 //!    ([`Hub::take`]: ring, fan-out pass), and act on what it said.
-//! 4. Start or finish a shutdown if one was asked for.
+//! 4. Start or finish a shutdown if one was asked for; hand over to the
+//!    new code if an upgrade waits and its exchanges are done
+//!    ([`Server::try_hand_over`]).
 //! 5. Drive the connections that yielded.
 //! 6. [`Server::fire_timers`]: connection timeouts, the tick, the periodic
 //!    work ([`Periodic`]), the source's deadlines, the drain's end.
@@ -23,7 +26,6 @@
 //! A connection ends in one place only, [`Server::close`].
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, trace, warn};
@@ -31,16 +33,13 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::admission::Admission;
-use crate::config::Config;
 use crate::connection::Connection;
 use crate::counters::CloseReason;
 use crate::event::{Ask, Draft};
-use crate::handover;
 use crate::hub::{FanOutCtx, Hub, Note};
-use crate::limits;
 use crate::schedule::Timer;
 use crate::shared::Shared;
-use crate::shutdown::{Handle, Shutdown, Stopped, Wanted, log_summary};
+use crate::shutdown::{Shutdown, Stopped, Wanted, log_summary};
 use crate::source::Source;
 
 #[cfg(feature = "internals")]
@@ -48,6 +47,7 @@ mod bench_hooks;
 #[cfg(feature = "bench-floor")]
 mod floor;
 mod periodic;
+mod start;
 mod turn;
 mod upgrade;
 
@@ -104,105 +104,6 @@ pub struct Server {
 }
 
 impl Server {
-    /// Raises the open-files limit (each connection needs a descriptor),
-    /// checks the configuration, binds the listener and prepares
-    /// everything; [`run`](Self::run) starts serving. A process that an
-    /// upgrade started (`SSE_MIO_HANDOVER`, see `handover`) takes its
-    /// listeners, streams, rings and sequence from the old code's table
-    /// instead.
-    pub fn bind(config: &Config) -> io::Result<Server> {
-        let table = match handover::take_from_env().transpose() {
-            Ok(table) => table,
-            Err(e) => {
-                let why = format!("cannot take over from the old code: {e}");
-                return Err(io::Error::new(e.kind(), why));
-            }
-        };
-        let nofile = limits::raise_open_files_limit();
-        let pages = config.check()?;
-        let poll = Poll::new()?;
-        let admission = match &table {
-            Some(table) => {
-                let fds = &table.listeners;
-                Admission::adopt(config, poll.registry(), LISTENER, nofile, fds)?
-            }
-            None => Admission::bind(config, poll.registry(), LISTENER, nofile)?,
-        };
-        // A worker's supervisor runs the ticker, the chat's rate limits and
-        // the summary line for the whole server.
-        let worker = config.channel_fd.is_some();
-        let shutdown = Shutdown::new(poll.registry(), WAKER, config.shutdown_timeout, worker)?;
-        let now = Instant::now();
-        let max = admission.max_connections();
-        let mut shared = Shared::for_config(config, pages, worker, max, now)?;
-        let (registry, timers) = (poll.registry(), &mut shared.schedule);
-        let source = match &table {
-            Some(table) => Source::taken_over(config, table, registry, SOURCE, timers)?,
-            None => Source::for_config(config, registry, SOURCE, timers)?,
-        };
-        let interval = (!config.interval.is_zero() && !worker).then_some(config.interval);
-        if let Some(interval) = interval {
-            shared.schedule.at(now + interval, Timer::Tick);
-        }
-        let periodic = Periodic::start(config, worker, &mut shared, now);
-        let program =
-            handover::started_from().map_err(|e| format!("where was it started from? {e}"));
-        let mut server = Server {
-            conns: Slab::with_capacity(admission.max_connections().min(1 << 20)),
-            hub: Hub::new(source.first_id(), config.history as usize),
-            source,
-            shared,
-            admission,
-            shutdown,
-            turn: Turn::default(),
-            interval,
-            periodic,
-            history: config.history as usize,
-            program,
-            upgrade: None,
-            fallback: None,
-            test_handover_version: config.test_handover_version,
-            #[cfg(feature = "bench-floor")]
-            floor: Floor::for_config(config, poll.registry(), FLOOR)?,
-            poll,
-        };
-        if let Some(table) = table {
-            server.take_over(table)?;
-        }
-        Ok(server)
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.admission.local_addr()
-    }
-
-    pub fn max_connections(&self) -> usize {
-        self.admission.max_connections()
-    }
-
-    /// A handle that stops `run` from another thread.
-    pub fn handle(&self) -> Handle {
-        self.shutdown.handle()
-    }
-
-    /// Makes SIGINT and SIGTERM shut the server down (the first gracefully,
-    /// the second at once), as readiness events of this poll (see
-    /// `Shutdown::handle_signals`).
-    pub fn handle_signals(&mut self) -> io::Result<()> {
-        self.shutdown.handle_signals(self.poll.registry(), SIGNALS)
-    }
-
-    /// Logs what the server is about to do (kept out of `bind`, so that a
-    /// server that fails to start prints only its error).
-    pub fn log_start_up(&self) {
-        let ticker = match self.interval {
-            Some(interval) => format!("events on /sse every {interval:?}"),
-            None => "events on /sse: chat only, the ticker is off".to_owned(),
-        };
-        let serving = format!("serving {}", self.shared.settings.pages);
-        self.admission.log_start_up(&serving, &ticker);
-    }
-
     /// Serves until shut down ([`Handle::shutdown`] or a signal). Only a
     /// failure of `poll` itself ends it with an error; a connection's errors
     /// close that connection.
@@ -551,6 +452,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::connection::Doing;
     use clap::Parser;
     use std::io::Write;
