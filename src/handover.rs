@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::counters::Counters;
@@ -40,6 +41,9 @@ pub(crate) const VERSION: u32 = 1;
 /// program (`SSE_MIO_HANDOVER=<fd>`); removed as soon as it is read, so a
 /// worker started later never sees it.
 pub(crate) const ENV: &str = "SSE_MIO_HANDOVER";
+
+/// The same for a supervisor's own table ([`SupervisorTable`]).
+pub(crate) const SUPERVISOR_ENV: &str = "SSE_MIO_SUPERVISOR_HANDOVER";
 
 /// The probe's exit status for "I read this table": anything else is a no.
 const PROBE_YES: i32 = 0;
@@ -75,6 +79,53 @@ pub(crate) struct Table {
     /// `--redis`: where the new code follows the log on from, and the
     /// ticker lease it renews under the same name.
     pub(crate) backplane: Option<BackplaneRow>,
+}
+
+/// What a supervisor (`--workers`) hands its new code: the sockets that
+/// hold the port, its workers (their pids, their channels with the bytes
+/// in flight), the recent events, the sequence, its counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct SupervisorTable {
+    pub(crate) version: u32,
+    pub(crate) asked_at_ms: u64,
+    /// The sockets bound (never listening) that hold the port.
+    pub(crate) holders: Vec<RawFd>,
+    /// A local sequencer's next id, or the backplane's place.
+    pub(crate) next_id: u64,
+    pub(crate) backplane: Option<BackplaneRow>,
+    /// The recent events, as the IPC frames a starting worker is sent.
+    pub(crate) history: Vec<u8>,
+    pub(crate) workers: Vec<WorkerRow>,
+    /// What workers that exited had counted, and the other counts.
+    pub(crate) departed: Counters,
+    pub(crate) start_failures: u64,
+    pub(crate) sequenced: u64,
+    pub(crate) messages: u64,
+}
+
+/// One worker's place: its process (none while a restart waits) and its
+/// channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WorkerRow {
+    pub(crate) number: u32,
+    pub(crate) pid: Option<u32>,
+    pub(crate) channel: Option<ChannelRow>,
+    pub(crate) serving: bool,
+    pub(crate) ever_served: bool,
+    pub(crate) restarts: u64,
+    pub(crate) max_connections: u64,
+}
+
+impl SupervisorTable {
+    /// Every descriptor the table names.
+    pub(crate) fn descriptors(&self) -> Vec<RawFd> {
+        let channels = self
+            .workers
+            .iter()
+            .filter_map(|w| w.channel.as_ref())
+            .map(|c| c.fd);
+        self.holders.iter().copied().chain(channels).collect()
+    }
 }
 
 /// The backplane's place in the shared log: its connections are not
@@ -186,7 +237,7 @@ pub(crate) fn from_unix_ms(ms: u64) -> SystemTime {
 
 /// Writes `table` into a new memory file (close-on-exec until the exec
 /// is decided), read back from its start.
-pub(crate) fn write(table: &Table) -> io::Result<File> {
+pub(crate) fn write(table: &impl Serialize) -> io::Result<File> {
     // SAFETY: a constant NUL-terminated name; memfd_create returns a new
     // descriptor or -1.
     let fd = unsafe { libc::memfd_create(c"sse-mio-handover".as_ptr(), libc::MFD_CLOEXEC) };
@@ -203,7 +254,7 @@ pub(crate) fn write(table: &Table) -> io::Result<File> {
 
 /// Reads a table from its start; one of another version is refused before
 /// the rest of it is read.
-pub(crate) fn read(file: &mut File) -> io::Result<Table> {
+pub(crate) fn read<T: DeserializeOwned>(file: &mut File) -> io::Result<T> {
     file.seek(SeekFrom::Start(0))?;
     let mut text = Vec::new();
     file.read_to_end(&mut text)?;
@@ -211,7 +262,7 @@ pub(crate) fn read(file: &mut File) -> io::Result<Table> {
 }
 
 /// A table from its bytes; one of another version is refused.
-pub(crate) fn parse(text: &[u8]) -> io::Result<Table> {
+pub(crate) fn parse<T: DeserializeOwned>(text: &[u8]) -> io::Result<T> {
     #[derive(Deserialize)]
     struct Version {
         version: u32,
@@ -230,15 +281,15 @@ pub(crate) fn parse(text: &[u8]) -> io::Result<Table> {
 /// The table this process was handed, if it was started by an upgrade:
 /// `SSE_MIO_HANDOVER` names its descriptor. The variable is removed and
 /// the descriptor closed once read.
-pub(crate) fn take_from_env() -> Option<io::Result<Table>> {
-    let value = std::env::var_os(ENV)?;
+pub(crate) fn take_from_env<T: DeserializeOwned>(name: &str) -> Option<io::Result<T>> {
+    let value = std::env::var_os(name)?;
     // SAFETY: this runs once at start-up, before any other thread of this
     // process reads or writes the environment.
-    unsafe { std::env::remove_var(ENV) };
+    unsafe { std::env::remove_var(name) };
     let fd: RawFd = match value.to_str().and_then(|v| v.parse().ok()) {
         Some(fd) if fd > 2 => fd,
         _ => {
-            let why = format!("{ENV} does not name a descriptor");
+            let why = format!("{name} does not name a descriptor");
             return Some(Err(io::Error::new(io::ErrorKind::InvalidInput, why)));
         }
     };
@@ -320,6 +371,7 @@ pub(crate) fn probe(program: &Path, table: &File, version: u32) -> Probe {
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::null())
         .env_remove(ENV)
+        .env_remove(SUPERVISOR_ENV)
         .spawn();
     let mut child = match started {
         Ok(child) => child,
@@ -364,8 +416,15 @@ pub fn answer_probe(version: u32) -> i32 {
     }
     // SAFETY: standard input is this process's for the probe's whole life.
     let mut stdin = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
-    match read(&mut stdin) {
-        Ok(_) => PROBE_YES,
+    let read_through = read::<serde_json::Value>(&mut stdin).and_then(|value| {
+        let text = value.to_string();
+        match value.get("workers") {
+            Some(_) => parse::<SupervisorTable>(text.as_bytes()).map(drop),
+            None => parse::<Table>(text.as_bytes()).map(drop),
+        }
+    });
+    match read_through {
+        Ok(()) => PROBE_YES,
         Err(e) if e.kind() == io::ErrorKind::InvalidData && e.to_string().contains("version") => {
             PROBE_OTHER_VERSION
         }
@@ -377,15 +436,19 @@ pub fn answer_probe(version: u32) -> i32 {
 }
 
 /// Replaces this process with `program`, started with `args` (this
-/// process's own flags) and, if given, the table's descriptor in
-/// [`ENV`]; returns only if the exec failed.
-pub(crate) fn exec(program: &Path, args: &[OsString], table: Option<&File>) -> io::Error {
+/// process's own flags) and, if given, the table's descriptor in the
+/// variable `name` ([`ENV`], or [`SUPERVISOR_ENV`]); returns only if the
+/// exec failed.
+pub(crate) fn exec(program: &Path, args: &[OsString], table: Option<(&str, &File)>) -> io::Error {
     let mut command = Command::new(program);
-    command.arg0(program).args(args);
-    match table {
-        Some(file) => command.env(ENV, file.as_raw_fd().to_string()),
-        None => command.env_remove(ENV),
-    };
+    command
+        .arg0(program)
+        .args(args)
+        .env_remove(ENV)
+        .env_remove(SUPERVISOR_ENV);
+    if let Some((name, file)) = table {
+        command.env(name, file.as_raw_fd().to_string());
+    }
     command.exec()
 }
 
@@ -445,7 +508,7 @@ mod tests {
         let table = sample();
         let mut file = write(&table).unwrap();
         let json = |t: &Table| serde_json::to_value(t).unwrap();
-        assert_eq!(json(&read(&mut file).unwrap()), json(&table));
+        assert_eq!(json(&read::<Table>(&mut file).unwrap()), json(&table));
         assert_eq!(table.descriptors(), vec![3, 7, 9]);
     }
 
@@ -475,10 +538,13 @@ mod tests {
 
     #[test]
     fn another_version_is_refused_before_the_rest_is_read() {
-        let e = parse(br#"{"version": 99, "what": "ever"}"#).unwrap_err();
+        let e = parse::<Table>(br#"{"version": 99, "what": "ever"}"#).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("version 99"), "{e}");
-        assert!(parse(br#"{"version": 1, "listeners": "#).is_err(), "torn");
+        assert!(
+            parse::<Table>(br#"{"version": 1, "listeners": "#).is_err(),
+            "torn"
+        );
     }
 
     #[test]

@@ -462,6 +462,14 @@ fn any_event_stream_is_measured_as_it_is() {
         "{stdout}"
     );
     assert!(report["gap_ms_p50"].as_u64().unwrap() <= 128, "{stdout}");
+    // The longest gap, exactly: the server writes every 50 ms at the
+    // soonest, so no gap on a connection is shorter than that all along.
+    let longest = report["gap_ms_max"].as_u64().unwrap();
+    assert!((45..5_000).contains(&longest), "{stdout}");
+    assert!(
+        stdout.contains(&format!("longest {longest} ms")),
+        "{stdout}"
+    );
 
     let (report, stdout) = against(Framing::UniqueIds);
     assert_eq!(report["identified_by"], "id", "{stdout}");

@@ -251,15 +251,28 @@ fn a_file_that_is_not_a_program_leaves_the_old_code_serving() {
     );
 }
 
-/// The pids of the workers, from the supervisor's `workers started` line.
+/// The pids of the workers, from the supervisor's `workers started` line
+/// (`1-2 (pids A-B)` when their pids follow each other, `1 (pid A), 2 (pid
+/// B)` when they do not).
 fn worker_pids(log: &str) -> Vec<i32> {
     let line = log
         .lines()
-        .find(|l| l.contains("workers started: 1-2 (pids "))
+        .find(|l| l.contains("workers started: "))
         .expect(log);
-    let pids = line.split("(pids ").nth(1).unwrap().trim_end_matches(')');
-    let (first, last) = pids.split_once('-').unwrap();
-    (first.parse().unwrap()..=last.parse().unwrap()).collect()
+    let list = line.split("workers started: ").nth(1).unwrap();
+    let mut pids = Vec::new();
+    for entry in list.split(", ") {
+        let (_, pid) = entry.split_once(" (").unwrap();
+        let pid = pid.trim_end_matches(')');
+        let range = pid
+            .strip_prefix("pids ")
+            .or_else(|| pid.strip_prefix("pid "))
+            .unwrap();
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        pids.extend(first.parse::<i32>().unwrap()..=last.parse().unwrap());
+    }
+    assert_eq!(pids.len(), 2, "{line}");
+    pids
 }
 
 /// Streams until each of two workers holds `per_worker` of them.
@@ -305,12 +318,13 @@ fn workers_upgrade_in_place_one_at_a_time() {
     let firsts: Vec<u64> = clients.iter_mut().map(|c| c.next_id()).collect();
     deploy_the_same_build(&program);
     server.signal(libc::SIGHUP);
-    server.read_log_until("every worker upgraded");
+    server.read_log_until("supervisor upgraded in place: 2 workers kept");
+    let log = &server.log;
+    assert_eq!(log.matches("upgraded in place: ").count(), 3, "{log}");
     assert_eq!(
-        server.log.matches("upgraded in place").count(),
-        2,
-        "{}",
-        server.log
+        exe_of(server.pid()),
+        program,
+        "the supervisor runs the new file"
     );
     for &pid in &pids {
         assert_eq!(exe_of(pid), program, "worker pid {pid} runs the new file");
@@ -327,17 +341,19 @@ fn workers_upgrade_in_place_one_at_a_time() {
         assert_eq!(event.id.as_deref(), Some(id.as_str()));
     }
     assert!(server_get(server.addr, "/healthz").contains("\"ok\""));
-    server.signal(libc::SIGTERM);
-    assert!(
-        server.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        server.log
-    );
     assert!(
         !server.log.contains("exited:"),
         "no worker exited: {}",
         server.log
     );
+    // The new supervisor adopted its workers: one killed is reaped and
+    // started again.
+    // SAFETY: kill(2) on a worker of our child: a live process of ours.
+    assert_eq!(unsafe { libc::kill(pids[0], libc::SIGKILL) }, 0);
+    server.read_log_until("worker 1 restarted");
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", server.log);
 }
 
 /// `--workers 2` with a new file that refuses the table: each worker in
@@ -370,6 +386,7 @@ fn workers_that_cannot_hand_over_drain_and_restart_from_the_new_file() {
         }
     }
     server.read_log_until("every worker upgraded");
+    server.read_log_until("the supervisor keeps its code: it reads another version");
     for last in last {
         let mut resumed = SseClient::open(server.addr, &[&format!("Last-Event-ID: {last}")]);
         resumed.preamble();

@@ -32,7 +32,7 @@ impl Server {
     /// listeners, streams, rings and sequence from the old code's table
     /// instead.
     pub fn bind(config: &Config) -> io::Result<Server> {
-        let table = match handover::take_from_env().transpose() {
+        let table = match handover::take_from_env::<handover::Table>(handover::ENV).transpose() {
             Ok(table) => table,
             Err(e) => {
                 let why = format!("cannot take over from the old code: {e}");

@@ -166,7 +166,7 @@ impl Server {
             table.streams.len()
         );
         let args: Vec<_> = std::env::args_os().skip(1).collect();
-        let e = handover::exec(&program, &args, Some(&file));
+        let e = handover::exec(&program, &args, Some((handover::ENV, &file)));
         for fd in fds {
             let _ = handover::set_close_on_exec(fd, true);
         }

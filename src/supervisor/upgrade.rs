@@ -6,15 +6,25 @@
 //! worker; the next goes when that one says it serves again (the new code
 //! in the same process, or, if the new code refused the table, a worker
 //! restarted from the new file after it drained), or after
-//! [`WORKER_WAIT`]. The supervisor's own code stays the one it started
-//! with until it restarts.
+//! [`WORKER_WAIT`]. Last, the supervisor itself: once no question of a
+//! worker's waits on the source, it writes its own table (the sockets that
+//! hold the port, each worker's pid and channel with the bytes in flight,
+//! the recent events, the sequence, its counts), asks the new file, and
+//! execs it in the same process; its workers stay its children, and the
+//! new code adopts them ([`Supervisor::take_over`]).
 
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::time::{Duration, Instant, SystemTime};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
+use mio::{Interest, Token};
 
+use super::workers::Slot;
 use super::{Duty, State, Supervisor, executable::Executable};
-use crate::handover::{self, Probe, Table, VERSION};
+use crate::handover::{self, Probe, SupervisorTable, Table, VERSION};
+use crate::ipc::{Channel, FrameReader, Message, ToWorker};
 
 /// How long one worker has to serve again before the next is upgraded.
 pub(super) const WORKER_WAIT: Duration = Duration::from_secs(20);
@@ -26,7 +36,16 @@ pub(super) struct Rolling {
     /// The worker upgrading now.
     current: Option<u32>,
     started: Instant,
+    asked_at: SystemTime,
+    /// Every worker is done: the supervisor's own turn, by this deadline
+    /// (questions of the workers still with the source are waited for
+    /// until then).
+    own_turn: Option<Instant>,
 }
+
+/// How long the supervisor's own exec waits for the source to answer
+/// what the workers asked.
+const ASKS_WAIT: Duration = Duration::from_secs(10);
 
 impl Supervisor {
     /// SIGHUP: start upgrading the workers.
@@ -36,12 +55,13 @@ impl Supervisor {
             return;
         }
         let path = self.exe.path().to_owned();
+        let version = self.config.test_handover_version.unwrap_or(VERSION);
         let empty = Table {
-            version: VERSION,
+            version,
             ..Table::default()
         };
         let answer = match handover::write(&empty) {
-            Ok(file) => handover::probe(&path, &file, VERSION),
+            Ok(file) => handover::probe(&path, &file, version),
             Err(e) => Probe::NoAnswer(format!("cannot write a table: {e}")),
         };
         if let Probe::NoAnswer(why) = answer {
@@ -74,6 +94,8 @@ impl Supervisor {
             queue: self.slots.iter().rev().map(|s| s.number).collect(),
             current: None,
             started: Instant::now(),
+            asked_at: SystemTime::now(),
+            own_turn: None,
         });
         self.upgrade_next();
     }
@@ -109,8 +131,9 @@ impl Supervisor {
         }
         let Some(n) = rolling.queue.pop() else {
             let took = rolling.started.elapsed();
-            info!("upgrade: every worker upgraded in {took:?}");
-            self.rolling = None;
+            info!("upgrade: every worker upgraded in {took:?}; now the supervisor");
+            rolling.current = None;
+            rolling.own_turn = Some(Instant::now() + ASKS_WAIT);
             return;
         };
         rolling.current = Some(n);
@@ -123,5 +146,146 @@ impl Supervisor {
         slot.signal(libc::SIGHUP);
         self.schedule
             .at(Instant::now() + WORKER_WAIT, Duty::UpgradeOverdue(n));
+    }
+
+    /// The supervisor's own turn, once the workers are done and nothing a
+    /// worker asked waits on the source (or [`ASKS_WAIT`] is over): exec
+    /// the new file with the table. Returns only if it did not happen.
+    pub(super) fn try_own_upgrade(&mut self) {
+        let Some(rolling) = &self.rolling else {
+            return;
+        };
+        let Some(deadline) = rolling.own_turn else {
+            return;
+        };
+        if !self.asks.is_empty() && Instant::now() < deadline {
+            return;
+        }
+        let asked_at = rolling.asked_at;
+        self.rolling = None;
+        let table = self.table(asked_at);
+        let path = self.exe.path().to_owned();
+        let file = match handover::write(&table) {
+            Ok(file) => file,
+            Err(e) => return error!("upgrade: the supervisor keeps its code: {e}"),
+        };
+        match handover::probe(&path, &file, table.version) {
+            Probe::Yes => {}
+            Probe::No(why) | Probe::NoAnswer(why) => {
+                return warn!("upgrade: the supervisor keeps its code: {why}");
+            }
+        }
+        let mut fds = table.descriptors();
+        fds.push(file.as_raw_fd());
+        if let Err(e) = fds
+            .iter()
+            .try_for_each(|&fd| handover::set_close_on_exec(fd, false))
+        {
+            return error!("upgrade: the supervisor keeps its code: {e}");
+        }
+        info!(
+            "upgrade: the supervisor execs {} ({} workers)",
+            path.display(),
+            table.workers.len()
+        );
+        let args: Vec<_> = std::env::args_os().skip(1).collect();
+        let e = handover::exec(&path, &args, Some((handover::SUPERVISOR_ENV, &file)));
+        for fd in fds {
+            let _ = handover::set_close_on_exec(fd, true);
+        }
+        error!(
+            "upgrade: the supervisor keeps its code: cannot exec {}: {e}",
+            path.display()
+        );
+    }
+
+    /// The supervisor's table as it stands.
+    fn table(&self, asked_at: SystemTime) -> SupervisorTable {
+        let mut history = Vec::new();
+        for event in &self.history {
+            let event = event.clone();
+            ToWorker::Event {
+                event,
+                ticket: None,
+            }
+            .encode(&mut history);
+        }
+        let mut source = Table::default();
+        self.source.carry(&mut source, Instant::now());
+        SupervisorTable {
+            version: self.config.test_handover_version.unwrap_or(VERSION),
+            asked_at_ms: handover::unix_ms(asked_at),
+            holders: self._holders.iter().map(|h| h.as_raw_fd()).collect(),
+            next_id: source.next_id,
+            backplane: source.backplane,
+            history,
+            workers: self.slots.iter().map(Slot::row).collect(),
+            departed: self.departed.clone(),
+            start_failures: self.start_failures,
+            sequenced: self.sequenced,
+            messages: self.messages,
+        }
+    }
+
+    /// The old code's workers, history and counts, into this supervisor as
+    /// `start` made it (the port's holders and the source already taken
+    /// from the table).
+    pub(super) fn take_over(&mut self, table: SupervisorTable) -> io::Result<()> {
+        let mut reader = FrameReader::default();
+        reader.push(&table.history);
+        let mut history = VecDeque::new();
+        while let Some(message) = reader
+            .next::<ToWorker>()
+            .map_err(|e| io::Error::other(e.0))?
+        {
+            if let ToWorker::Event { event, .. } = message {
+                history.push_back(event);
+            }
+        }
+        self.history = history;
+        for row in &table.workers {
+            let channel = match &row.channel {
+                Some(c) => {
+                    // SAFETY: the old code handed this descriptor over as
+                    // this worker's socket; nothing else here owns it.
+                    let socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(c.fd) };
+                    socket.set_nonblocking(true)?;
+                    let mut socket = mio::net::UnixStream::from_std(socket);
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    let token = Token(row.number as usize);
+                    self.poll
+                        .registry()
+                        .register(&mut socket, token, interest)?;
+                    Some(Channel::carried(socket, &c.inbound, &c.outbound))
+                }
+                None => None,
+            };
+            let Some(slot) = self.slots.get_mut(row.number as usize - 1) else {
+                continue;
+            };
+            *slot = Slot::from_row(row, channel);
+            if !slot.is_alive() {
+                self.schedule.at(Instant::now(), Duty::Restart(row.number));
+            }
+        }
+        self.departed = table.departed;
+        self.start_failures = table.start_failures;
+        self.sequenced = table.sequenced;
+        self.messages = table.messages;
+        self.state = State::Running;
+        self.announced = true;
+        // A worker that exited during the swap: its SIGCHLD went to the
+        // old code.
+        self.reap();
+        let since = SystemTime::now()
+            .duration_since(handover::from_unix_ms(table.asked_at_ms))
+            .unwrap_or_default();
+        info!(
+            "supervisor upgraded in place: {} workers kept, {} recent events; {since:?} since SIGHUP",
+            self.slots.iter().filter(|s| s.is_alive()).count(),
+            self.history.len()
+        );
+        debug!("the sequence goes on from {}", table.next_id);
+        Ok(())
     }
 }

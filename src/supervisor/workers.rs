@@ -11,13 +11,15 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 use mio::{Interest, Token};
 
+use super::process::Process;
 use super::{Duty, State, Supervisor, channel_error, refusal_for, sum_into};
+use crate::handover::{ChannelRow, WorkerRow};
 use crate::ipc::{Channel, Inbound, Message, ToSupervisor, ToWorker};
 use crate::limits::urls;
 use crate::metrics::Figures;
@@ -71,7 +73,7 @@ pub(super) fn workers_and_pids(list: &[(u32, u32)]) -> String {
 /// One worker's place: its process, its socket, its last figures.
 pub(super) struct Slot {
     pub(super) number: u32,
-    child: Option<Child>,
+    pub(super) child: Option<Process>,
     channel: Option<Channel>,
     started_at: Instant,
     serving: bool,
@@ -119,11 +121,46 @@ impl Slot {
     }
 
     pub(super) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Process::id)
     }
 
     pub(super) fn is_alive(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// This place as the supervisor's hand-over table keeps it.
+    pub(super) fn row(&self) -> WorkerRow {
+        let channel = self.channel.as_ref().map(|c| {
+            let (inbound, outbound) = c.buffers();
+            ChannelRow {
+                fd: c.socket.as_raw_fd(),
+                inbound,
+                outbound,
+            }
+        });
+        WorkerRow {
+            number: self.number,
+            pid: self.pid(),
+            channel,
+            serving: self.serving,
+            ever_served: self.ever_served,
+            restarts: self.restarts,
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// The place the old code of an upgrade had: its process adopted, its
+    /// channel (already registered) with the bytes in flight.
+    pub(super) fn from_row(row: &WorkerRow, channel: Option<Channel>) -> Slot {
+        Slot {
+            child: row.pid.map(Process::adopt),
+            channel,
+            serving: row.serving,
+            ever_served: row.ever_served,
+            restarts: row.restarts,
+            max_connections: row.max_connections,
+            ..Slot::new(row.number)
+        }
     }
 
     /// The worker was asked to upgrade: it says when it serves again.
@@ -164,17 +201,14 @@ impl Slot {
     /// Sends `signal` to the worker, if it is running. (It has not been
     /// reaped, so its pid is still its own.)
     pub(super) fn signal(&mut self, signal: i32) {
-        if let Some(pid) = self.pid() {
-            // SAFETY: kill(2) on our own child, not yet waited for.
-            unsafe { libc::kill(pid as i32, signal) };
+        if let Some(child) = &self.child {
+            child.signal(signal);
         }
     }
 
     /// Kills the worker; its exit is handled when it is reaped.
     pub(super) fn kill(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-        }
+        self.signal(libc::SIGKILL);
     }
 }
 
@@ -263,7 +297,7 @@ impl Supervisor {
             self.history.len()
         );
         let slot = self.slot(n);
-        slot.child = Some(child);
+        slot.child = Some(Process::of(child));
         slot.channel = Some(channel);
         slot.started_at = Instant::now();
         slot.serving = false;

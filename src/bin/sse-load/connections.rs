@@ -254,6 +254,7 @@ impl<'a> Load<'a> {
                     if *last_event_ns != 0 {
                         let gap_ms = now.saturating_sub(*last_event_ns) / 1_000_000;
                         raw.gaps[tally::gap_bucket(gap_ms)] += 1;
+                        raw.gap_ms_max = raw.gap_ms_max.max(gap_ms);
                     }
                     *last_event_ns = now;
                     raw.timeline.event(now);

@@ -62,6 +62,8 @@ pub(crate) struct Report {
     /// power-of-two buckets: each figure is its bucket's upper bound).
     gap_ms_p50: Option<u64>,
     gap_ms_p99: Option<u64>,
+    /// The longest gap between two events on one connection, exactly.
+    gap_ms_max: Option<u64>,
     /// Streams that came back after they ended (`--reconnect`).
     reconnects: u64,
     /// With `--reconnect`: how the streams came back.
@@ -294,6 +296,7 @@ pub(crate) fn report(
         unicast: open > 1 && events.ids > 0 && events.single * 10 >= events.ids * 9,
         gap_ms_p50: gap_quantile(&raw.gaps, 0.5),
         gap_ms_p99: gap_quantile(&raw.gaps, 0.99),
+        gap_ms_max: gap_quantile(&raw.gaps, 1.0).map(|_| raw.gap_ms_max),
         reconnects: raw.reconnects,
         publish,
         reconnect: args.reconnect.then(|| Reconnect {

@@ -69,6 +69,10 @@ pub(crate) struct Raw {
     /// gaps under 2^i ms (the last, everything longer).
     #[serde(default)]
     pub(crate) gaps: [u64; GAP_BUCKETS],
+    /// The longest of those gaps, exactly (a swap or a stall of a few
+    /// hundred ms hides in a power-of-two bucket).
+    #[serde(default)]
+    pub(crate) gap_ms_max: u64,
     /// With `--reconnect`: streams that ended, attempts to bring one back,
     /// attempts refused or timed out (tried again), streams that came
     /// back and how long each took (ms buckets, as `gaps`), and gaps the
@@ -134,6 +138,7 @@ impl Raw {
         for (mine, theirs) in self.gaps.iter_mut().zip(other.gaps) {
             *mine += theirs;
         }
+        self.gap_ms_max = self.gap_ms_max.max(other.gap_ms_max);
         self.stream_ends += other.stream_ends;
         self.attempts += other.attempts;
         self.retried += other.retried;

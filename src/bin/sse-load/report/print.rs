@@ -39,10 +39,11 @@ pub(crate) fn render(r: &Report) -> String {
         "events per connection    {:.2}",
         r.events_per_connection
     );
-    if let (Some(p50), Some(p99)) = (r.gap_ms_p50, r.gap_ms_p99) {
+    if let (Some(p50), Some(p99), Some(max)) = (r.gap_ms_p50, r.gap_ms_p99, r.gap_ms_max) {
         let _ = writeln!(
             out,
-            "gap between events       p50 under {p50} ms, p99 under {p99} ms (per connection)"
+            "gap between events       p50 under {p50} ms, p99 under {p99} ms, longest {max} ms \
+             (per connection)"
         );
     }
     if r.unicast {
