@@ -30,7 +30,6 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -45,7 +44,6 @@ use crate::chat::RateLimiter;
 use crate::config::{Config, Pages};
 use crate::counters::Counters;
 use crate::event::{Draft, Event, Kind, Ticket, Why};
-use crate::handover::{self, SupervisorTable, Table};
 use crate::ipc::{Message, ToWorker};
 use crate::limits;
 use crate::schedule::{Schedule, SourceTimer};
@@ -165,21 +163,10 @@ pub struct Supervisor {
 impl Supervisor {
     /// Checks the configuration, fixes the port, and starts the workers.
     pub fn start(config: &Config, args: Vec<OsString>) -> io::Result<Supervisor> {
-        let table = handover::take_from_env::<SupervisorTable>(handover::SUPERVISOR_ENV);
-        let table = table
-            .transpose()
-            .map_err(|e| io::Error::other(format!("cannot take over: {e}")))?;
+        let table = upgrade::handed_over()?;
         let pages = config.check()?;
         let _ = limits::raise_open_files_limit();
-        let holders = match &table {
-            // SAFETY: the old code handed these over as the port's holders.
-            Some(t) => t
-                .holders
-                .iter()
-                .map(|&fd| unsafe { socket2::Socket::from_raw_fd(fd) })
-                .collect(),
-            None => limits::bind_all(&config.addr, true)?,
-        };
+        let holders = upgrade::holders(table.as_ref(), config)?;
         let addrs = holders
             .iter()
             .map(|socket| {
@@ -207,17 +194,7 @@ impl Supervisor {
             schedule.at(now + config.stats_interval, Duty::Summary);
         }
         schedule.at(now + DASHBOARD_PERIOD, Duty::Dashboard);
-        let source = match &table {
-            Some(t) => {
-                let carried = Table {
-                    next_id: t.next_id,
-                    backplane: t.backplane.clone(),
-                    ..Table::default()
-                };
-                Source::taken_over(config, &carried, poll.registry(), SOURCE, &mut schedule)?
-            }
-            None => Source::for_config(config, poll.registry(), SOURCE, &mut schedule)?,
-        };
+        let source = upgrade::source(table.as_ref(), config, poll.registry(), &mut schedule)?;
         let mut supervisor = Supervisor {
             poll,
             config: config.clone(),

@@ -21,10 +21,18 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{debug, error, info, warn};
 use mio::{Interest, Token};
 
+use mio::Registry;
+use socket2::Socket;
+
+use super::process::Process;
 use super::workers::Slot;
-use super::{Duty, State, Supervisor, executable::Executable};
-use crate::handover::{self, Probe, SupervisorTable, Table, VERSION};
+use super::{Duty, SOURCE, State, Supervisor, executable::Executable};
+use crate::config::Config;
+use crate::handover::{self, ChannelRow, Probe, SupervisorTable, Table, VERSION, WorkerRow};
 use crate::ipc::{Channel, FrameReader, Message, ToWorker};
+use crate::limits;
+use crate::schedule::Schedule;
+use crate::source::Source;
 
 /// How long one worker has to serve again before the next is upgraded.
 pub(super) const WORKER_WAIT: Duration = Duration::from_secs(20);
@@ -46,6 +54,80 @@ pub(super) struct Rolling {
 /// How long the supervisor's own exec waits for the source to answer
 /// what the workers asked.
 const ASKS_WAIT: Duration = Duration::from_secs(10);
+
+/// The table the old code of an upgrade handed this process, if it was
+/// started by one.
+pub(super) fn handed_over() -> io::Result<Option<SupervisorTable>> {
+    let table = handover::take_from_env::<SupervisorTable>(handover::SUPERVISOR_ENV);
+    let why = |e: io::Error| io::Error::new(e.kind(), format!("cannot take over: {e}"));
+    table.transpose().map_err(why)
+}
+
+/// The sockets that hold the port: the old code's, or bound now.
+pub(super) fn holders(table: Option<&SupervisorTable>, config: &Config) -> io::Result<Vec<Socket>> {
+    match table {
+        // SAFETY: the old code handed these over as the port's holders,
+        // and nothing else in this process owns them.
+        Some(t) => Ok(t
+            .holders
+            .iter()
+            .map(|&fd| unsafe { Socket::from_raw_fd(fd) })
+            .collect()),
+        None => limits::bind_all(&config.addr, true),
+    }
+}
+
+/// The source: where the old code left it, or as `config` says.
+pub(super) fn source(
+    table: Option<&SupervisorTable>,
+    config: &Config,
+    registry: &Registry,
+    schedule: &mut Schedule<Duty>,
+) -> io::Result<Source> {
+    let Some(t) = table else {
+        return Source::for_config(config, registry, SOURCE, schedule);
+    };
+    let carried = Table {
+        next_id: t.next_id,
+        backplane: t.backplane.clone(),
+        ..Table::default()
+    };
+    Source::taken_over(config, &carried, registry, SOURCE, schedule)
+}
+
+/// A worker's place as the supervisor's table keeps it.
+fn row(slot: &Slot) -> WorkerRow {
+    let channel = slot.channel.as_ref().map(|c| {
+        let (inbound, outbound) = c.buffers();
+        ChannelRow {
+            fd: c.socket.as_raw_fd(),
+            inbound,
+            outbound,
+        }
+    });
+    WorkerRow {
+        number: slot.number,
+        pid: slot.pid(),
+        channel,
+        serving: slot.serving,
+        ever_served: slot.ever_served,
+        restarts: slot.restarts,
+        max_connections: slot.max_connections,
+    }
+}
+
+/// The place the old code had: its process adopted, its channel (already
+/// registered) with the bytes in flight.
+fn slot_of(row: &WorkerRow, channel: Option<Channel>) -> Slot {
+    let mut slot = Slot::new(row.number);
+    slot.child = row.pid.map(Process::adopt);
+    slot.channel = channel;
+    slot.serving = row.serving;
+    slot.ever_served = row.ever_served;
+    slot.restarts = row.restarts;
+    slot.max_connections = row.max_connections;
+    slot
+}
 
 impl Supervisor {
     /// SIGHUP: start upgrading the workers.
@@ -219,7 +301,7 @@ impl Supervisor {
             next_id: source.next_id,
             backplane: source.backplane,
             history,
-            workers: self.slots.iter().map(Slot::row).collect(),
+            workers: self.slots.iter().map(row).collect(),
             departed: self.departed.clone(),
             start_failures: self.start_failures,
             sequenced: self.sequenced,
@@ -263,7 +345,7 @@ impl Supervisor {
             let Some(slot) = self.slots.get_mut(row.number as usize - 1) else {
                 continue;
             };
-            *slot = Slot::from_row(row, channel);
+            *slot = slot_of(row, channel);
             if !slot.is_alive() {
                 self.schedule.at(Instant::now(), Duty::Restart(row.number));
             }

@@ -19,7 +19,6 @@ use mio::{Interest, Token};
 
 use super::process::Process;
 use super::{Duty, State, Supervisor, channel_error, refusal_for, sum_into};
-use crate::handover::{ChannelRow, WorkerRow};
 use crate::ipc::{Channel, Inbound, Message, ToSupervisor, ToWorker};
 use crate::limits::urls;
 use crate::metrics::Figures;
@@ -74,16 +73,16 @@ pub(super) fn workers_and_pids(list: &[(u32, u32)]) -> String {
 pub(super) struct Slot {
     pub(super) number: u32,
     pub(super) child: Option<Process>,
-    channel: Option<Channel>,
+    pub(super) channel: Option<Channel>,
     started_at: Instant,
-    serving: bool,
+    pub(super) serving: bool,
     /// Whether any process in this slot ever served.
-    ever_served: bool,
+    pub(super) ever_served: bool,
     pub(super) restarts: u64,
     backoff: Duration,
     /// The worker's last report.
     pub(super) figures: Option<Figures>,
-    max_connections: u64,
+    pub(super) max_connections: u64,
 }
 
 impl Slot {
@@ -126,41 +125,6 @@ impl Slot {
 
     pub(super) fn is_alive(&self) -> bool {
         self.child.is_some()
-    }
-
-    /// This place as the supervisor's hand-over table keeps it.
-    pub(super) fn row(&self) -> WorkerRow {
-        let channel = self.channel.as_ref().map(|c| {
-            let (inbound, outbound) = c.buffers();
-            ChannelRow {
-                fd: c.socket.as_raw_fd(),
-                inbound,
-                outbound,
-            }
-        });
-        WorkerRow {
-            number: self.number,
-            pid: self.pid(),
-            channel,
-            serving: self.serving,
-            ever_served: self.ever_served,
-            restarts: self.restarts,
-            max_connections: self.max_connections,
-        }
-    }
-
-    /// The place the old code of an upgrade had: its process adopted, its
-    /// channel (already registered) with the bytes in flight.
-    pub(super) fn from_row(row: &WorkerRow, channel: Option<Channel>) -> Slot {
-        Slot {
-            child: row.pid.map(Process::adopt),
-            channel,
-            serving: row.serving,
-            ever_served: row.ever_served,
-            restarts: row.restarts,
-            max_connections: row.max_connections,
-            ..Slot::new(row.number)
-        }
     }
 
     /// The worker was asked to upgrade: it says when it serves again.
