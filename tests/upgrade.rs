@@ -413,3 +413,35 @@ fn workers_that_cannot_hand_over_drain_and_restart_from_the_new_file() {
         server.log
     );
 }
+
+/// SIGTERM while an upgrade waits for an exchange: the drain wins. The
+/// post half sent gets its 503, the stream its goodbye, the process exits
+/// 0, and nothing is handed over.
+#[test]
+fn sigterm_while_an_upgrade_waits_drains_instead() {
+    let (_dir, program) = program();
+    let mut server = ChildServer::spawn_program(&program, &["--interval", "100ms"], |_| {});
+    let mut sse = SseClient::open(server.addr, &[]);
+    sse.preamble();
+    sse.next_id();
+    let (post, rest) = start_post(server.addr, "never sent whole");
+    deploy_the_same_build(&program);
+    server.signal(libc::SIGHUP);
+    server.read_log_until("1 of 1 HTTP exchanges finish first");
+    server.signal(libc::SIGTERM);
+    server.read_log_until("upgrade abandoned: shutting down");
+    let response = finish_post(post, &rest);
+    assert_eq!(response.status, 503, "{}", response.head);
+    while sse.next_event().is_some() {}
+    assert!(sse.comments.iter().any(|c| c == "server shutting down"));
+    assert!(
+        server.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        server.log
+    );
+    assert!(
+        !server.log.contains("took the hand-over table"),
+        "{}",
+        server.log
+    );
+}

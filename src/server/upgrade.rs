@@ -281,6 +281,12 @@ impl Server {
     /// source already taken from the table).
     pub(super) fn take_over(&mut self, table: Table) -> io::Result<()> {
         let now = Instant::now();
+        let since = |ms: u64| {
+            SystemTime::now()
+                .duration_since(handover::from_unix_ms(ms))
+                .unwrap_or_default()
+        };
+        let started = since(table.written_at_ms);
         let clock = self.shared.clock(now);
         let mut carried = 0;
         for row in &table.streams {
@@ -331,17 +337,13 @@ impl Server {
         self.hub =
             crate::hub::Hub::taken_over(self.history, &table.events, &table.dashboard, topics);
         self.shared.counters = table.counters;
-        let since = |ms: u64| {
-            SystemTime::now()
-                .duration_since(handover::from_unix_ms(ms))
-                .unwrap_or_default()
-        };
         info!(
             "upgraded in place: {carried} streams carried, next id {}; the swap took {:?} \
-             ({:?} since SIGHUP)",
+             ({:?} since SIGHUP; exec and start {started:?}, taking over {:?})",
             self.hub.rings().events.next_id(),
             since(table.written_at_ms),
             since(table.asked_at_ms),
+            now.elapsed(),
         );
         if let Some(upstream) = self.source.upstream() {
             upstream.serving(self.admission.max_connections());
