@@ -32,7 +32,7 @@ use log::{error, info, warn};
 use super::Server;
 use crate::counters::CloseReason;
 use crate::handover::{self, Probe, StreamRow, Table, VERSION};
-use crate::ring::{Cursor, Feed, Stream};
+use crate::ring::{Cursor, Feed, Stream, reached};
 use crate::schedule::Timer;
 
 /// How long an upgrade waits for HTTP exchanges under way to finish
@@ -205,7 +205,11 @@ impl Server {
                 heartbeat_left: cursor.heartbeat_left(),
                 waiting: cursor.waiting(),
                 quiet_ms: clock.wrapping_sub(stream.progress_at),
-                ends_in_ms: lifetime.then(|| stream.ends_at.wrapping_sub(clock)),
+                // A lifetime already over ends at once in the new code.
+                ends_in_ms: lifetime.then(|| match reached(clock, stream.ends_at) {
+                    true => 0,
+                    false => stream.ends_at.wrapping_sub(clock),
+                }),
                 subscription: match feed {
                     Feed::Mercure => topics.subscription_row(cursor.route),
                     _ => None,

@@ -240,6 +240,11 @@ impl Supervisor {
         let Some(deadline) = rolling.own_turn else {
             return;
         };
+        if self.state != State::Running {
+            warn!("upgrade abandoned: shutting down");
+            self.rolling = None;
+            return;
+        }
         if !self.asks.is_empty() && Instant::now() < deadline {
             return;
         }
