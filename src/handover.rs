@@ -437,11 +437,11 @@ pub fn answer_probe(version: u32) -> i32 {
     }
 }
 
-/// Replaces this process with `program`, started with `args` (this
-/// process's own flags) and, if given, the table's descriptor in the
-/// variable `name` ([`ENV`], or [`SUPERVISOR_ENV`]); returns only if the
-/// exec failed.
-pub(crate) fn exec(program: &Path, args: &[OsString], table: Option<(&str, &File)>) -> io::Error {
+/// Replaces this process with `program`, started with this process's own
+/// flags, and, if given, the table's descriptor in the variable `name`
+/// ([`ENV`], or [`SUPERVISOR_ENV`]); returns only if the exec failed.
+pub(crate) fn exec(program: &Path, table: Option<(&str, &File)>) -> io::Error {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let mut command = Command::new(program);
     command
         .arg0(program)
@@ -452,6 +452,27 @@ pub(crate) fn exec(program: &Path, args: &[OsString], table: Option<(&str, &File
         command.env(name, file.as_raw_fd().to_string());
     }
     command.exec()
+}
+
+/// The exec of an upgrade: `fds` (what the table names) and the table
+/// itself kept open across it, the table's descriptor in `name`. Returns
+/// only if that failed, every descriptor close-on-exec again.
+pub(crate) fn exec_handing_over(
+    program: &Path,
+    fds: &[RawFd],
+    name: &str,
+    table: &File,
+) -> io::Error {
+    let mut fds = fds.to_vec();
+    fds.push(table.as_raw_fd());
+    let e = match fds.iter().try_for_each(|&fd| set_close_on_exec(fd, false)) {
+        Ok(()) => exec(program, Some((name, table))),
+        Err(e) => io::Error::new(e.kind(), format!("cannot keep a descriptor open: {e}")),
+    };
+    for fd in fds {
+        let _ = set_close_on_exec(fd, true);
+    }
+    e
 }
 
 #[cfg(test)]

@@ -105,12 +105,7 @@ fn with_workers_the_switch_reaches_every_worker_and_their_rounds_coincide() {
         );
         let mut client = SseClient::open(server.addr, &[]);
         client.preamble();
-        let worker = client
-            .comments
-            .iter()
-            .find_map(|c| c.strip_prefix("connected to worker "))
-            .and_then(|n| n.parse::<usize>().ok())
-            .expect("the worker's number");
+        let worker = client.worker() as usize;
         on[worker - 1].get_or_insert(client);
     }
 

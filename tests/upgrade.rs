@@ -281,12 +281,7 @@ fn streams_on_both_workers(addr: SocketAddr, per_worker: usize) -> Vec<SseClient
     for _ in 0..400 {
         let mut client = SseClient::open(addr, &[]);
         client.preamble();
-        let worker = client
-            .comments
-            .iter()
-            .find_map(|c| c.strip_prefix("connected to worker "))
-            .and_then(|n| n.parse::<usize>().ok())
-            .expect("a worker's stream");
+        let worker = client.worker() as usize;
         if counts[worker - 1] < per_worker {
             counts[worker - 1] += 1;
             clients.push(client);

@@ -17,7 +17,7 @@ fn one_stream_per_worker(addr: SocketAddr, workers: u32) -> Vec<SseClient> {
     for _ in 0..400 {
         let mut client = SseClient::open(addr, &[]);
         client.preamble();
-        let worker = worker_of(&client);
+        let worker = client.worker();
         assert!((1..=workers).contains(&worker), "{:?}", client.comments);
         let slot = &mut found[worker as usize - 1];
         if slot.is_none() {
@@ -28,17 +28,6 @@ fn one_stream_per_worker(addr: SocketAddr, workers: u32) -> Vec<SseClient> {
         }
     }
     panic!("400 connections never reached every worker");
-}
-
-/// The worker a stream's opening comment names.
-fn worker_of(client: &SseClient) -> u32 {
-    client
-        .comments
-        .iter()
-        .find_map(|c| c.strip_prefix("connected to worker "))
-        .unwrap_or_else(|| panic!("no worker in {:?}", client.comments))
-        .parse()
-        .unwrap()
 }
 
 /// The pid of worker `n`, from the supervisor's log: the latest of
@@ -93,7 +82,7 @@ fn events_from(client: &mut SseClient, id: u64, count: usize) -> Vec<Event> {
 fn every_worker_streams_the_same_events_with_the_same_ids() {
     let server = ChildServer::spawn(&["--workers", "2", "--interval", "50ms"], |_| {});
     let mut clients = one_stream_per_worker(server.addr, 2);
-    let workers: BTreeSet<u32> = clients.iter().map(worker_of).collect();
+    let workers: BTreeSet<u32> = clients.iter().map(SseClient::worker).collect();
     assert_eq!(workers, [1, 2].into(), "both workers took connections");
     let start = clients.iter_mut().map(|c| c.next_id()).max().unwrap() + 1;
     let a = events_from(&mut clients[0], start, 10);
@@ -123,12 +112,7 @@ fn a_chat_message_reaches_every_worker_with_the_id_in_its_202() {
             .unwrap();
         for client in &mut clients {
             let event = client.next_event().expect("stream open");
-            assert_eq!(
-                event.id,
-                Some(id.to_string()),
-                "worker {}",
-                worker_of(client)
-            );
+            assert_eq!(event.id, Some(id.to_string()), "worker {}", client.worker());
             assert_eq!(event.event.as_deref(), Some("message"));
             assert!(event.data.contains(&format!("hello {n}")), "{}", event.data);
         }
@@ -143,7 +127,7 @@ fn a_killed_worker_is_replaced_and_its_clients_resume_without_a_gap() {
     );
     let mut clients = one_stream_per_worker(server.addr, 2);
     let (mut victim, mut other) = (clients.remove(0), clients.remove(0));
-    let pid = worker_pid(&server.log, worker_of(&victim));
+    let pid = worker_pid(&server.log, victim.worker());
     let first = victim.next_id();
     let last = victim.consecutive_ids(first, 3);
     // SAFETY: kill(2) on a worker of our child: a live process of ours.
@@ -155,7 +139,7 @@ fn a_killed_worker_is_replaced_and_its_clients_resume_without_a_gap() {
         assert_eq!(id, last + 1);
         last = id;
     }
-    server.read_log_until(&format!("worker {} restarted", worker_of(&victim)));
+    server.read_log_until(&format!("worker {} restarted", victim.worker()));
     // It comes back with Last-Event-ID, wherever it lands, and misses nothing.
     let mut resumed = SseClient::open(server.addr, &[&format!("Last-Event-ID: {last}")]);
     resumed.consecutive_ids(last, 20);
@@ -389,7 +373,7 @@ fn one_subscription_per_worker(
     let mut found: Vec<Option<SseClient>> = (0..workers).map(|_| None).collect();
     for _ in 0..400 {
         let client = mercure::subscribe(addr, query, headers);
-        let slot = &mut found[worker_of(&client) as usize - 1];
+        let slot = &mut found[client.worker() as usize - 1];
         if slot.is_none() {
             *slot = Some(client);
         }
@@ -457,7 +441,7 @@ fn publish_and_check(
             event.id.as_deref(),
             Some(id.as_str()),
             "worker {}",
-            worker_of(client)
+            client.worker()
         );
     }
     if !private {

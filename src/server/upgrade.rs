@@ -152,25 +152,14 @@ impl Server {
                 return self.call_off(&format!("{} did not answer: {why}", program.display()));
             }
         }
-        let mut fds = table.descriptors();
-        fds.push(file.as_raw_fd());
-        if let Err(e) = fds
-            .iter()
-            .try_for_each(|&fd| handover::set_close_on_exec(fd, false))
-        {
-            return self.call_off(&format!("cannot keep a descriptor open: {e}"));
-        }
         info!(
             "upgrade: {} took the hand-over table ({} streams, {since:?} since SIGHUP): exec",
             program.display(),
             table.streams.len()
         );
-        let args: Vec<_> = std::env::args_os().skip(1).collect();
-        let e = handover::exec(&program, &args, Some((handover::ENV, &file)));
-        for fd in fds {
-            let _ = handover::set_close_on_exec(fd, true);
-        }
-        self.call_off(&format!("cannot exec {}: {e}", program.display()));
+        let fds = table.descriptors();
+        let e = handover::exec_handing_over(&program, &fds, handover::ENV, &file);
+        self.call_off(&format!("exec {}: {e}", program.display()));
     }
 
     /// Every event taken so far goes out before the table is written, so
@@ -276,8 +265,7 @@ impl Server {
         );
         // The listeners close with this process's image: the new code
         // binds the port again (SO_REUSEADDR).
-        let args: Vec<_> = std::env::args_os().skip(1).collect();
-        Some(handover::exec(&fallback.program, &args, None))
+        Some(handover::exec(&fallback.program, None))
     }
 
     /// The old code's streams, ring and sequence from `table`, into this

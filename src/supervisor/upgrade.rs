@@ -262,26 +262,15 @@ impl Supervisor {
                 return warn!("upgrade: the supervisor keeps its code: {why}");
             }
         }
-        let mut fds = table.descriptors();
-        fds.push(file.as_raw_fd());
-        if let Err(e) = fds
-            .iter()
-            .try_for_each(|&fd| handover::set_close_on_exec(fd, false))
-        {
-            return error!("upgrade: the supervisor keeps its code: {e}");
-        }
         info!(
             "upgrade: the supervisor execs {} ({} workers)",
             path.display(),
             table.workers.len()
         );
-        let args: Vec<_> = std::env::args_os().skip(1).collect();
-        let e = handover::exec(&path, &args, Some((handover::SUPERVISOR_ENV, &file)));
-        for fd in fds {
-            let _ = handover::set_close_on_exec(fd, true);
-        }
+        let fds = table.descriptors();
+        let e = handover::exec_handing_over(&path, &fds, handover::SUPERVISOR_ENV, &file);
         error!(
-            "upgrade: the supervisor keeps its code: cannot exec {}: {e}",
+            "upgrade: the supervisor keeps its code: exec {}: {e}",
             path.display()
         );
     }

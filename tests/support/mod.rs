@@ -363,6 +363,16 @@ impl SseClient {
         previous
     }
 
+    /// The worker a stream's opening comment names (`--workers`).
+    pub fn worker(&self) -> u32 {
+        self.comments
+            .iter()
+            .find_map(|c| c.strip_prefix("connected to worker "))
+            .unwrap_or_else(|| panic!("no worker in {:?}", self.comments))
+            .parse()
+            .expect("a worker's number")
+    }
+
     /// The next event's id as a number.
     pub fn next_id(&mut self) -> u64 {
         let event = self.next_event().expect("stream ended");
