@@ -45,6 +45,12 @@ pub(crate) const ENV: &str = "SSE_MIO_HANDOVER";
 /// The same for a supervisor's own table ([`SupervisorTable`]).
 pub(crate) const SUPERVISOR_ENV: &str = "SSE_MIO_SUPERVISOR_HANDOVER";
 
+/// The drain path's one word to the new code, which could not read the
+/// table: the id its sequence goes on from (`SSE_MIO_NEXT_ID=<n>`), so that
+/// a client that got every event before the goodbye resumes with no gap
+/// and no `reset`. A stable contract: any later version reads it.
+pub(crate) const NEXT_ID_ENV: &str = "SSE_MIO_NEXT_ID";
+
 /// The probe's exit status for "I read this table": anything else is a no.
 const PROBE_YES: i32 = 0;
 /// The probe's exit status for "not my version".
@@ -438,20 +444,30 @@ pub fn answer_probe(version: u32) -> i32 {
 }
 
 /// Replaces this process with `program`, started with this process's own
-/// flags, and, if given, the table's descriptor in the variable `name`
-/// ([`ENV`], or [`SUPERVISOR_ENV`]); returns only if the exec failed.
-pub(crate) fn exec(program: &Path, table: Option<(&str, &File)>) -> io::Error {
+/// flags, and, if given, one variable of this module's (the table's
+/// descriptor in [`ENV`] or [`SUPERVISOR_ENV`], or [`NEXT_ID_ENV`]);
+/// returns only if the exec failed.
+pub(crate) fn exec(program: &Path, word: Option<(&str, String)>) -> io::Error {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let mut command = Command::new(program);
-    command
-        .arg0(program)
-        .args(args)
-        .env_remove(ENV)
-        .env_remove(SUPERVISOR_ENV);
-    if let Some((name, file)) = table {
-        command.env(name, file.as_raw_fd().to_string());
+    command.arg0(program).args(args);
+    for name in [ENV, SUPERVISOR_ENV, NEXT_ID_ENV] {
+        command.env_remove(name);
+    }
+    if let Some((name, value)) = word {
+        command.env(name, value);
     }
     command.exec()
+}
+
+/// The id a drained predecessor's sequence stopped at ([`NEXT_ID_ENV`]),
+/// if it left one; the variable is removed.
+pub(crate) fn take_next_id() -> Option<u64> {
+    let value = std::env::var_os(NEXT_ID_ENV)?;
+    // SAFETY: at start-up, before any other thread of this process reads
+    // or writes the environment.
+    unsafe { std::env::remove_var(NEXT_ID_ENV) };
+    value.to_str()?.parse().ok()
 }
 
 /// The exec of an upgrade: `fds` (what the table names) and the table
@@ -466,7 +482,7 @@ pub(crate) fn exec_handing_over(
     let mut fds = fds.to_vec();
     fds.push(table.as_raw_fd());
     let e = match fds.iter().try_for_each(|&fd| set_close_on_exec(fd, false)) {
-        Ok(()) => exec(program, Some((name, table))),
+        Ok(()) => exec(program, Some((name, table.as_raw_fd().to_string()))),
         Err(e) => io::Error::new(e.kind(), format!("cannot keep a descriptor open: {e}")),
     };
     for fd in fds {

@@ -126,6 +126,15 @@ impl Source {
         Ok(source)
     }
 
+    /// A local sequencer goes on from `next_id` (what a drained
+    /// predecessor left, see `handover::NEXT_ID_ENV`); other sources keep
+    /// their own sequence.
+    pub(crate) fn continue_from(&mut self, next_id: u64) {
+        if let Source::Local(local) = self {
+            local.next_id = next_id;
+        }
+    }
+
     /// A local sequencer (see [`Local::new`]).
     pub(crate) fn local() -> Source {
         Source::Local(Local::new())

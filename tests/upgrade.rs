@@ -189,12 +189,14 @@ fn a_refused_hand_over_drains_and_the_same_pid_serves_again() {
     let mut server = ChildServer::spawn_program(&program, &args, |_| {});
     let mut sse = SseClient::open(server.addr, &[]);
     sse.preamble();
-    sse.next_id();
+    let mut last = sse.next_id();
     deploy_the_same_build(&program);
     server.signal(libc::SIGHUP);
     server.read_log_until("cannot take the hand-over (it reads another version");
-    // The goodbye, then the end of the stream.
-    while sse.next_event().is_some() {}
+    // Every event it is owed, the goodbye, then the end of the stream.
+    while let Some(event) = sse.next_event() {
+        last = id_of(&event);
+    }
     assert!(
         sse.comments.iter().any(|c| c == "server shutting down"),
         "{:?}",
@@ -215,10 +217,14 @@ fn a_refused_hand_over_drains_and_the_same_pid_serves_again() {
         .unwrap();
     assert_eq!(exe_of(server.pid()), program);
     assert!(server_get(addr, "/healthz").contains("\"ok\""));
-    let mut again = SseClient::open(addr, &[]);
+    // The new code goes on with the ids: the client resumes with no gap
+    // and no reset.
+    let mut again = SseClient::open(addr, &[&format!("Last-Event-ID: {last}")]);
     again.preamble();
-    let id = again.next_id();
-    again.consecutive_ids(id, 2);
+    let first = again.next_event().expect("the resumed stream");
+    assert_eq!(first.event, None, "no reset: {:?}", first.data);
+    assert_eq!(id_of(&first), last + 1);
+    again.consecutive_ids(last + 1, 2);
     server.signal(libc::SIGTERM);
     assert!(
         server.wait_exit(Duration::from_secs(20)).success(),

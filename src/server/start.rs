@@ -57,10 +57,13 @@ impl Server {
         let max = admission.max_connections();
         let mut shared = Shared::for_config(config, pages, worker, max, now)?;
         let (registry, timers) = (poll.registry(), &mut shared.schedule);
-        let source = match &table {
+        let mut source = match &table {
             Some(table) => Source::taken_over(config, table, registry, SOURCE, timers)?,
             None => Source::for_config(config, registry, SOURCE, timers)?,
         };
+        if let Some(next_id) = handover::take_next_id() {
+            source.continue_from(next_id);
+        }
         let interval = (!config.interval.is_zero() && !worker).then_some(config.interval);
         if let Some(interval) = interval {
             shared.schedule.at(now + interval, Timer::Tick);

@@ -264,8 +264,12 @@ impl Server {
             fallback.program.display()
         );
         // The listeners close with this process's image: the new code
-        // binds the port again (SO_REUSEADDR).
-        Some(handover::exec(&fallback.program, None))
+        // binds the port again (SO_REUSEADDR), and goes on with the ids.
+        let (next_id, word) = (self.hub.rings().events.next_id(), handover::NEXT_ID_ENV);
+        Some(handover::exec(
+            &fallback.program,
+            Some((word, next_id.to_string())),
+        ))
     }
 
     /// The old code's streams, ring and sequence from `table`, into this
