@@ -23,6 +23,9 @@
 //! - `source`: where events get their ids, the asynchronous five-call seam:
 //!   this process (`Local`), a worker's supervisor (`Upstream`), or a
 //!   Redis stream shared by several instances (`Backplane`).
+//! - `handover`: SIGHUP's upgrade in place: the table the old code hands
+//!   the new one (listeners, streams, rings, subscriptions), the probe,
+//!   the exec.
 //! - `ipc`, `peer`: the supervisor-worker protocol; what it shares with
 //!   the Redis link (a send queue, `ProtocolError`).
 //! - `ring`: the ring of recent frames, cursors, and flushing a stream.
@@ -53,7 +56,8 @@
 //! for its writable event and catches up from the ring. It ends when the
 //! client resets, falls off the ring or stalls, or when the server shuts
 //! down: on SIGINT/SIGTERM every stream gets the frames it is owed and a
-//! goodbye with a jittered `retry:`.
+//! goodbye with a jittered `retry:`. On SIGHUP the same process execs the
+//! new binary and every stream goes on, its socket carried across.
 //!
 //! ## The library
 //! [`Server`], [`Config`], [`Handle`] and [`Stopped`] run a server

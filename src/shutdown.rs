@@ -1,7 +1,8 @@
 //! How the loop ends: the stop flag that signals and [`Handle`]s raise, the
 //! state of a graceful drain, and the summary line at the end.
 //!
-//! SIGINT and SIGTERM reach the loop as one more readiness event:
+//! SIGINT and SIGTERM (and SIGHUP, which asks for an upgrade in place:
+//! `server/upgrade.rs`) reach the loop as one more readiness event:
 //! `signal-hook-mio`'s handler only writes to a pipe registered in the same
 //! poll, and [`Shutdown::take_signals`] reads which signals came. A
 //! [`Handle`] on another thread raises the same flag and wakes the poll.

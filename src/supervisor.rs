@@ -9,7 +9,7 @@
 //!
 //! Its loop is a mio poll like a worker's: one Unix-domain socket per
 //! worker (an `ipc::Channel`: non-blocking, short writes resumed), the signal
-//! pipe (SIGINT, SIGTERM, SIGCHLD; SIGUSR1 with `--bench-floor`), the
+//! pipe (SIGINT, SIGTERM, SIGCHLD, SIGHUP; SIGUSR1 with `--bench-floor`), the
 //! source's sockets, and one [`Schedule`] of its duties, the source's
 //! deadlines among them.
 //! It keeps the recent events (`--history`), which a worker that starts or
@@ -25,6 +25,7 @@
 //! stops them at once. The workers live in their own process group, so a
 //! terminal's Ctrl-C reaches the supervisor only, which passes it on once.
 //! A worker whose supervisor dies sees its socket close and drains itself.
+//! On SIGHUP the workers, then the supervisor, upgrade in place (`upgrade.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
