@@ -543,14 +543,28 @@ fn a_mercure_subscriber_resumes_past_the_ring_from_redis_with_only_what_it_may_r
 /// and the lease is never said lost.
 #[test]
 fn an_upgrade_in_place_keeps_following_the_log_and_the_lease() {
+    upgrade_on_redis(&[], "upgraded in place");
+}
+
+/// The same with `--workers 2`: the supervisor is the Redis client, and
+/// it carries the log's place and the lease across its own exec.
+#[test]
+fn with_workers_the_supervisor_carries_the_log_and_the_lease_across_its_exec() {
+    upgrade_on_redis(&["--workers", "2"], "supervisor upgraded in place");
+}
+
+fn upgrade_on_redis(extra: &[&str], done: &str) {
     let Some(redis) = Redis::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let program = dir.path().join("sse-mio");
     std::fs::copy(env!("CARGO_BIN_EXE_sse-mio"), &program).unwrap();
     let url = redis.url();
-    let args = ["--redis", url.as_str(), "--interval", "100ms"];
+    let mut args = vec!["--redis", url.as_str(), "--interval", "100ms"];
+    args.extend_from_slice(extra);
     let mut server = ChildServer::spawn_program(&program, &args, |_| {});
-    server.read_log_until("holds the ticker lease");
+    if !server.log.contains("holds the ticker lease") {
+        server.read_log_until("holds the ticker lease");
+    }
     let mut client = SseClient::open(server.addr, &[]);
     client.preamble();
     let before: Vec<u64> = events(&mut client, 3)
@@ -561,7 +575,7 @@ fn an_upgrade_in_place_keeps_following_the_log_and_the_lease() {
     std::fs::copy(env!("CARGO_BIN_EXE_sse-mio"), &new).unwrap();
     std::fs::rename(&new, &program).unwrap();
     server.signal(libc::SIGHUP);
-    server.read_log_until("upgraded in place");
+    server.read_log_until(done);
     let mut last = before[2];
     for (id, _) in events(&mut client, 20) {
         assert_eq!(id, last + 1, "the ticks go on through the swap");
