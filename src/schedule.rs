@@ -61,6 +61,9 @@ pub(crate) enum Timer {
     /// An upgrade has waited long enough for its HTTP exchanges: those
     /// still open are cut, and the streams handed over.
     UpgradeCut,
+    /// An upgrade waiting for the ticker lease's renewal looks again (the
+    /// loop tries the hand-over after every turn; this only wakes it).
+    UpgradeLook,
 }
 
 /// A deadline a source keeps (see `source`): the loop hands it back to

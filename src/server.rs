@@ -334,6 +334,7 @@ impl Server {
                         .resume(registry, &mut self.conns, &mut self.shared);
                 }
                 Timer::UpgradeCut => self.cut_exchanges(),
+                Timer::UpgradeLook => {}
                 Timer::DrainEnd => {
                     // Whatever is still open (a stream that will not read,
                     // a slow download) is cut.

@@ -192,6 +192,15 @@ impl Source {
         }
     }
 
+    /// Whether an upgrade may hand over now (with `--redis`: the ticker
+    /// lease, if held, was renewed recently enough to outlast the swap).
+    pub(crate) fn may_hand_over(&self, now: Instant) -> bool {
+        match self {
+            Source::Redis(redis) => redis.may_hand_over(now),
+            Source::Local(_) | Source::Upstream(_) => true,
+        }
+    }
+
     /// The shared log's state (`--redis`), for `/metrics` and `/healthz`.
     pub(crate) fn status(&self, now: Instant) -> Option<Status> {
         match self {

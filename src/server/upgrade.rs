@@ -39,6 +39,11 @@ use crate::schedule::Timer;
 /// before it cuts them.
 pub(super) const EXCHANGES_WAIT: Duration = Duration::from_secs(10);
 
+/// Longest an upgrade waits for the ticker lease's renewal (`--redis`),
+/// and how often it looks again.
+const LEASE_WAIT: Duration = Duration::from_secs(3);
+const LEASE_POLL: Duration = Duration::from_millis(50);
+
 /// An upgrade under way.
 pub(super) struct Upgrade {
     /// When SIGHUP came.
@@ -133,6 +138,17 @@ impl Server {
             return;
         }
         let (asked_at, program) = (upgrade.asked_at, upgrade.program.clone());
+        // With `--redis`, a lease about to need renewing is renewed first
+        // (within a second), so that it outlasts the swap.
+        let waited = SystemTime::now()
+            .duration_since(asked_at)
+            .unwrap_or_default();
+        if !self.source.may_hand_over(Instant::now()) && waited < LEASE_WAIT {
+            self.shared
+                .schedule
+                .at(Instant::now() + LEASE_POLL, Timer::UpgradeLook);
+            return;
+        }
         self.finish_fan_out();
         if self.conns.iter().any(|(_, c)| c.as_stream().is_none()) {
             return;

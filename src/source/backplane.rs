@@ -54,6 +54,10 @@ const RENEW: Duration = Duration::from_secs(1);
 /// after this, and another instance takes it within a renewal.
 const LEASE_TTL: Duration = Duration::from_secs(3);
 
+/// The lease an upgrade wants left before it hands over (a renewal
+/// leaves about 2.5 s; the swap takes a fraction of a second).
+const LEASE_FOR_SWAP: Duration = Duration::from_secs(2);
+
 /// How long `XREAD` blocks in Redis before it is asked again.
 const READ_BLOCK: Duration = Duration::from_millis(1000);
 
@@ -196,6 +200,14 @@ impl Backplane {
                 .filter(|&until| until > now)
                 .map(|until| (until - now).as_millis() as u64),
         }
+    }
+
+    /// Whether an upgrade may hand over now: the ticker lease, if this
+    /// instance holds it, has at least [`LEASE_FOR_SWAP`] left (it was
+    /// renewed recently), so that the new code renews it in time.
+    pub(crate) fn may_hand_over(&self, now: Instant) -> bool {
+        self.ticker_until
+            .is_none_or(|until| until >= now + LEASE_FOR_SWAP)
     }
 
     /// Goes on where the old code of an upgrade stopped: the log is

@@ -245,7 +245,9 @@ impl Supervisor {
             self.rolling = None;
             return;
         }
-        if !self.asks.is_empty() && Instant::now() < deadline {
+        let now = Instant::now();
+        let ready = self.asks.is_empty() && self.source.may_hand_over(now);
+        if !ready && now < deadline {
             return;
         }
         let asked_at = rolling.asked_at;
