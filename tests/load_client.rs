@@ -233,6 +233,11 @@ fn sse_load_counts_a_server_with_workers_as_one_process_tree() {
     // Three processes' memory: several MiB, not one process's.
     let rss = report["server_rss_after_bytes"].as_u64().unwrap();
     assert!(rss > 3 * 1_000_000, "{report}");
+    // The allocated part of the growth is reported beside it.
+    assert!(
+        report["server_anon_bytes_per_connection"].is_number(),
+        "{report}"
+    );
 }
 
 #[test]

@@ -109,6 +109,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let processes = args.connections.div_ceil(per_process).max(1);
     let mut server = ServerFigures {
         rss_before: args.server_pid.and_then(proc_rss),
+        anon_before: args.server_pid.and_then(probe::proc_anon),
         kernel_before: probe::kernel_counters(),
         ..ServerFigures::default()
     };

@@ -49,6 +49,7 @@ impl Measuring {
     pub(crate) fn hold_over(&mut self, args: &Args, phases: Phases, server: &mut ServerFigures) {
         let pid = args.server_pid;
         server.rss_after = pid.and_then(proc_rss);
+        server.anon_after = pid.and_then(probe::proc_anon);
         server.kernel_after = probe::kernel_counters();
         if let (Some(start), Some(end)) = (self.cpu_start, pid.and_then(proc_cpu_seconds)) {
             let seconds = (phases.hold_end - phases.start) as f64 / 1e9;

@@ -12,6 +12,10 @@ use crate::tally::Posted;
 pub(crate) struct ServerFigures {
     pub(crate) rss_before: Option<u64>,
     pub(crate) rss_after: Option<u64>,
+    /// The anonymous part of it (`RssAnon`: what the server allocated,
+    /// not the program's pages it maps as it runs new code paths).
+    pub(crate) anon_before: Option<u64>,
+    pub(crate) anon_after: Option<u64>,
     pub(crate) cpu_percent: Option<f64>,
     /// The chat messages posted to it during the hold (`--chat`).
     pub(crate) chat: Vec<Posted>,
@@ -84,14 +88,30 @@ pub(crate) fn process_tree(pid: u32) -> Vec<u32> {
 
 /// Resident memory of `pid` and its descendants, summed.
 pub(crate) fn proc_rss(pid: u32) -> Option<u64> {
-    let rss = |pid: u32| -> Option<u64> {
+    proc_status_bytes(pid, "VmRSS:")
+}
+
+/// The anonymous part of [`proc_rss`] (`RssAnon`: heap and stacks, not
+/// the program's file pages).
+pub(crate) fn proc_anon(pid: u32) -> Option<u64> {
+    proc_status_bytes(pid, "RssAnon:")
+}
+
+/// A `kB` field of `/proc/PID/status`, in bytes, summed over `pid` and its
+/// descendants.
+fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let bytes = |pid: u32| -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
     };
-    let root = rss(pid)?;
-    let rest: u64 = process_tree(pid).into_iter().skip(1).filter_map(rss).sum();
+    let root = bytes(pid)?;
+    let rest: u64 = process_tree(pid)
+        .into_iter()
+        .skip(1)
+        .filter_map(bytes)
+        .sum();
     Some(root + rest)
 }
 
@@ -108,4 +128,23 @@ pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     let root = cpu(pid)?;
     let rest: f64 = process_tree(pid).into_iter().skip(1).filter_map(cpu).sum();
     Some(root + rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `RssAnon` is what a process allocated: 8 MiB of touched heap shows
+    /// in it, and it is part of the RSS, not all of it (the program's own
+    /// pages are the rest).
+    #[test]
+    fn the_allocated_part_of_the_rss_is_read() {
+        let me = std::process::id();
+        let before = proc_anon(me).unwrap();
+        let heap = vec![1u8; 8 << 20];
+        let after = proc_anon(me).unwrap();
+        assert!(after >= before + (7 << 20), "{before} -> {after}");
+        assert!(after < proc_rss(me).unwrap());
+        drop(std::hint::black_box(heap));
+    }
 }

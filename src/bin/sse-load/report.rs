@@ -75,6 +75,9 @@ pub(crate) struct Report {
     server_rss_before_bytes: Option<u64>,
     server_rss_after_bytes: Option<u64>,
     server_rss_bytes_per_connection: Option<f64>,
+    /// The anonymous part of that growth (`RssAnon`): what the server
+    /// allocated per connection, without the program pages it mapped.
+    server_anon_bytes_per_connection: Option<f64>,
     server_cpu_percent: Option<f64>,
     /// Processes counted as the server (it and its descendants).
     server_processes: Option<usize>,
@@ -311,6 +314,12 @@ pub(crate) fn report(
         server_rss_before_bytes: server.rss_before,
         server_rss_after_bytes: server.rss_after,
         server_rss_bytes_per_connection: match (server.rss_before, server.rss_after) {
+            (Some(before), Some(after)) if open > 0 => {
+                Some((after as f64 - before as f64) / open as f64)
+            }
+            _ => None,
+        },
+        server_anon_bytes_per_connection: match (server.anon_before, server.anon_after) {
             (Some(before), Some(after)) if open > 0 => {
                 Some((after as f64 - before as f64) / open as f64)
             }

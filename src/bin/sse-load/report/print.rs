@@ -91,11 +91,13 @@ pub(crate) fn render(r: &Report) -> String {
     );
     if let (Some(before), Some(after)) = (r.server_rss_before_bytes, r.server_rss_after_bytes) {
         let processes = r.server_processes.unwrap_or(1);
-        let whose = if processes > 1 {
-            format!(", {processes} processes")
-        } else {
-            String::new()
+        let mut whose = match r.server_anon_bytes_per_connection {
+            Some(anon) => format!(", {anon:.0} of them allocated"),
+            None => String::new(),
         };
+        if processes > 1 {
+            whose.push_str(&format!(", {processes} processes"));
+        }
         let _ = writeln!(
             out,
             "server RSS               {:.1} MiB -> {:.1} MiB ({:.0} bytes per connection{whose})",
