@@ -150,29 +150,29 @@ impl Hub {
         }
     }
 
-    /// The hub of a server taken over from an upgrade: the rings the old
-    /// code had, their frames' topics interned in `topics` (the streams
-    /// subscribed first), and no pass due.
-    pub(crate) fn taken_over(
-        history: usize,
+    /// The rings the old code of an upgrade had, in place of this hub's
+    /// (empty, just made), their frames' topics interned in `topics` (the
+    /// streams subscribed first); no pass due.
+    pub(crate) fn take_rows(
+        &mut self,
         events: &RingRows,
         dashboard: &RingRows,
         topics: &mut Topics,
-    ) -> Hub {
-        let mut dropped = Vec::new();
+    ) {
         let meta = |row: &FrameRow| topics.meta(&row.topics, row.private, row.mercure_id.clone());
-        let events = Ring::from_rows(history, events, meta, &mut dropped);
+        let events = Ring::from_rows(self.history, events, meta, &mut self.dropped);
         let dashboard = Ring::from_rows(
             DASHBOARD_FRAMES,
             dashboard,
             |_| Meta::default(),
-            &mut dropped,
+            &mut self.dropped,
         );
-        let mut hub = Hub::new(events.next_id(), history);
-        hub.rings = Rings { events, dashboard };
-        hub.dropped = dropped;
-        hub.release(topics);
-        hub
+        for frame in self.rings.events.frames() {
+            self.dropped.push(frame.meta.clone());
+        }
+        self.unsent = events.next_id();
+        self.rings = Rings { events, dashboard };
+        self.release(topics);
     }
 
     /// The rings as an upgrade's table keeps them. Only between passes

@@ -87,8 +87,6 @@ pub struct Server {
     /// Tick period; `None` when the ticker is off (or a supervisor runs it).
     interval: Option<Duration>,
     periodic: Periodic,
-    /// `--history`: the event ring's size.
-    history: usize,
     /// Where this program was started from: what SIGHUP execs (or why it
     /// cannot).
     program: Result<std::path::PathBuf, String>,
@@ -334,7 +332,7 @@ impl Server {
                         .resume(registry, &mut self.conns, &mut self.shared);
                 }
                 Timer::UpgradeCut => self.cut_exchanges(),
-                Timer::UpgradeLook => {}
+                Timer::UpgradeLook => self.look_again(),
                 Timer::DrainEnd => {
                     // Whatever is still open (a stream that will not read,
                     // a slow download) is cut.

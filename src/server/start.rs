@@ -81,7 +81,6 @@ impl Server {
             turn: Turn::default(),
             interval,
             periodic,
-            history: config.history as usize,
             program,
             upgrade: None,
             fallback: None,
@@ -110,7 +109,8 @@ impl Server {
     }
 
     /// Makes SIGINT and SIGTERM shut the server down (the first gracefully,
-    /// the second at once), as readiness events of this poll (see
+    /// the second at once), and SIGHUP upgrade it in place (see
+    /// `upgrade`), as readiness events of this poll (see
     /// `Shutdown::handle_signals`).
     pub fn handle_signals(&mut self) -> io::Result<()> {
         self.shutdown.handle_signals(self.poll.registry(), SIGNALS)

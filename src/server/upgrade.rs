@@ -49,6 +49,11 @@ pub(super) struct Upgrade {
     /// When SIGHUP came.
     asked_at: SystemTime,
     program: PathBuf,
+    /// When its exchanges are cut (a `Timer::UpgradeCut` of an earlier
+    /// upgrade that was called off is not this one's).
+    cut_at: Instant,
+    /// A `Timer::UpgradeLook` is queued (one at a time, not one a turn).
+    look_queued: bool,
 }
 
 /// Where an upgrade stands after its probe said no: the old code drains,
@@ -90,20 +95,30 @@ impl Server {
             .iter()
             .filter(|(_, c)| c.as_stream().is_none())
             .count();
-        (self.shared.schedule).at(Instant::now() + EXCHANGES_WAIT, Timer::UpgradeCut);
+        let cut_at = Instant::now() + EXCHANGES_WAIT;
+        self.shared.schedule.at(cut_at, Timer::UpgradeCut);
         info!(
             "SIGHUP: upgrading in place to {}: accepting paused; {} streams carried over; \
              {left} of {exchanges} HTTP exchanges finish first",
             program.display(),
             self.conns.len() - left,
         );
-        self.upgrade = Some(Upgrade { asked_at, program });
+        self.upgrade = Some(Upgrade {
+            asked_at,
+            program,
+            cut_at,
+            look_queued: false,
+        });
     }
 
     /// The upgrade waited [`EXCHANGES_WAIT`]: the exchanges still open
     /// are cut.
     pub(super) fn cut_exchanges(&mut self) {
-        if self.upgrade.is_none() {
+        if self
+            .upgrade
+            .as_ref()
+            .is_none_or(|u| Instant::now() < u.cut_at)
+        {
             return;
         }
         let keys: Vec<usize> = (self.conns.iter())
@@ -121,10 +136,18 @@ impl Server {
         }
     }
 
+    /// The `Timer::UpgradeLook` came: the hand-over is tried again at the
+    /// end of this turn (the loop tries it every turn).
+    pub(super) fn look_again(&mut self) {
+        if let Some(upgrade) = &mut self.upgrade {
+            upgrade.look_queued = false;
+        }
+    }
+
     /// Hands over if an upgrade waits and no exchange is left. On a yes
     /// from the new file this never returns.
     pub(super) fn try_hand_over(&mut self) {
-        let Some(upgrade) = &self.upgrade else {
+        let Some(upgrade) = &mut self.upgrade else {
             return;
         };
         if self.shutdown.is_draining() {
@@ -144,9 +167,11 @@ impl Server {
             .duration_since(asked_at)
             .unwrap_or_default();
         if !self.source.may_hand_over(Instant::now()) && waited < LEASE_WAIT {
-            self.shared
-                .schedule
-                .at(Instant::now() + LEASE_POLL, Timer::UpgradeLook);
+            if !upgrade.look_queued {
+                upgrade.look_queued = true;
+                let at = Instant::now() + LEASE_POLL;
+                self.shared.schedule.at(at, Timer::UpgradeLook);
+            }
             return;
         }
         self.finish_fan_out();
@@ -346,8 +371,7 @@ impl Server {
         }
         self.shared.topics.take_active(table.active);
         let topics = &mut self.shared.topics;
-        self.hub =
-            crate::hub::Hub::taken_over(self.history, &table.events, &table.dashboard, topics);
+        (self.hub).take_rows(&table.events, &table.dashboard, topics);
         self.shared.counters = table.counters;
         info!(
             "upgraded in place: {carried} streams carried, next id {}; the swap took {:?} \

@@ -41,8 +41,10 @@ pub(super) const WORKER_WAIT: Duration = Duration::from_secs(20);
 pub(super) struct Rolling {
     /// The workers still to upgrade, next first.
     queue: Vec<u32>,
-    /// The worker upgrading now.
+    /// The worker upgrading now, and when it is overdue (a
+    /// `Duty::UpgradeOverdue` of an earlier upgrade is not this one's).
     current: Option<u32>,
+    overdue_at: Instant,
     started: Instant,
     asked_at: SystemTime,
     /// Every worker is done: the supervisor's own turn, by this deadline
@@ -175,6 +177,7 @@ impl Supervisor {
         self.rolling = Some(Rolling {
             queue: self.slots.iter().rev().map(|s| s.number).collect(),
             current: None,
+            overdue_at: Instant::now(),
             started: Instant::now(),
             asked_at: SystemTime::now(),
             own_turn: None,
@@ -196,7 +199,9 @@ impl Supervisor {
 
     /// [`WORKER_WAIT`] after worker `n` was asked to upgrade.
     pub(super) fn upgrade_overdue(&mut self, n: u32) {
-        if self.rolling.as_ref().is_some_and(|r| r.current == Some(n)) {
+        let now = Instant::now();
+        let this = |r: &Rolling| r.current == Some(n) && now >= r.overdue_at;
+        if self.rolling.as_ref().is_some_and(this) {
             warn!("upgrade: worker {n} does not serve again after {WORKER_WAIT:?}; going on");
             self.upgrade_next();
         }
@@ -219,6 +224,8 @@ impl Supervisor {
             return;
         };
         rolling.current = Some(n);
+        rolling.overdue_at = Instant::now() + WORKER_WAIT;
+        let overdue_at = rolling.overdue_at;
         let slot = self.slot(n);
         if !slot.is_alive() {
             // Restarted from the new file when its restart comes.
@@ -226,8 +233,7 @@ impl Supervisor {
         }
         slot.expect_serving_again();
         slot.signal(libc::SIGHUP);
-        self.schedule
-            .at(Instant::now() + WORKER_WAIT, Duty::UpgradeOverdue(n));
+        self.schedule.at(overdue_at, Duty::UpgradeOverdue(n));
     }
 
     /// The supervisor's own turn, once the workers are done and nothing a
