@@ -38,6 +38,14 @@ fn deploy_the_same_build(program: &Path) {
     );
 }
 
+/// SIGTERM, and the server (and its workers) must drain and exit 0
+/// within `seconds`.
+fn stop(server: &mut ChildServer, seconds: u64) {
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(seconds));
+    assert!(status.success(), "{}", server.log);
+}
+
 /// The file process `pid` runs.
 fn exe_of(pid: i32) -> PathBuf {
     std::fs::read_link(format!("/proc/{pid}/exe")).unwrap()
@@ -161,12 +169,7 @@ fn sighup_upgrades_one_process_in_place() {
         "the API still asks for a token"
     );
 
-    server.signal(libc::SIGTERM);
-    assert!(
-        server.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        server.log
-    );
+    stop(&mut server, 20);
     assert!(server.log.contains("SIGTERM: shutting down"));
 }
 
@@ -225,12 +228,7 @@ fn a_refused_hand_over_drains_and_the_same_pid_serves_again() {
     assert_eq!(first.event, None, "no reset: {:?}", first.data);
     assert_eq!(id_of(&first), last + 1);
     again.consecutive_ids(last + 1, 2);
-    server.signal(libc::SIGTERM);
-    assert!(
-        server.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        server.log
-    );
+    stop(&mut server, 20);
 }
 
 /// A new file that is not a program (or does not answer) changes
@@ -249,12 +247,7 @@ fn a_file_that_is_not_a_program_leaves_the_old_code_serving() {
     let id = sse.consecutive_ids(id, 5);
     assert!(server_get(server.addr, "/healthz").contains("\"ok\""));
     sse.consecutive_ids(id, 2);
-    server.signal(libc::SIGTERM);
-    assert!(
-        server.wait_exit(Duration::from_secs(20)).success(),
-        "{}",
-        server.log
-    );
+    stop(&mut server, 20);
 }
 
 /// The pids of the workers, from the supervisor's `workers started` line
@@ -352,9 +345,7 @@ fn workers_upgrade_in_place_one_at_a_time() {
     // SAFETY: kill(2) on a worker of our child: a live process of ours.
     assert_eq!(unsafe { libc::kill(pids[0], libc::SIGKILL) }, 0);
     server.read_log_until("worker 1 restarted");
-    server.signal(libc::SIGTERM);
-    let status = server.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "{}", server.log);
+    stop(&mut server, 30);
 }
 
 /// `--workers 2` with a new file that refuses the table: each worker in
@@ -407,12 +398,7 @@ fn workers_that_cannot_hand_over_drain_and_restart_from_the_new_file() {
         assert!(!pids.contains(&pid));
         assert_eq!(exe_of(pid), program, "worker {n} runs the new file");
     }
-    server.signal(libc::SIGTERM);
-    assert!(
-        server.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        server.log
-    );
+    stop(&mut server, 30);
 }
 
 /// SIGTERM while an upgrade waits for an exchange: the drain wins. The
